@@ -1,0 +1,105 @@
+"""Benchmark: a 1,000-run sampled sweep expanded, rendered and written with --dry-run, timed from
+the command line (interpreter start and imports included); then the same sweep in array mode
+submitted through a recording `sbatch`, to count the sbatch calls.
+
+    python bench/sweep_dry_run.py [--runs 1000] [--repeat 3]
+
+Prints one JSON line per measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_SBATCH = """#!/bin/bash
+# Records each call (one line of arguments) and answers like `sbatch --parsable`.
+echo "$*" >> "{log}"
+echo 4242
+"""
+
+
+def experiment_file(folder: Path, runs: int) -> Path:
+    assert runs % 4 == 0, "runs must be a multiple of 4 (a 2 x 2 grid times repeat)"
+    doc = {
+        "experiment": {"name": "bench", "base_dir": str(folder / "out"), "seed": 0},
+        "sbatch": {"cpus": 4, "mem": "16G", "gpus": 1, "time": "02:00:00"},
+        "runs": [{
+            "repeat": runs // 4,
+            "comet": {"tags": ["bench"]},
+            "trainer": {
+                "seed": {"sample": "randint", "from": [0, 100000]},
+                "train": {
+                    "batch_size": {"sample": "grid", "from": [32, 64]},
+                    "optim": {"name": {"sample": "grid", "from": ["adam", "adamw"]},
+                              "lr": {"sample": "loguniform", "from": [1e-5, 1e-2]},
+                              "weight_decay": {"sample": "uniform", "from": [0.0, 0.1]}},
+                    "schedule": {"warmup_steps": {"sample": "range", "from": [0, 1000, 100]}},
+                },
+                "model": {"hypernet": {"embedding_dim": {"sample": "list", "from": [8, 16, 32]}}},
+            },
+        }],
+    }
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
+    return seconds, proc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=3, help="timed repetitions (the median is reported)")
+    args = p.parse_args()
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        exp = experiment_file(folder, args.runs)
+        cmd = [sys.executable, str(ROOT / "experiment.py"), f"--experiment={exp}", "--dry-run"]
+        times = []
+        for _ in range(args.repeat):
+            seconds, proc = timed(cmd, dict(os.environ))
+            times.append(seconds)
+        out = folder / "out" / "bench"
+        files = sum(1 for p in out.rglob("*") if p.is_file())
+        print(json.dumps({"bench": "dry_run", "runs": args.runs, "seconds_median": round(statistics.median(times), 3),
+                          "seconds_all": [round(t, 3) for t in times], "files_per_sweep": files,
+                          "reported_by_experiment_py": proc.stderr.splitlines()[0], **machine}))
+
+        bin_dir = folder / "bin"
+        bin_dir.mkdir()
+        log = folder / "sbatch_calls.txt"
+        (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log))
+        (bin_dir / "sbatch").chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        seconds, proc = timed([sys.executable, str(ROOT / "experiment.py"), f"--experiment={exp}",
+                               "--mode=array", "--parallelism=50", "--executor=slurm"], env)
+        calls = log.read_text().splitlines()
+        exp_dir = sorted((folder / "out").iterdir())[-1]
+        jobs = (exp_dir / "jobs.tsv").read_text().splitlines()
+        print(json.dumps({"bench": "array_submit", "runs": args.runs, "sbatch_calls": len(calls),
+                          "sbatch_args": calls[0].split()[:2], "jobs_tsv_lines": len(jobs),
+                          "seconds": round(seconds, 3), **machine}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The seed's dataset layout, scanned and checked:
+
+    <images_dir>/{train,val,test,run}/<stem>.<jpg|png|...>
+    <maps_dir>/<TASK>/<stem>.<png|jpg>          one folder per saliency task
+    <fixations_dir>/<TASK>/<stem>.png           optional binary fixation maps
+
+A missing map is an error that counts them and names the first few, never a silent skip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypersal.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAP_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test", "run")
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _by_stem(folder: Path, suffixes=MAP_SUFFIXES) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in suffixes:
+            out.setdefault(p.stem, p)
+    return out
+
+
+@dataclass
+class DatasetIndex:
+    images_dir: Path
+    maps_dir: Path | None
+    tasks: list[str]
+    images: dict[str, list[Path]] = field(default_factory=dict)      # split -> image files
+    maps: dict[str, dict[str, Path]] = field(default_factory=dict)   # task -> stem -> file
+    fixations: dict[str, dict[str, Path]] = field(default_factory=dict)
+
+    def split(self, name: str, required: bool = True) -> list[Path]:
+        files = self.images.get(name, [])
+        if required and not files:
+            raise UserError(f"no images in the '{name}' split", file=self.images_dir / name,
+                            fix=f"put {', '.join(IMAGE_SUFFIXES)} files in {self.images_dir / name}")
+        return files
+
+    def map_files(self, split: str, task: str) -> list[Path]:
+        """The map of every image of the split for one task; every one must exist."""
+        images = self.split(split)
+        have = self.maps.get(task, {})
+        missing = [p.stem for p in images if p.stem not in have]
+        if missing:
+            raise UserError(f"{len(missing)} of {len(images)} '{split}' images have no '{task}' map "
+                            f"(first: {', '.join(missing[:3])})", file=self.maps_dir / task,
+                            fix=f"add <stem>.png maps for them to {self.maps_dir / task}, or remove "
+                                "those images")
+        return [have[p.stem] for p in images]
+
+    def fixation_files(self, split: str, task: str) -> list[Path] | None:
+        """Fixation maps of every image of the split, or None where the task has none."""
+        have = self.fixations.get(task)
+        if not have:
+            return None
+        images = self.split(split)
+        missing = [p.stem for p in images if p.stem not in have]
+        if missing:
+            raise UserError(f"{len(missing)} '{split}' images have no '{task}' fixation map "
+                            f"(first: {', '.join(missing[:3])})", file=Path(next(iter(have.values()))).parent,
+                            fix="add them, or remove the task's fixation folder")
+        return [have[p.stem] for p in images]
+
+
+def scan(images_dir: Path | str, maps_dir: Path | str | None, tasks: list[str] | None = None,
+         fixations_dir: Path | str | None = None) -> DatasetIndex:
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise UserError("the image folder does not exist", file=images_dir, key="data.images_dir",
+                        fix="point data.images_dir at a folder holding train/ val/ (test/ run/)")
+    index = DatasetIndex(images_dir, Path(maps_dir) if maps_dir else None, [])
+    for split in SPLITS:
+        if (images_dir / split).is_dir():
+            index.images[split] = list_images(images_dir / split)
+    if not index.images:
+        raise UserError("no split folders (train/ val/ test/ run/) in the image folder", file=images_dir,
+                        key="data.images_dir", fix="arrange the images as <images_dir>/train/*.jpg etc.")
+    if index.maps_dir is not None:
+        index.tasks = _tasks(index.maps_dir, tasks)
+        index.maps = {t: _by_stem(index.maps_dir / t) for t in index.tasks}
+    if fixations_dir:
+        root = Path(fixations_dir)
+        index.fixations = {t: _by_stem(root / t) for t in index.tasks if (root / t).is_dir()}
+    return index
+
+
+def _tasks(maps_dir: Path, wanted: list[str] | None) -> list[str]:
+    if not maps_dir.is_dir():
+        raise UserError("the saliency map folder does not exist", file=maps_dir, key="data.maps_dir",
+                        fix="point data.maps_dir at a folder with one subfolder per task")
+    found = sorted(p.name for p in maps_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not wanted:
+        if not found:
+            raise UserError("no task folders in the saliency map folder", file=maps_dir,
+                            key="data.maps_dir", fix="add one subfolder of maps per task")
+        return found
+    unknown = [t for t in wanted if t not in found]
+    if unknown:
+        raise UserError(f"no map folder for task(s) {', '.join(unknown)}", file=maps_dir, key="tasks",
+                        fix=f"the tasks found are: {', '.join(found) or 'none'}")
+    return list(wanted)

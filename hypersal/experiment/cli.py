@@ -1,0 +1,123 @@
+"""experiment.py: plan, write and submit a sweep; then status, cancel, collect, upload.
+
+    python experiment.py --experiment=exp.yaml --template=templates/sbatch.sh [--dry-run]
+    python experiment.py submit|status|cancel|collect|upload DIR
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from hypersal.errors import UserError
+from hypersal.log import say
+from hypersal.experiment import collect as collect_mod, executors, plan as plan_mod, repro, spec as spec_mod
+from hypersal.experiment import status as status_mod, submit as submit_mod, write as write_mod
+from hypersal.experiment.render import Template
+
+DEFAULT_TEMPLATE = repro.CODE_ROOT / "templates" / "sbatch.sh"
+COMMANDS = ("submit", "status", "cancel", "collect", "upload")
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="experiment.py", description="Plan, write and submit a sweep of training runs.",
+        epilog=f"Other commands: {', '.join(c + ' DIR' for c in COMMANDS)} (e.g. "
+               "`experiment.py status ~/runs/demo`).")
+    p.add_argument("--experiment", "-e", required=True, help="the experiment YAML file")
+    p.add_argument("--template", "-t", default=str(DEFAULT_TEMPLATE),
+                   help="the Jinja sbatch template (default: templates/sbatch.sh)")
+    p.add_argument("--dry-run", action="store_true", help="write every file, submit nothing")
+    p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto",
+                   help="auto: Slurm when sbatch is on PATH, else this machine")
+    p.add_argument("--mode", choices=spec_mod.MODES, help="one job per run, or one job array")
+    p.add_argument("--parallelism", type=int, help="array mode: at most N runs at once")
+    p.add_argument("--seed", type=int, help="the sampling seed (overrides experiment.seed)")
+    p.add_argument("--name", help="the experiment name (overrides experiment.name)")
+    p.add_argument("--base-dir", help="where the experiment folder goes (overrides experiment.base_dir)")
+    return p
+
+
+def folder_parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"experiment.py {command}")
+    p.add_argument("dir", type=Path, help="the experiment folder (<base_dir>/<name>)")
+    if command in ("submit", "status", "cancel"):
+        p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto")
+    return p
+
+
+def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    started = time.perf_counter()
+    overrides = {"name": args.name, "base_dir": args.base_dir and str(Path(args.base_dir).absolute()),
+                 "mode": args.mode, "parallelism": args.parallelism}
+    spec = spec_mod.load(args.experiment, overrides)
+    template = Template(args.template)
+    plan = plan_mod.make(spec, template, seed=args.seed)
+    # Render once against the intended folder, so template errors stop us before any write.
+    plan_mod.render(plan, spec.base_dir / spec.name)
+    executor = None if args.dry_run else executors.choose(args.executor)
+    exp_dir = write_mod.write(plan, repro.git_state(), repro.environment(argv))
+    say(f"wrote {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} to {exp_dir} (seed {plan.seed}, "
+        f"{spec.mode} mode) in {time.perf_counter() - started:.2f} s")
+    if exp_dir.name != spec.name:
+        say(f"{spec.base_dir / spec.name} exists already: this experiment is {exp_dir.name}")
+    if args.dry_run:
+        say(f"dry run: nothing submitted. Submit with: {_me()} submit {shlex.quote(str(exp_dir))}")
+        return 0
+    submit_mod.submit(exp_dir, executor)
+    say(f"follow it with: {_me()} status {shlex.quote(str(exp_dir))}")
+    return 0
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    args = folder_parser(command).parse_args(argv)
+    exp_dir = args.dir.absolute()
+    submit_mod.load_summary(exp_dir)  # a clear error if it is not an experiment folder
+    if command == "submit":
+        submit_mod.submit(exp_dir, executors.choose(args.executor))
+    elif command == "status":
+        print(status_mod.status(exp_dir, _quiet_executor(args.executor)), end="")
+    elif command == "cancel":
+        cancelled = status_mod.cancel(exp_dir, _quiet_executor(args.executor))
+        say(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
+    elif command == "collect":
+        table, csv_path = collect_mod.collect(exp_dir)
+        print(table)
+        say(f"written to {csv_path}")
+    elif command == "upload":
+        uploaded = collect_mod.upload(exp_dir)
+        say(f"uploaded {len(uploaded)} offline Comet archive(s)" if uploaded
+            else "no offline Comet archive to upload")
+    return 0
+
+
+def _me() -> str:
+    """How to call experiment.py again, from anywhere."""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(repro.CODE_ROOT / 'experiment.py'))}"
+
+
+def _quiet_executor(name: str):
+    """status and cancel need squeue only when sbatch exists; say nothing about falling back."""
+    import shutil
+    if name == "local" or (name == "auto" and not shutil.which("squeue")):
+        return executors.LocalExecutor()
+    return executors.SlurmExecutor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv[0], argv[1:])
+        return run_sweep(sweep_parser().parse_args(argv), argv)
+    except UserError as e:
+        print(f"hypersal: error: {e}", file=sys.stderr)
+        return 2
+    except submit_mod.SweepSubmitError as e:
+        print(f"hypersal: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hypersal: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,63 @@
+"""`experiment.py collect|upload DIR`: the sweep's results as one table, and its offline Comet
+archives sent to Comet."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hypersal import yamlio
+from hypersal.experiment.submit import load_summary
+from hypersal.experiment.table import format_table, to_csv
+from hypersal.runfolder import RunFolder
+
+COLLECT_CSV = "collect.csv"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def collect(exp_dir: Path) -> tuple[str, Path]:
+    """A row per run: its sampled values and the final figures of every stage (results.json).
+    Printed as a table and written to <exp_dir>/collect.csv."""
+    exp_dir = Path(exp_dir)
+    summary = load_summary(exp_dir)
+    rows = []
+    for run in summary["runs"]:
+        folder = RunFolder(exp_dir / run["dir"])
+        rows.append({"run": run["dir"], "state": folder.state().get("state", "-"),
+                     **run.get("sampled", {}), **flatten(folder.results())})
+    csv_path = exp_dir / COLLECT_CSV
+    yamlio.write_text_atomic(csv_path, to_csv(rows))
+    return format_table(rows), csv_path
+
+
+def archives(exp_dir: Path) -> list[Path]:
+    summary = load_summary(exp_dir)
+    found = []
+    for run in summary["runs"]:
+        found += sorted(RunFolder(Path(exp_dir) / run["dir"]).comet_dir.glob("*.zip"))
+    return found
+
+
+def upload_command() -> list[str]:
+    """comet_ml's own uploader: the `comet` command, or the same through this Python."""
+    exe = shutil.which("comet")
+    return [exe, "upload"] if exe else [sys.executable, "-m", "comet_ml.scripts.comet", "upload"]
+
+
+def upload(exp_dir: Path) -> list[Path]:
+    """Upload every offline archive of the sweep; they keep their keys, so comet_url.txt holds."""
+    found = archives(exp_dir)
+    if found:
+        subprocess.run([*upload_command(), *map(str, found)], check=True)
+    return found

@@ -1,0 +1,89 @@
+"""Where jobs go: Slurm (sbatch / squeue / scancel, always called with argument lists, never
+through a shell) or this machine, one run after another."""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SUBMIT_TIMEOUT_S = 120
+
+
+class SubmitError(Exception):
+    """sbatch refused a script: the message is sbatch's own."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job_id: str      # "123" or "123_4" for an array task
+    state: str       # PENDING, RUNNING, ...
+    reason: str
+
+
+class SlurmExecutor:
+    name = "slurm"
+
+    def submit(self, script: Path, cwd: Path, extra: list[str] = ()) -> str:
+        """sbatch --parsable: the job id. `extra` options go before the script (they override its
+        #SBATCH lines, e.g. --array for resubmitting part of an array)."""
+        try:
+            proc = subprocess.run(["sbatch", "--parsable", *extra, str(script)], cwd=cwd,
+                                  capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
+        except FileNotFoundError:
+            raise SubmitError("sbatch is not on PATH") from None
+        except subprocess.TimeoutExpired:
+            raise SubmitError(f"sbatch did not answer in {SUBMIT_TIMEOUT_S} s") from None
+        if proc.returncode != 0:  # sbatch's own words, on one line
+            raise SubmitError(" ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}")
+        return proc.stdout.strip().split(";")[0]  # "123;cluster" on multi-cluster setups
+
+    def queue(self) -> dict[str, QueueEntry]:
+        """This user's jobs that Slurm still knows, one entry per array task (squeue -r).
+        Not sacct: clusters without accounting have none."""
+        proc = subprocess.run(["squeue", "--noheader", "--array", f"--user={getpass.getuser()}",
+                               "--format=%i|%T|%r"], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise SubmitError(f"squeue failed: {proc.stderr.strip()}")
+        out = {}
+        for line in proc.stdout.splitlines():
+            job_id, state, reason = (line.strip().split("|") + ["", ""])[:3]
+            out[job_id] = QueueEntry(job_id, state, reason)
+        return out
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], check=False, timeout=60)
+
+
+class LocalExecutor:
+    """Runs each exp.sh with bash on this machine, one after another, output in local.out."""
+    name = "local"
+
+    def run(self, script: Path, cwd: Path) -> int:
+        env = {**os.environ, "HYPERSAL_EXECUTOR": "local"}
+        with open(cwd / "local.out", "ab") as log:
+            return subprocess.run(["bash", str(script)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                  env=env).returncode
+
+    def queue(self) -> dict[str, QueueEntry]:
+        return {}
+
+    def cancel(self, job_ids: list[str]) -> None:
+        pass
+
+
+def choose(name: str) -> SlurmExecutor | LocalExecutor:
+    """`auto` is Slurm when sbatch is on PATH, else this machine (said in one line)."""
+    if name == "slurm":
+        return SlurmExecutor()
+    if name == "local":
+        return LocalExecutor()
+    if shutil.which("sbatch"):
+        return SlurmExecutor()
+    print("hypersal: sbatch is not on PATH: running the jobs on this machine, one after another "
+          "(--executor=local)", file=sys.stderr)
+    return LocalExecutor()

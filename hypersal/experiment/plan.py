@@ -1,0 +1,117 @@
+"""From a validated experiment spec to the list of runs, every value drawn and every script
+rendered, all in memory: nothing is written until the whole sweep is known to be good."""
+from __future__ import annotations
+
+import secrets
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypersal import schema, tree as T
+from hypersal.errors import UserError
+from hypersal.experiment import sampling
+from hypersal.experiment.render import Template
+from hypersal.experiment.repro import CODE_ROOT
+from hypersal.experiment.spec import ExperimentSpec
+
+TRAIN_SCRIPT = CODE_ROOT / "train.py"
+
+
+@dataclass
+class Run:
+    index: int
+    entry: int             # index in the experiment file's `runs:`
+    trainer: dict          # the complete trainer config (config.yaml)
+    sbatch: dict           # template values
+    comet: dict            # note and tags
+    sampled: dict          # {"trainer.optim.lr": 0.01, ...}
+    comet_key: str         # the Comet experiment key, assigned before the job starts
+    dir: Path | None = None
+    script: str = ""       # rendered exp.sh
+
+
+@dataclass
+class Plan:
+    spec: ExperimentSpec
+    seed: int
+    template: Template
+    runs: list[Run] = field(default_factory=list)
+    exp_dir: Path | None = None
+    array_script: str = ""  # array mode: the script submitted for the whole sweep
+
+    @property
+    def width(self) -> int:
+        """Digits in run folder names: run_000 ... run_999, run_1000 ..."""
+        return max(3, len(str(len(self.runs) - 1)))
+
+    def run_dir_name(self, index: int) -> str:
+        return f"run_{index:0{self.width}d}"
+
+
+def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> Plan:
+    """Draw every run of the sweep and check it. `seed` overrides the file's; with neither, one
+    is drawn (and recorded in every file written)."""
+    seed = seed if seed is not None else spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    plan = Plan(spec=spec, seed=seed, template=template)
+    template.check_values(spec.sbatch, "sbatch", file=spec.file)
+    for entry in spec.runs:
+        template.check_values(entry.sbatch, f"runs[{entry.index}].sbatch", file=spec.file)
+    base = T.merge(spec.defaults, spec.config)
+    for entry in spec.runs:
+        layered = {"trainer": T.merge(base, entry.trainer), "sbatch": T.merge(spec.sbatch, entry.sbatch)}
+        repeat = entry.repeat * spec.repeat
+        for resolved, sampled in sampling.expand(layered, seed, entry.index, repeat):
+            prefix = ("runs", entry.index)
+            # Drawn values must fit the schema too (a list of strings for a float key, say).
+            schema.check(resolved["trainer"], spec.defaults, file=spec.file, prefix=prefix + ("trainer",))
+            plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=resolved["trainer"],
+                                 sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
+                                 comet_key=uuid.uuid4().hex))
+    if spec.mode == "array":
+        _check_uniform_sbatch(plan)
+    return plan
+
+
+def _check_uniform_sbatch(plan: Plan) -> None:
+    first = plan.runs[0]
+    for run in plan.runs[1:]:
+        if run.sbatch != first.sbatch:
+            keys = sorted(k for k in set(first.sbatch) | set(run.sbatch)
+                          if first.sbatch.get(k) != run.sbatch.get(k))
+            raise UserError(f"array mode gives every run the same sbatch values, but run {run.index} "
+                            f"differs from run 0 in {', '.join(keys)}", file=plan.spec.file,
+                            key="experiment.mode",
+                            fix="use mode: jobs (one job per run), or give all runs the same values")
+
+
+def render(plan: Plan, exp_dir: Path) -> None:
+    """Render every run's exp.sh (and the array script) for the experiment folder `exp_dir`."""
+    plan.exp_dir = exp_dir
+    name = plan.spec.name
+    for run in plan.runs:
+        run.dir = exp_dir / plan.run_dir_name(run.index)
+        job = dict(name=f"{name}-{run.index:0{plan.width}d}", dir=str(run.dir),
+                   output=str(run.dir / "slurm-%j.out"), array=None, python=sys.executable,
+                   args=[str(TRAIN_SCRIPT), "--config", str(run.dir / "config.yaml")])
+        run.script = plan.template.render(run.sbatch, job, file=plan.spec.file,
+                                          key=f"runs[{run.entry}].sbatch")
+    if plan.spec.mode == "array":
+        job = dict(name=name, dir=str(exp_dir), array=array_spec(range(len(plan.runs)), plan.spec.parallelism),
+                   output=str(exp_dir / f"run_%{plan.width}a" / "slurm-%A_%a.out"),
+                   python=sys.executable, args=[str(TRAIN_SCRIPT), "--sweep", str(exp_dir)])
+        plan.array_script = plan.template.render(plan.runs[0].sbatch, job, file=plan.spec.file,
+                                                 key="sbatch")
+
+
+def array_spec(indices, parallelism: int | None) -> str:
+    """Slurm's --array value for these run indices: "0-9", "2,5,7-9", with "%N" when limited."""
+    indices = sorted(indices)
+    parts, start = [], None
+    for i, index in enumerate(indices):
+        if start is None:
+            start = index
+        if i + 1 == len(indices) or indices[i + 1] != index + 1:
+            parts.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return ",".join(parts) + (f"%{parallelism}" if parallelism else "")

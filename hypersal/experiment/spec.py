@@ -1,0 +1,201 @@
+"""Reading an experiment file: its sections, their schema, paths and the three trainer layers.
+
+    experiment:            # how the sweep is run
+      name: demo           # folder <base_dir>/<name>/ (letters, digits, . _ -)
+      base_dir: ~/runs     # relative paths are resolved against this file's folder
+      exp_desc: ...        # logged to Comet
+      seed: 0              # the sampling seed (drawn and recorded when absent)
+      defaults: ...        # trainer defaults file (default: shared/trainer/defaults.yaml)
+      config: ...          # trainer overrides shared by all runs: a file or a mapping
+      repeat: 1            # every run entry is drawn this many times (times its own repeat)
+      mode: jobs           # jobs (one sbatch per run) | array (one job array)
+      parallelism: null    # array mode: at most this many runs at once (%N)
+    sbatch: {...}          # template values for every run (cpus, mem, gpus, time, ...)
+    runs:                  # one entry per run (or per grid combination / repetition)
+      - trainer: {...}     # trainer overrides, may hold {sample: ..., from: ...}
+        sbatch: {...}      # template values for this entry
+        comet: {note: ..., tags: [...]}
+        repeat: 1
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypersal import schema, tree as T, yamlio
+from hypersal.errors import UserError
+from hypersal.experiment import sampling
+
+EXPERIMENT_SCHEMA = {
+    "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
+                   "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
+                   "rerun_of": None},
+    "sbatch": {},
+    "runs": [],
+}
+RUN_SCHEMA = {"trainer": {}, "sbatch": {}, "comet": {"note": "", "tags": []}, "repeat": 1}
+MODES = ("jobs", "array")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class RunEntry:
+    """One item of `runs:`, its trainer layer validated; not yet sampled."""
+    index: int
+    trainer: dict
+    sbatch: dict
+    comet: dict
+    repeat: int
+
+
+@dataclass
+class ExperimentSpec:
+    file: Path
+    name: str
+    base_dir: Path
+    exp_desc: str
+    seed: int | None
+    defaults_file: Path
+    defaults: dict
+    config: dict           # the experiment-level trainer layer (paths resolved)
+    repeat: int
+    mode: str
+    parallelism: int | None
+    rerun_of: str | None
+    sbatch: dict
+    runs: list[RunEntry] = field(default_factory=list)
+
+
+def check_name(name: Any, **where) -> str:
+    """Names become folder and job names: no path separators, no `..`, no shell specials."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UserError(f"the name {name!r} cannot be used as a folder name",
+                        fix="use letters, digits, '.', '_' and '-' only, starting with a letter "
+                            "or digit (at most 100 characters)", **where)
+    return name
+
+
+def _positive_int(value: Any, allow_none: bool = False, **where) -> Any:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"expects a whole number >= 1, got {value!r}", fix="write e.g. 2", **where)
+    return value
+
+
+def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) -> tuple[dict, Path, tuple]:
+    """`config:` as a mapping (in this file) or a path to a YAML file: (tree, its file, prefix)."""
+    if value is None:
+        return {}, file, ()
+    if isinstance(value, dict):
+        return value, file, ("experiment", "config")
+    if isinstance(value, str):
+        path = Path(T.expand_path(value, base, file=file, key=key, line=line))
+        layer = yamlio.load(path)
+        if layer is None:
+            return {}, path, ()
+        if not isinstance(layer, dict):
+            raise UserError("a trainer config file must hold a mapping", file=path,
+                            fix="write keys like `optim: {lr: 0.001}`")
+        return layer, path, ()
+    raise UserError(f"expects a file path or a mapping, got {value!r}", file=file, key=key,
+                    line=line, fix="write `config: path/to/config.yaml` or an indented mapping")
+
+
+def load(path: Path | str, overrides: dict | None = None) -> ExperimentSpec:
+    """Read and validate an experiment file; nothing is written. `overrides` (from the command
+    line: name, base_dir, seed, mode, parallelism) replace the file's `experiment` values."""
+    file = Path(path).absolute()
+    doc = yamlio.load(file)
+    if not isinstance(doc, dict):
+        raise UserError("an experiment file must hold a mapping with `experiment:` and `runs:`",
+                        file=file, fix="see shared/experiment/demo.yaml for the shape")
+    schema.check(doc, EXPERIMENT_SCHEMA, file=file)
+    base = file.parent
+    exp = {**EXPERIMENT_SCHEMA["experiment"], **doc.get("experiment", {})}
+    exp.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    def where(key: str) -> dict:
+        return dict(file=file, key=f"experiment.{key}", line=yamlio.line_of(doc, ("experiment", key)))
+
+    for key in ("name", "base_dir"):
+        if not exp[key]:
+            raise UserError(f"experiment.{key} is missing", file=file,
+                            fix=f"add `{key}: ...` under `experiment:`"
+                                + (" (the folder that will hold the experiment's folder)"
+                                   if key == "base_dir" else ""))
+    name = check_name(exp["name"], **where("name"))
+    base_dir = Path(T.expand_path(exp["base_dir"], base, **where("base_dir")))
+    if exp["mode"] not in MODES:
+        raise UserError(f"unknown mode '{exp['mode']}'", fix=f"use one of: {', '.join(MODES)}",
+                        **where("mode"))
+    if exp["seed"] is not None and (not isinstance(exp["seed"], int) or isinstance(exp["seed"], bool)
+                                    or exp["seed"] < 0):
+        raise UserError(f"the seed must be a whole number >= 0, got {exp['seed']!r}",
+                        fix="write e.g. `seed: 0`", **where("seed"))
+
+    defaults_file = Path(T.expand_path(exp["defaults"], base, **where("defaults"))) \
+        if exp["defaults"] else schema.DEFAULTS_FILE
+    defaults = yamlio.load(defaults_file)
+    if not isinstance(defaults, dict):
+        raise UserError("the trainer defaults must be a mapping", file=defaults_file,
+                        fix="point experiment.defaults at shared/trainer/defaults.yaml")
+
+    config, config_file, config_prefix = _load_layer(exp["config"], base, file, "experiment.config",
+                                                     where("config")["line"])
+    schema.check(config, defaults, file=config_file, prefix=config_prefix,
+                 check_spec=sampling.check_spec)
+    config = T.expand_paths(config, config_file.parent, file=config_file, prefix=config_prefix)
+
+    runs_doc = doc.get("runs")
+    if not runs_doc:
+        raise UserError("the experiment has no runs", file=file, key="runs",
+                        fix="add a `runs:` list with at least one entry (`- trainer: {}` runs the "
+                            "config as it is)")
+    spec = ExperimentSpec(
+        file=file, name=name, base_dir=base_dir, exp_desc=str(exp["exp_desc"] or ""),
+        seed=exp["seed"], defaults_file=defaults_file, defaults=defaults, config=config,
+        repeat=_positive_int(exp["repeat"], **where("repeat")), mode=exp["mode"],
+        parallelism=_positive_int(exp["parallelism"], allow_none=True, **where("parallelism")),
+        rerun_of=exp["rerun_of"], sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
+    spec.runs = [_load_run(i, entry, spec, doc) for i, entry in enumerate(runs_doc)]
+    return spec
+
+
+def _sbatch(value: Any, file: Path, prefix: tuple, doc: dict) -> dict:
+    """Template values: a flat-or-nested mapping whose sample specs must be well formed."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise UserError(f"expects a mapping of template values, got {value!r}", file=file,
+                        key=T.fmt(prefix), line=yamlio.line_of(doc, prefix),
+                        fix="write e.g. `sbatch: {cpus: 4, mem: 16G}`")
+    for path, spec in sampling.specs(value):
+        sampling.check_spec(spec, file=file, key=T.fmt(prefix + path),
+                            line=yamlio.line_of(doc, prefix + path))
+    return value
+
+
+def _load_run(i: int, entry: Any, spec: ExperimentSpec, doc: dict) -> RunEntry:
+    file, prefix = spec.file, ("runs", i)
+    line = yamlio.line_of(doc, prefix)
+    if entry is None:
+        entry = {}
+    if not isinstance(entry, dict):
+        raise UserError(f"a run entry must be a mapping, got {entry!r}", file=file,
+                        key=T.fmt(prefix), line=line, fix="write `- trainer: {...}`")
+    schema.check(entry, RUN_SCHEMA, file=file, prefix=prefix)
+    trainer = entry.get("trainer") or {}
+    schema.check(trainer, spec.defaults, file=file, prefix=prefix + ("trainer",),
+                 check_spec=sampling.check_spec)
+    trainer = T.expand_paths(trainer, file.parent, file=file, prefix=prefix + ("trainer",))
+    sbatch = _sbatch(entry.get("sbatch"), file, prefix + ("sbatch",), doc)
+    comet = {**RUN_SCHEMA["comet"], **(entry.get("comet") or {})}
+    if not isinstance(comet["tags"], list) or not all(isinstance(t, str) for t in comet["tags"]):
+        raise UserError("comet.tags must be a list of strings", file=file,
+                        key=T.fmt(prefix + ("comet", "tags")), fix="write tags: [a, b]",
+                        line=yamlio.line_of(doc, prefix + ("comet", "tags")))
+    repeat = _positive_int(entry.get("repeat", 1), file=file, key=T.fmt(prefix + ("repeat",)),
+                           line=yamlio.line_of(doc, prefix + ("repeat",)))
+    return RunEntry(index=i, trainer=trainer, sbatch=sbatch, comet=comet, repeat=repeat)

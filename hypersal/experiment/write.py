@@ -1,0 +1,138 @@
+"""Writing an experiment folder: every run's reproducibility files, then the sweep summary.
+
+    <base_dir>/<name>/
+        summary.yaml        seed, files, runs and their sampled values (written last)
+        jobs.tsv            one line per submission: run folder, job id (append-only)
+        array.sh            array mode: the script submitted for the whole sweep
+        run_000/
+            config.yaml     the complete trainer config train.py reads
+            exp_0.yaml      a one-run experiment file, every sampled value frozen: rerun it
+            exp.sh          the rendered sbatch script
+            run.yaml        what train.py needs besides the config: Comet key, tags, note
+            hash.txt        git commit, then "clean" or "dirty"
+            diff.patch      `git diff HEAD` when dirty
+            comet_url.txt   the Comet URL, known before the job starts
+            env.yaml        who, where, when, with which packages
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from hypersal import yamlio
+from hypersal.errors import UserError
+from hypersal.experiment.plan import Plan, Run, render
+from hypersal.experiment.repro import GitState
+
+SUMMARY = "summary.yaml"
+JOBS = "jobs.tsv"
+
+
+def claim_folder(base_dir: Path, name: str) -> Path:
+    """Create <base_dir>/<name>, or <name>_1, <name>_2 ... if taken: never reuse a folder.
+
+    os.mkdir is atomic, so two experiment.py calls racing for one name get two folders.
+    """
+    try:
+        base_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the base folder ({e.strerror})", file=base_dir,
+                        fix="check experiment.base_dir and its permissions") from None
+    for n in range(10_000):
+        candidate = base_dir / (name if n == 0 else f"{name}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"10,000 folders named {name}_N exist already", file=base_dir,
+                    fix="choose another experiment.name")
+
+
+def comet_url(run: Run) -> str:
+    comet = run.trainer.get("comet", {})
+    server, workspace = _comet_server_workspace(comet.get("workspace"))
+    return f"{server}/{workspace or '<workspace>'}/{comet.get('project') or 'general'}/{run.comet_key}\n"
+
+
+_COMET_CONFIG: tuple | None = None
+
+
+def _comet_server_workspace(workspace: str | None) -> tuple[str, str | None]:
+    """Comet's web root and the default workspace from the user's Comet settings, read once."""
+    global _COMET_CONFIG
+    if _COMET_CONFIG is None:
+        server, default = "https://www.comet.com", os.environ.get("COMET_WORKSPACE")
+        try:
+            from comet_ml.config import get_config
+            config = get_config()
+            default = default or config["comet.workspace"]
+            override = config["comet.url_override"]
+            if override:
+                server = override.split("/clientlib")[0].rstrip("/")
+        except Exception:  # comet_ml absent or its settings unreadable: keep the defaults
+            pass
+        _COMET_CONFIG = (server, default)
+    return _COMET_CONFIG[0], workspace or _COMET_CONFIG[1]
+
+
+def exp_file(plan: Plan, run: Run) -> dict:
+    """A complete experiment file for this run alone: passing it back reproduces config.yaml."""
+    spec = plan.spec
+    return {
+        "experiment": {"name": spec.name, "base_dir": str(spec.base_dir), "exp_desc": spec.exp_desc,
+                       "seed": plan.seed, "defaults": str(spec.defaults_file), "mode": "jobs",
+                       "rerun_of": str(run.dir)},
+        "sbatch": run.sbatch,
+        "runs": [{"comet": run.comet, "trainer": run.trainer}],
+    }
+
+
+def run_file(plan: Plan, run: Run) -> dict:
+    return {"experiment": plan.spec.name, "exp_desc": plan.spec.exp_desc, "index": run.index,
+            "comet_key": run.comet_key, "comet": run.comet, "sampled": run.sampled,
+            "seed": plan.seed}
+
+
+def summary(plan: Plan, git: GitState, template: Path) -> dict:
+    return {
+        "name": plan.exp_dir.name, "experiment_file": str(plan.spec.file), "template": str(template),
+        "seed": plan.seed, "mode": plan.spec.mode, "parallelism": plan.spec.parallelism,
+        "git": {"commit": git.commit, "dirty": git.dirty},
+        "runs": [{"index": r.index, "dir": r.dir.name, "entry": r.entry, "comet_key": r.comet_key,
+                  "sampled": r.sampled} for r in plan.runs],
+    }
+
+
+def write(plan: Plan, git: GitState, env: dict) -> Path:
+    """Claim the experiment folder, render into it and write everything. On any failure the
+    folder is removed again: an experiment is written whole or not at all."""
+    exp_dir = claim_folder(plan.spec.base_dir, plan.spec.name)
+    try:
+        render(plan, exp_dir)
+        shared = {"hash.txt": git.hash_txt(), "env.yaml": yamlio.dumps(env)}
+        if git.dirty:
+            untracked = "".join(f"# untracked: {p}\n" for p in git.untracked)
+            shared["diff.patch"] = untracked + git.diff + ("\n" if git.diff else "")
+        for run in plan.runs:
+            run.dir.mkdir()
+            files = {
+                "config.yaml": yamlio.dumps(run.trainer),
+                f"exp_{run.index}.yaml": yamlio.dumps(exp_file(plan, run)),
+                "exp.sh": run.script,
+                "run.yaml": yamlio.dumps(run_file(plan, run)),
+                "comet_url.txt": comet_url(run),
+                **shared,
+            }
+            for name, text in files.items():
+                (run.dir / name).write_text(text, encoding="utf-8")
+            os.chmod(run.dir / "exp.sh", 0o755)
+        if plan.array_script:
+            (exp_dir / "array.sh").write_text(plan.array_script, encoding="utf-8")
+        (exp_dir / JOBS).touch()
+        yamlio.dump(summary(plan, git, plan.template.path), exp_dir / SUMMARY)
+    except BaseException:
+        shutil.rmtree(exp_dir, ignore_errors=True)
+        raise
+    return exp_dir

@@ -1,0 +1,160 @@
+"""The main network (mnet) and the hypernetwork model that generates part of its parameters.
+
+The mnet is a plain nn.Module (MobileNetV2 encoder + decoder). HyperSaliency runs it
+unmodified through `torch.func.functional_call`, with
+- the generated tensors (decoder, optionally encoder blocks) in place of its own parameters,
+- per-task BatchNorm running statistics (a bank with one row per task) in place of its buffers.
+The names and shapes of the generated tensors are read off the mnet itself (`generated`),
+which replaces the seed's custom-weights layers. `export(task)` turns (hypernet, task) into a
+state dict that loads into a plain MainNet, with no hypernetwork at all.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from hypersal.errors import UserError
+from hypersal.models.decoders import DECODERS
+from hypersal.models.encoder import Encoder
+from hypersal.models.hypernet import HYPERNETS
+
+GENERATE = ("decoder", "decoder+encoder", "none")
+
+
+class MainNet(nn.Module):
+    """Image (B, 3, H, W) -> saliency logits (B, 1, H, W)."""
+
+    def __init__(self, cutoff: int = 14, weights: str | None = None, weights_path: str | None = None,
+                 decoder: str = "light", width: int | None = None):
+        super().__init__()
+        self.encoder = Encoder(cutoff, weights, weights_path)
+        self.decoder = DECODERS.get(decoder, key="model.decoder.name")(self.encoder.out_channels, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x), x.shape[-2:])
+
+
+def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> list[str]:
+    """Which mnet parameters the hypernetwork emits, in the mnet's own order."""
+    if generate not in GENERATE:
+        raise UserError(f"unknown value '{generate}'", key="model.hypernet.generate",
+                        fix=f"use one of: {', '.join(GENERATE)}")
+    if generate == "none":
+        return []
+    if generate == "decoder+encoder" and encoder_from is None:
+        raise UserError("generate: decoder+encoder needs the first generated encoder block",
+                        key="model.hypernet.encoder_from", fix="set encoder_from, e.g. 10")
+
+    def wanted(name: str) -> bool:
+        if name.startswith("decoder."):
+            return True
+        if generate == "decoder+encoder" and name.startswith("encoder.blocks."):
+            return int(name.split(".")[2]) >= encoder_from
+        return False
+    return [n for n, _ in mnet.named_parameters() if wanted(n)]
+
+
+class BatchNormBank(nn.Module):
+    """One row of running statistics per task for every BatchNorm buffer of the mnet."""
+
+    def __init__(self, mnet: nn.Module, n_tasks: int):
+        super().__init__()
+        self.names = [n for n, _ in mnet.named_buffers()]
+        for name, buf in mnet.named_buffers():
+            # (T, *shape): each task starts from the mnet's own statistics.
+            self.register_buffer(self._key(name), buf.detach().unsqueeze(0).repeat(n_tasks, *[1] * buf.dim()).clone())
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "__")
+
+    def for_task(self, task: int) -> dict[str, torch.Tensor]:
+        """Views into the bank: BatchNorm's in-place updates land in this task's row."""
+        return {name: getattr(self, self._key(name))[task] for name in self.names}
+
+    def add_row(self, source: torch.Tensor | None = None) -> None:
+        """A new task: its statistics start as the mean of the others (counts: the max)."""
+        for name in self.names:
+            bank = getattr(self, self._key(name))
+            row = bank.float().mean(0).to(bank.dtype) if bank.is_floating_point() else bank.max(0).values
+            setattr(self, self._key(name), torch.cat([bank, row.unsqueeze(0)]))
+
+
+class HyperSaliency(nn.Module):
+    def __init__(self, mnet: MainNet, task_names: list[str], generate: str = "decoder",
+                 encoder_from: int | None = None, hypernet: str = "chunked", hypernet_options: dict | None = None,
+                 per_task_bn: bool = True):
+        super().__init__()
+        self.mnet = mnet
+        self.task_names = list(task_names)
+        self.generated = generated_names(mnet, generate, encoder_from)
+        params = dict(mnet.named_parameters())
+        self.shapes = [params[n].shape for n in self.generated]
+        self.hnet = None
+        if self.generated:
+            base = torch.cat([params[n].detach().flatten() for n in self.generated])
+            self.hnet = HYPERNETS.get(hypernet, key="model.hypernet.name")(
+                base, len(self.task_names), **(hypernet_options or {}))
+            for name in self.generated:  # replaced at every call: never trained in place
+                params[name].requires_grad_(False)
+        self.bn_bank = BatchNormBank(mnet, len(self.task_names)) if per_task_bn else None
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    def task_index(self, task: int | str) -> int:
+        if isinstance(task, str):
+            if task not in self.task_names:
+                raise UserError(f"unknown task '{task}'", fix=f"use one of: {', '.join(self.task_names)}")
+            return self.task_names.index(task)
+        return task
+
+    def generated_params(self, task: int | None = None, embedding: torch.Tensor | None = None) -> dict:
+        """{mnet parameter name: tensor} for a task (or a given embedding)."""
+        if self.hnet is None:
+            return {}
+        if embedding is None:
+            embedding = self.hnet.task_embeddings[task]                   # (E,)
+        flat = self.hnet(embedding)                                        # (N,)
+        pieces = flat.split([s.numel() for s in self.shapes])
+        return {n: t.view(s) for n, t, s in zip(self.generated, pieces, self.shapes)}
+
+    def forward(self, x: torch.Tensor, task: int = 0, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) of one task -> logits (B, 1, H, W). The weights are generated once
+        per batch, not per sample."""
+        tensors = self.generated_params(task, embedding)
+        if self.bn_bank is not None:
+            tensors.update(self.bn_bank.for_task(task))
+        if not tensors:
+            return self.mnet(x)
+        return functional_call(self.mnet, tensors, (x,))
+
+    def add_task(self, name: str) -> int:
+        """Room for a new task (few-shot adaptation): its embedding starts at the mean of the
+        others, its BatchNorm statistics likewise. Returns its index."""
+        if name in self.task_names:
+            raise UserError(f"task '{name}' exists already", fix="adapt to a task the model was not trained on")
+        if self.hnet is not None:
+            emb = self.hnet.task_embeddings
+            self.hnet.task_embeddings = nn.Parameter(torch.cat([emb.data, emb.data.mean(0, keepdim=True)]))
+        if self.bn_bank is not None:
+            self.bn_bank.add_row()
+        self.task_names.append(name)
+        return self.n_tasks - 1
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Learned directly: the mnet's non-generated parameters and the hypernet's shared ones."""
+        own = [p for p in self.mnet.parameters() if p.requires_grad]
+        return own + (self.hnet.shared_parameters() if self.hnet is not None else [])
+
+    @torch.no_grad()
+    def export(self, task: int | str) -> dict[str, torch.Tensor]:
+        """A plain MainNet state dict for one task: generated weights and its BN statistics in."""
+        task = self.task_index(task)
+        state = {k: v.detach().clone() for k, v in self.mnet.state_dict().items()}
+        state.update({k: v.detach().clone() for k, v in self.generated_params(task).items()})
+        if self.bn_bank is not None:
+            state.update({k: v.clone() for k, v in self.bn_bank.for_task(task).items()})
+        return state

@@ -1,0 +1,78 @@
+"""The trainer schema is `shared/trainer/defaults.yaml`: every key a config may set is there.
+
+A layer (the experiment's `config`, a run's `trainer`, a run folder's `config.yaml`) is
+checked against it key by key: unknown keys are errors that list the valid ones; a value must
+have the default's type (an int is fine where the default is a float; a default of `null`
+takes anything; a default of "auto" also takes a number); an empty mapping `{}` in the
+defaults takes any keys (free-form, e.g. loss weights by name). Sample specs stand for a value
+and are checked by the sampling module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypersal import tree as T
+from hypersal.errors import UserError, suggest
+from hypersal.yamlio import line_of
+
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "shared" / "trainer" / "defaults.yaml"
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None and isinstance(default, (str, list, dict)):
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str) or (default == "auto" and isinstance(value, (int, float))
+                                          and not isinstance(value, bool))
+    return isinstance(value, type(default))
+
+
+def _expected(default: Any) -> str:
+    name = _TYPE_NAMES.get(type(default), type(default).__name__)
+    return f"{name} or \"auto\"" if default == "auto" else name
+
+
+def check(layer: Any, defaults: dict, *, file=None, prefix: T.KeyPath = (), check_spec=None) -> None:
+    """Raise a UserError for the first key of `layer` the defaults do not know or mistype.
+
+    `prefix` is where the layer sits in its file (e.g. ("runs", 2, "trainer")), for messages.
+    `check_spec(spec, **where)` validates sample specs; None means specs are not allowed here.
+    """
+    _check(layer, defaults, file, prefix, (), layer, check_spec)
+
+
+def _check(value, default, file, prefix, path, root, check_spec) -> None:
+    where = dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
+    if T.is_leaf_mapping(value):
+        if check_spec is None:
+            raise UserError("sampling is not allowed here", fix="write a plain value", **where)
+        check_spec(value, **where)
+        return
+    if isinstance(default, dict) and not T.is_leaf_mapping(default):
+        if not isinstance(value, dict):
+            raise UserError(f"expects a mapping (keys {', '.join(map(str, default)) or 'of your choice'}),"
+                            f" got {value!r}", fix="indent the keys below it", **where)
+        if not default:  # free-form mapping
+            return
+        for key, sub in value.items():
+            if key not in default:
+                valid = ", ".join(map(str, default))
+                raise UserError(f"unknown key '{key}'",
+                                fix=f"valid keys here are: {valid}.{suggest(key, default)}",
+                                file=file, key=T.fmt(prefix + path + (key,)),
+                                line=line_of(root, path + (key,)))
+            _check(sub, default[key], file, prefix, path + (key,), root, check_spec)
+        return
+    if not _type_ok(default, value):
+        raise UserError(f"expects {_expected(default)}, got {value!r}",
+                        fix=f"write a value like the default ({default!r})", **where)

@@ -1,0 +1,121 @@
+"""Logging a run: always a local metrics.jsonl, and Comet when the config asks.
+
+comet.mode:
+- offline (default): an archive in <run>/comet/, uploaded later with `experiment.py upload`.
+  Compute nodes often have no internet, and comet_ml with a key but no network blocks ~30 s
+  and then drops everything (DESIGN.md), so online is never the default.
+- online: straight to Comet (needs COMET_API_KEY or ~/.comet.config).
+- disabled: metrics.jsonl only.
+The experiment key comes from run.yaml (assigned by experiment.py), so comet_url.txt is right
+before the job starts. A restarted job continues the same experiment (a second archive,
+KEY-xxxx.zip, appended on upload).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hypersal.runfolder import RunFolder
+
+MODES = ("offline", "online", "disabled")
+_QUIET = dict(log_env_details=False, log_env_gpu=False, log_env_host=False, log_env_cpu=False,
+              log_git_metadata=False, log_git_patch=False, log_code=False, auto_output_logging=False,
+              auto_param_logging=False, auto_metric_logging=False, parse_args=False,
+              display_summary_level=0)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+class Tracker:
+    def __init__(self, folder: RunFolder, comet: dict, run_info: dict, active: bool = True):
+        """`active` is False on every process but rank 0: they log nothing at all."""
+        self.folder, self.active = folder, active
+        self.comet = None
+        self.key = run_info.get("comet_key")
+        self.mode = comet.get("mode", "offline") if active else "disabled"
+        if self.mode != "disabled":
+            self.comet = self._open(comet, run_info)
+
+    def _open(self, comet: dict, run_info: dict):
+        # We log what we choose; comet_ml's automatic logging (and its warning that torch was
+        # imported first) stays off, as do its environment probes (network, 1-2 s at end()).
+        os.environ.setdefault("COMET_AUTO_LOG_ENV_DETAILS", "false")
+        os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+        import comet_ml
+        common = dict(project_name=comet.get("project"), workspace=comet.get("workspace"), **_QUIET)
+        if self.mode == "online":
+            cls = comet_ml.ExistingExperiment if self._restarted_online() else comet_ml.Experiment
+            exp = cls(experiment_key=self.key, **common)
+        else:
+            self.folder.comet_dir.mkdir(exist_ok=True)
+            first = self.folder.comet_dir / f"{self.key}.zip"
+            cls = comet_ml.ExistingOfflineExperiment if (self.key and first.exists()) \
+                else comet_ml.OfflineExperiment
+            exp = cls(offline_directory=str(self.folder.comet_dir), experiment_key=self.key, **common)
+        exp.set_name(f"{run_info.get('experiment', 'hypersal')}/{self.folder.path.name}")
+        if run_info.get("comet", {}).get("tags"):
+            exp.add_tags(list(run_info["comet"]["tags"]))
+        for key in ("note", ):
+            if run_info.get("comet", {}).get(key):
+                exp.log_other(key, run_info["comet"][key])
+        if run_info.get("exp_desc"):
+            exp.log_other("exp_desc", run_info["exp_desc"])
+        return exp
+
+    def _restarted_online(self) -> bool:
+        return bool(self.folder.state().get("restarts", 0))
+
+    def log_params(self, params: dict) -> None:
+        if self.comet is not None:
+            self.comet.log_parameters(params)
+
+    def log_other(self, key: str, value: Any) -> None:
+        if self.comet is not None:
+            self.comet.log_other(key, value)
+
+    def log_metrics(self, metrics: dict, step: int, stage: str, epoch: int | None = None) -> None:
+        if not self.active:
+            return
+        values = {k: _plain(v) for k, v in metrics.items()}
+        line = {"time": round(time.time(), 3), "stage": stage, "step": step, **values}
+        if epoch is not None:
+            line["epoch"] = epoch
+        with open(self.folder.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.comet is not None:  # "train/val_loss": the stage, then the metric
+            self.comet.log_metrics({f"{stage}/{k}": v for k, v in values.items()}, step=step, epoch=epoch)
+
+    def log_image(self, path: Path, name: str, step: int | None = None) -> None:
+        if self.comet is not None:
+            self.comet.log_image(str(path), name=name, step=step)
+
+    def log_table(self, path: Path) -> None:
+        if self.comet is not None:
+            self.comet.log_asset(str(path))
+
+    def close(self) -> None:
+        if self.comet is not None:
+            try:
+                self.comet.end()
+            finally:
+                self.comet = None
+
+
+def read_metrics(folder: RunFolder) -> list[dict]:
+    """Every line of metrics.jsonl (a torn last line, from a hard kill, is skipped)."""
+    out = []
+    if folder.metrics.is_file():
+        for line in folder.metrics.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                print(f"hypersal: skipping a torn line in {folder.metrics}", file=sys.stderr)
+    return out

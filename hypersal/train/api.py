@@ -1,0 +1,155 @@
+"""The train-api (seed 000): a Trainer runs a TrainingStep over a DataProvider, calls Actions at
+fixed points, validates every epoch and lets a Checkpointer save and restore everything.
+
+What actions, trackers and the checkpointer may use of the trainer (the seed's ATrainer):
+    name, model, optimizer, scheduler, provider, tracker, device, config
+    step (optimizer steps done), epoch (epochs done), epochs, steps_per_epoch, total_steps
+    metrics (last epoch's figures), history (every epoch's), stop_requested / stop(reason)
+Hooks, in order: on_start, then per epoch on_epoch_start, on_batch_end (every step),
+on_epoch_end (after validation), and on_end. A stateful action saves and restores its state
+with the checkpoint (state_dict / load_state_dict).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+
+from hypersal.data.provider import Batch, Prefetcher
+
+
+class Action:
+    """A callback; override the hooks you need. Actions act through the trainer's surface."""
+    name = "action"
+
+    def on_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: "Trainer") -> None: ...
+    def on_batch_end(self, trainer: "Trainer", batch: Batch, loss: torch.Tensor) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def on_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class TrainingStep(Protocol):
+    """One optimizer step on one batch; returns the loss as a tensor (no host sync)."""
+    def __call__(self, trainer: "Trainer", batch: Any) -> torch.Tensor: ...
+
+
+class DataProvider(Protocol):
+    """Batches by step number: batch(step) is the same whenever it is asked (exact resume)."""
+    def batch(self, step: int) -> Any: ...
+
+
+class Trainer:
+    def __init__(self, *, name: str, model: torch.nn.Module, train_step: TrainingStep,
+                 provider: DataProvider, optimizer: torch.optim.Optimizer, scheduler=None,
+                 epochs: int, steps_per_epoch: int, validate: Callable[["Trainer"], dict] | None = None,
+                 actions: list[Action] = (), checkpointer=None, tracker=None, device=torch.device("cpu"),
+                 log_every: int = 10, config: dict | None = None, prefetch: bool = True):
+        self.name, self.model, self.train_step, self.provider = name, model, train_step, provider
+        self.optimizer, self.scheduler, self.validate = optimizer, scheduler, validate
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.actions, self.checkpointer, self.tracker = list(actions), checkpointer, tracker
+        self.device, self.log_every, self.config, self.prefetch = device, max(1, log_every), config or {}, prefetch
+        self.step = self.epoch = 0
+        self.metrics: dict = {}
+        self.history: list[dict] = []
+        self.stop_requested, self.stop_reason = False, ""
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0   # the epoch so far (resumed with it)
+        self.resumed = False
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to end after this step (early stopping, preemption)."""
+        self.stop_requested, self.stop_reason = True, reason
+
+    def log(self, metrics: dict, epoch: int | None = None) -> None:
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, step=self.step, stage=self.name, epoch=epoch)
+
+    def fit(self) -> dict:
+        if self.checkpointer is not None:
+            self.resumed = self.checkpointer.restore(self)
+        for action in self.actions:
+            action.on_start(self)
+        self.model.train()
+        source = self._batches()
+        pending: list[torch.Tensor] = []
+        try:
+            while self.step < self.total_steps and not self.stop_requested:
+                if self.step % self.steps_per_epoch == 0:
+                    for action in self.actions:
+                        action.on_epoch_start(self)
+                batch = source.next()
+                loss = self.train_step(self, batch)
+                self.step += 1
+                pending.append(loss.detach())
+                for action in self.actions:
+                    action.on_batch_end(self, batch, loss)
+                if self.step % self.log_every == 0 or self.step % self.steps_per_epoch == 0:
+                    self._flush_losses(pending)   # one host sync per log_every steps, not per step
+                    pending = []
+                if self.step % self.steps_per_epoch == 0:
+                    self._end_epoch()
+                if self.checkpointer is not None:
+                    self.checkpointer.after_step(self)
+        finally:
+            source.close()
+        self._flush_losses(pending)
+        for action in self.actions:
+            action.on_end(self)
+        if self.checkpointer is not None:
+            self.checkpointer.finish(self)
+        return self.metrics
+
+    def _batches(self):
+        if self.prefetch:
+            return Prefetcher(self.provider, self.step, self.total_steps, pin=self.device.type == "cuda")
+        return _Direct(self.provider, self.step)
+
+    def _flush_losses(self, pending: list[torch.Tensor]) -> None:
+        if not pending:
+            return
+        values = torch.stack(pending).float().cpu().tolist()
+        self.epoch_loss_sum += sum(values)
+        self.epoch_loss_count += len(values)
+        self.log({"loss": values[-1]})
+        self.last_losses = values
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.metrics = {"train_loss": self.epoch_loss_sum / max(1, self.epoch_loss_count),
+                        "lr": self.optimizer.param_groups[0]["lr"]}
+        self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
+        if self.validate is not None:
+            self.model.eval()
+            with torch.no_grad():
+                self.metrics.update(self.validate(self))
+            self.model.train()
+        self.history.append({"epoch": self.epoch, "step": self.step, **self.metrics})
+        self.log(self.metrics, epoch=self.epoch)
+        for action in self.actions:
+            action.on_epoch_end(self)
+        if self.checkpointer is not None:
+            self.checkpointer.on_epoch_end(self)
+
+
+class _Direct:
+    """Batches built in the training thread (no prefetching)."""
+
+    def __init__(self, provider, start: int):
+        self.provider, self.step = provider, start
+
+    def next(self):
+        batch = self.provider.batch(self.step)
+        self.step += 1
+        return batch
+
+    def close(self) -> None: ...

@@ -1,0 +1,160 @@
+"""Checkpoints that resume a stage exactly, written atomically.
+
+A checkpoint holds the model, optimizer, scheduler, step, epoch, the epoch's running loss,
+history, best metric, every RNG state, the actions' states and the config: the data position
+is the step (providers are functions of it). Files, per stage folder:
+    last.pt   the newest checkpoint        prev.pt   the one before (fallback if last is damaged)
+    best.pt   the model with the best monitored metric (restored at the end when asked)
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hypersal.log import say
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a crash never leaves a half file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path):
+    # Our own files: they hold numpy RNG states and plain Python, hence weights_only=False.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class Checkpointer:
+    def __init__(self, folder: Path, every_steps: int = 0, every_minutes: float = 0.0,
+                 monitor: str = "val_loss", mode: str = "min", restore_best: bool = True,
+                 log=say):
+        self.folder = Path(folder)
+        self.every_steps, self.every_minutes = every_steps, every_minutes
+        self.monitor, self.mode, self.restore_best = monitor, mode, restore_best
+        self.best: float | None = None
+        self.last_save = time.monotonic()
+        self.log = log
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def prev(self) -> Path:
+        return self.folder / "prev.pt"
+
+    @property
+    def best_file(self) -> Path:
+        return self.folder / "best.pt"
+
+    def state(self, trainer) -> dict:
+        return {
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+            "step": trainer.step, "epoch": trainer.epoch, "history": trainer.history,
+            "metrics": trainer.metrics, "epoch_loss": (trainer.epoch_loss_sum, trainer.epoch_loss_count),
+            "best": self.best, "rng": rng_state(),
+            "actions": [a.state_dict() for a in trainer.actions],
+            "config": trainer.config, "stage": trainer.name,
+        }
+
+    def save(self, trainer) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = self.state(trainer)
+        if self.last.exists():
+            os.replace(self.last, self.prev)
+        save_atomic(state, self.last)
+        self.last_save = time.monotonic()
+        return self.last
+
+    def restore(self, trainer) -> bool:
+        """Load the newest readable checkpoint into the trainer; False when there is none."""
+        for path in (self.last, self.prev):
+            if not path.exists():
+                continue
+            try:
+                state = load(path)
+            except Exception as e:  # truncated or corrupt: say so and fall back to the older one
+                self.log(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {e}); "
+                         "trying the previous one")
+                continue
+            self._apply(trainer, state)
+            self.log(f"{trainer.name}: resumed from {path.name} at step {trainer.step} "
+                     f"(epoch {trainer.epoch})")
+            return True
+        return False
+
+    def _apply(self, trainer, state: dict) -> None:
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        if trainer.scheduler is not None and state["scheduler"] is not None:
+            trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.step, trainer.epoch = state["step"], state["epoch"]
+        trainer.history, trainer.metrics = state["history"], state["metrics"]
+        trainer.epoch_loss_sum, trainer.epoch_loss_count = state["epoch_loss"]
+        self.best = state["best"]
+        for action, saved in zip(trainer.actions, state["actions"]):
+            action.load_state_dict(saved)
+        set_rng_state(state["rng"])
+
+    def due(self, trainer) -> bool:
+        by_steps = self.every_steps > 0 and trainer.step % self.every_steps == 0
+        by_time = self.every_minutes > 0 and time.monotonic() - self.last_save >= 60 * self.every_minutes
+        return by_steps or by_time
+
+    def after_step(self, trainer) -> None:
+        if self.due(trainer) and trainer.step % trainer.steps_per_epoch != 0:  # epoch ends save anyway
+            self.save(trainer)
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, trainer) -> None:
+        value = trainer.metrics.get(self.monitor)
+        if value is not None and self.improved(value):
+            self.best = value
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_atomic({"model": trainer.model.state_dict(), "epoch": trainer.epoch,
+                         "step": trainer.step, self.monitor: value}, self.best_file)
+        self.save(trainer)
+
+    def finish(self, trainer) -> None:
+        """End of the stage: put the best model back when asked (the seed's Checkpointer did)."""
+        if self.restore_best and self.best_file.exists():
+            best = load(self.best_file)
+            trainer.model.load_state_dict(best["model"])
+            self.log(f"{trainer.name}: restored the best model (epoch {best['epoch']}, "
+                     f"{self.monitor} {best[self.monitor]:.4g})")

@@ -1,0 +1,117 @@
+"""train.py: run one run folder's pipeline (compute node).
+
+    python train.py --config RUN_DIR/config.yaml [--skip stage,stage]
+    python train.py --sweep EXP_DIR     (in a job array: the run of SLURM_ARRAY_TASK_ID)
+
+Writes into the run folder (the folder of config.yaml) and resumes by itself when started
+again: finished stages are skipped, an unfinished one continues from its checkpoint.
+Exit status: 0 done, 1 failed, 2 a mistake in the input (one paragraph says which).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from hypersal import config as config_mod
+from hypersal.errors import UserError
+from hypersal.log import say
+from hypersal.runfolder import RunFolder
+from hypersal.tracking import Tracker
+from hypersal.train import pipeline
+from hypersal.train.job import Job, pick_device, seed_everything, use_job_cpus
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="Run the stage pipeline of one run folder.")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path, help="RUN_DIR/config.yaml")
+    where.add_argument("--sweep", type=Path, help="an experiment folder; the run is SLURM_ARRAY_TASK_ID's")
+    p.add_argument("--skip", default="", help="comma-separated stages not to run this time")
+    return p
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return args.config.absolute()
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task is None or not task.isdigit():
+        raise UserError("--sweep needs SLURM_ARRAY_TASK_ID (it runs inside a job array)",
+                        fix="use --config RUN_DIR/config.yaml outside an array")
+    runs = {int(p.name.split("_")[1]): p for p in args.sweep.glob("run_*") if p.name.split("_")[1].isdigit()}
+    if int(task) not in runs:
+        raise UserError(f"no run folder for array task {task}", file=args.sweep,
+                        fix="submit the array with the run indices of this experiment")
+    return runs[int(task)] / "config.yaml"
+
+
+class Stopped(BaseException):
+    """The job was told to stop (SIGTERM: scancel, preemption, a draining node)."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
+    """The config and the stage list, before anything opens; the error goes to state.json too
+    (so `experiment.py status` can say why the run failed)."""
+    try:
+        cfg = config_mod.load(path)
+        pipeline.check(list(cfg.pipeline), skip)
+        return cfg
+    except UserError as e:
+        if e.file is None:
+            e.file = path
+        folder.write_state({"state": "failed", "error": e.render(), "updated": pipeline.now(),
+                            **{k: v for k, v in folder.state().items() if k not in ("state", "error", "updated")}})
+        raise
+
+
+def run(path: Path, skip: list[str]) -> dict:
+    folder = RunFolder(path.parent)
+    cfg = _check_before_start(folder, path, skip)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = pick_device(cfg.device)
+    threads = use_job_cpus()
+    info = folder.run_info()
+    tracker = Tracker(folder, cfg.comet, info)
+    job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device)
+    say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
+    try:
+        tracker.log_params(cfg.to_dict())
+        if cfg.notes:
+            tracker.log_other("notes", cfg.notes)
+        for key, value in info.get("sampled", {}).items():
+            tracker.log_other(f"sampled/{key}", value)
+        return pipeline.run(job, skip)
+    except BaseException as e:
+        state = folder.state()
+        word = "stopped" if isinstance(e, (Stopped, KeyboardInterrupt)) else "failed"
+        state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=pipeline.now())
+        folder.write_state(state)
+        raise
+    finally:
+        tracker.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        path = config_path(args)
+        run(path, [s for s in args.skip.split(",") if s])
+    except UserError as e:
+        print(f"hypersal: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Stopped) as e:
+        say(f"{e or 'interrupted'}: the run can resume from its last checkpoint")
+        return 143 if isinstance(e, Stopped) else 130
+    except Exception:
+        traceback.print_exc()
+        return 1
+    say("done")
+    return 0

@@ -1,0 +1,93 @@
+"""Building a Trainer from a training stage's config section, and multitask validation."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hypersal.data.provider import sequential
+from hypersal.errors import UserError
+from hypersal.train import actions as A
+from hypersal.train.api import Trainer
+from hypersal.train.checkpoint import Checkpointer
+from hypersal.train.losses import weighted
+from hypersal.train.optim import make_optimizer, make_schedule
+from hypersal.train.steps import MultitaskTrainStep, Precision, images_to_input, maps_to_target
+
+
+def accumulation(cfg, key: str) -> int:
+    """How many device batches make the theoretical batch."""
+    if cfg.device_batch_size in (None, cfg.batch_size):
+        return 1
+    if cfg.device_batch_size < 1 or cfg.batch_size % cfg.device_batch_size:
+        raise UserError(f"batch_size {cfg.batch_size} is not a multiple of device_batch_size "
+                        f"{cfg.device_batch_size}", key=f"{key}.device_batch_size",
+                        fix="choose a divisor of batch_size, or null")
+    return cfg.batch_size // cfg.device_batch_size
+
+
+def check_lengths(cfg, key: str) -> None:
+    for name in ("epochs", "steps_per_epoch", "batch_size"):
+        if cfg[name] < 1:
+            raise UserError(f"{name} must be >= 1, got {cfg[name]}", key=f"{key}.{name}",
+                            fix=f"set {name} to a positive whole number")
+
+
+def validation(job, tasks: list[str], cfg, loss_fn):
+    """val_loss per task (and the mean) on the first `val_batches` batches of the val split."""
+    if cfg.val_batches <= 0:
+        return None
+    arrays = job.arrays("val", tasks)
+
+    def validate(trainer) -> dict:
+        out, device = {}, trainer.device
+        for array_task, name in enumerate(tasks):
+            task = trainer.model.task_index(name)
+            total, count = 0.0, 0
+            for batch in sequential(arrays, array_task, task, cfg.val_batch_size,
+                                    limit=cfg.val_batches * cfg.val_batch_size):
+                logits = trainer.model(images_to_input(batch.images, device), task=task)
+                total += loss_fn(logits, maps_to_target(batch.maps, device)).item() * len(batch.indices)
+                count += len(batch.indices)
+            out[f"val_loss/{name}"] = total / max(1, count)
+        out["val_loss"] = sum(out.values()) / len(tasks)
+        return out
+    return validate
+
+
+def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: list[str] = (),
+                 extra_actions: list = ()) -> Trainer:
+    """A Trainer for stage `name` with the options in `cfg` (the stage's config section),
+    validated every epoch on `val_tasks` (none: no validation)."""
+    check_lengths(cfg, name)
+    loss_fn = weighted(cfg.loss, key=f"{name}.loss")
+    validate = validation(job, list(val_tasks), cfg, loss_fn) if val_tasks else None
+    optimizer = make_optimizer(param_groups, cfg.optim, key=f"{name}.optim")
+    total = cfg.epochs * cfg.steps_per_epoch
+    scheduler = make_schedule(optimizer, cfg.schedule, total, key=f"{name}.schedule")
+    precision = Precision(cfg.precision)
+    step = MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
+                              cfg.channels_last and job.device.type == "cuda")
+    ck = cfg.checkpoint
+    checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
+                                restore_best=ck.restore_best and validate is not None)
+    trainer = Trainer(name=name, model=model, train_step=step, provider=provider, optimizer=optimizer,
+                      scheduler=scheduler, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                      validate=validate, actions=list(extra_actions) + A.build(cfg.actions, f"{name}.actions"),
+                      checkpointer=checkpointer, tracker=job.tracker,
+                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict())
+    return trainer
+
+
+def summary(trainer: Trainer) -> dict:
+    """The figures a stage reports (results.json, `experiment.py collect`)."""
+    out = {"steps": trainer.step, "epochs": trainer.epoch}
+    for key in ("train_loss", "val_loss"):
+        values = [h[key] for h in trainer.history if key in h and not math.isnan(h[key])]
+        if values:
+            out[f"final_{key}"] = values[-1]
+            if key == "val_loss":
+                out["best_val_loss"] = min(values)
+    if trainer.stop_reason:
+        out["stopped"] = trainer.stop_reason
+    return out

@@ -1,0 +1,163 @@
+"""What every stage of a run shares: config, run folder, tracker, device, data and the model."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hypersal.config import Config
+from hypersal.data import cache, layout, synth
+from hypersal.data.provider import Augment
+from hypersal.errors import UserError
+from hypersal.log import say
+from hypersal.models.hyper import HyperSaliency, MainNet
+from hypersal.runfolder import RunFolder
+from hypersal.train.checkpoint import load, save_atomic
+from hypersal.tracking import Tracker
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda, but this machine has no usable GPU", key="device",
+                        fix="use device: auto, or ask Slurm for a GPU (sbatch gpus: 1)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{name}'", key="device", fix="use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def job_cpus() -> int:
+    """The CPUs this job may use: Slurm's allocation where there is one (its task plugin may
+    not pin the process, so the affinity mask can show the whole node), else the affinity mask."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(slurm) if slurm and slurm.isdigit() else synth.cpu_count()
+
+
+def use_job_cpus() -> int:
+    """torch's thread pool sized to the job's CPUs: more threads than CPUs, on a node shared
+    with other jobs, makes everyone slower."""
+    n = job_cpus()
+    torch.set_num_threads(n)
+    return n
+
+
+def worker_count(value) -> int:
+    return job_cpus() if value == "auto" else max(1, int(value))
+
+
+@dataclass
+class Job:
+    cfg: Config
+    folder: RunFolder
+    tracker: Tracker
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    model: HyperSaliency | None = None
+    _index: layout.DatasetIndex | None = field(default=None, repr=False)
+    _arrays: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # --- data -------------------------------------------------------------------------------
+    def dataset(self) -> layout.DatasetIndex:
+        """The dataset index; generated (once, shared through the cache folder) without images_dir."""
+        if self._index is None:
+            data = self.cfg.data
+            images_dir, maps_dir = data.images_dir, data.maps_dir
+            if images_dir is None:
+                images_dir, maps_dir = self._synth()
+            elif maps_dir is None:
+                raise UserError("data.images_dir is set but data.maps_dir is not", key="data.maps_dir",
+                                fix="point it at the folder with one subfolder of maps per task")
+            self._index = layout.scan(images_dir, maps_dir, None, data.fixations_dir)
+        return self._index
+
+    def _synth(self) -> tuple[Path, Path]:
+        s = self.cfg.data.synth
+        key = f"synth-{s.n}-{s.size[0]}x{s.size[1]}-{s.seed}-{'-'.join(s.tasks)}"
+        if s.images_dir:
+            key += "-" + hashlib.sha1(str(s.images_dir).encode()).hexdigest()[:8]
+        out = Path(self.cfg.data.cache_dir or cache.default_cache_dir()) / key
+        say(f"generating the dataset in {out}" if not out.exists() else f"using the dataset in {out}")
+        synth.make(out, s.n, tuple(s.size), list(s.tasks), s.seed, s.images_dir,
+                   workers=worker_count(self.cfg.data.workers), quiet=not self.is_main)
+        return out / "images", out / "maps"
+
+    def train_tasks(self) -> list[str]:
+        """`tasks` (or every task of the dataset), minus the task adapt holds out."""
+        found = self.dataset().tasks
+        wanted = list(self.cfg.tasks) or found
+        unknown = [t for t in wanted if t not in found]
+        if unknown:
+            raise UserError(f"no maps for task(s) {', '.join(unknown)}", key="tasks",
+                            fix=f"the dataset has: {', '.join(found)}")
+        held_out = self.cfg.adapt.task if "adapt" in self.cfg and "adapt" in self.cfg.pipeline else None
+        return [t for t in wanted if t != held_out]
+
+    def arrays(self, split: str, tasks: list[str] | None) -> cache.SplitArrays:
+        key = (split, tuple(tasks or ()))
+        if key not in self._arrays:
+            data = self.cfg.data
+            self._arrays[key] = cache.load_split(self.dataset(), split, tasks, tuple(data.size),
+                                                 data.cache_dir, worker_count(data.workers),
+                                                 quiet=not self.is_main)
+        return self._arrays[key]
+
+    def augment(self) -> Augment:
+        return Augment(hflip=self.cfg.data.hflip, crop_scale=tuple(self.cfg.data.crop_scale))
+
+    # --- model ------------------------------------------------------------------------------
+    def model_args(self, task_names: list[str]) -> dict:
+        m = self.cfg.model
+        h = m.hypernet
+        options = dict(embedding_dim=h.embedding_dim, hidden=list(h.hidden))
+        if h.name == "chunked":
+            options.update(chunk_size=h.chunk_size, chunk_embedding_dim=h.chunk_embedding_dim)
+        return dict(mnet=dict(cutoff=m.encoder.cutoff, weights=m.encoder.weights,
+                              weights_path=m.encoder.weights_path, decoder=m.decoder.name,
+                              width=m.decoder.width),
+                    task_names=list(task_names), generate=h.generate, encoder_from=h.encoder_from,
+                    hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn)
+
+    def new_model(self, task_names: list[str]) -> HyperSaliency:
+        return build_model(self.model_args(task_names)).to(self.device)
+
+    def save_model(self, tag: str) -> Path:
+        """The whole model after a stage: what later stages (and a restarted job) start from."""
+        path = self.folder.path / "models" / f"{tag}.pt"
+        if self.is_main:
+            path.parent.mkdir(exist_ok=True)
+            save_atomic({"args": self.model_args(self.model.task_names), "state": self.model.state_dict()}, path)
+        return path
+
+    def load_model(self, tag: str) -> HyperSaliency:
+        path = self.folder.path / "models" / f"{tag}.pt"
+        saved = load(path)
+        args = {**saved["args"], "mnet": {**saved["args"]["mnet"], "weights": None, "weights_path": None}}
+        model = build_model(args)  # the state below holds every weight: no file to read again
+        model.load_state_dict(saved["state"])
+        self.model = model.to(self.device)
+        return self.model
+
+
+def build_model(args: dict) -> HyperSaliency:
+    args = dict(args)
+    return HyperSaliency(MainNet(**args.pop("mnet")), **args)

@@ -1,0 +1,110 @@
+"""Training losses on logits (B, 1, H, W) against target maps (B, 1, H, W) in [0, 1].
+
+`loss: "bce + 0.5 * cc"` in the config is the weighted sum of the named losses.
+
+| name  | loss                                                                        |
+|-------|-----------------------------------------------------------------------------|
+| bce   | binary cross-entropy of sigmoid(logits) and the map, per pixel              |
+| kld   | KL(target || prediction), both normalised to sum 1 (eps 2.2204e-16)          |
+| cc    | 1 - Pearson correlation of sigmoid(logits) and the map, per image           |
+| nss   | - mean z-scored prediction weighted by the target map (a soft NSS)          |
+| l1    | mean absolute error of sigmoid(logits) (QUICKSAL's MAE)                     |
+| mse   | mean squared error of sigmoid(logits)                                       |
+| huber | Huber (smooth L1, delta 0.1) of sigmoid(logits)                             |
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from hypersal.errors import UserError
+from hypersal.registry import Registry
+
+LOSSES: Registry[Callable] = Registry("loss")
+EPS = 2.2204e-16
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1)                                   # (B, H*W)
+
+
+@LOSSES.register("bce")
+def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+@LOSSES.register("kld")
+def kld(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = _flat(torch.sigmoid(logits))
+    p = p / (p.sum(1, keepdim=True) + EPS)
+    q = _flat(target)
+    q = q / (q.sum(1, keepdim=True) + EPS)
+    return (q * torch.log(EPS + q / (p + EPS))).sum(1).mean()
+
+
+@LOSSES.register("cc")
+def cc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = _flat(torch.sigmoid(logits))
+    q = _flat(target)
+    p = p - p.mean(1, keepdim=True)
+    q = q - q.mean(1, keepdim=True)
+    r = (p * q).sum(1) / (p.norm(dim=1) * q.norm(dim=1) + EPS)
+    return (1 - r).mean()
+
+
+@LOSSES.register("nss")
+def nss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = _flat(logits)
+    z = (p - p.mean(1, keepdim=True)) / (p.std(1, keepdim=True) + EPS)
+    w = _flat(target)
+    return -((z * w).sum(1) / (w.sum(1) + EPS)).mean()
+
+
+@LOSSES.register("l1")
+def l1(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(torch.sigmoid(logits), target)
+
+
+@LOSSES.register("mse")
+def mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(torch.sigmoid(logits), target)
+
+
+@LOSSES.register("huber")
+def huber(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.huber_loss(torch.sigmoid(logits), target, delta=0.1)
+
+
+def parse(expression: str, key: str = "train.loss") -> list[tuple[str, float]]:
+    """"bce + 0.5 * cc" -> [("bce", 1.0), ("cc", 0.5)]; unknown names are errors."""
+    terms = []
+    for term in str(expression).split("+"):
+        parts = [p.strip() for p in term.split("*")]
+        if len(parts) == 1 and parts[0]:
+            weight, name = 1.0, parts[0]
+        elif len(parts) == 2:
+            try:
+                weight, name = float(parts[0]), parts[1]
+            except ValueError:
+                weight = None
+        else:
+            weight = None
+        if weight is None or not name:
+            raise UserError(f"cannot read the loss '{expression}'", key=key,
+                            fix="write names joined by +, each with an optional weight: "
+                                "\"bce + 0.5 * cc\"")
+        LOSSES.get(name, key=key)
+        terms.append((name, weight))
+    return terms
+
+
+def weighted(expression: str, key: str = "train.loss") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss function of an expression like "bce + 0.5 * cc"."""
+    terms = [(LOSSES.get(name), w) for name, w in parse(expression, key)]
+
+    def total(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return sum(w * fn(logits, target) for fn, w in terms)
+    return total

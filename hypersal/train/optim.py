@@ -1,0 +1,98 @@
+"""Optimizers and learning-rate schedules by name, from torch.optim (seeds 002-004).
+
+optim: {name: adam|adamw|sgd, lr, weight_decay, momentum (sgd)}
+schedule (stepped once per optimizer step; every schedule may start with a linear warmup):
+| name        | learning rate                                                          |
+|-------------|------------------------------------------------------------------------|
+| none        | constant                                                               |
+| exponential | halves smoothly every `decay_steps` (ExponentialLR)                    |
+| staircase   | halves every `decay_steps` (StepLR)                                    |
+| cosine      | cosine from lr to `min_lr` over the steps after warmup (CosineAnnealingLR) |
+| cyclic      | triangular between `min_lr` and `max_lr`, `cycle_steps` up (CyclicLR)  |
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch.optim import lr_scheduler as S
+
+from hypersal.errors import UserError
+from hypersal.registry import Registry
+
+OPTIMIZERS: Registry[Callable] = Registry("optimizer")
+SCHEDULES: Registry[Callable] = Registry("schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, cfg) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, cfg) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, cfg) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                           momentum=cfg["momentum"], nesterov=cfg["momentum"] > 0)
+
+
+def make_optimizer(params: Iterable, cfg: dict, key: str = "train.optim") -> torch.optim.Optimizer:
+    """`params`: tensors or param groups; frozen tensors (requires_grad False) are left out.
+    Make it before actions freeze anything, so parameters frozen for a while stay in it."""
+    groups = list(params)
+    if not groups or not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    params = [g for g in groups if g["params"]]
+    if not params:
+        raise UserError("nothing to train: every parameter is frozen", key=key,
+                        fix="check model.hypernet.generate and the stage's freeze options")
+    if cfg["lr"] <= 0:
+        raise UserError(f"the learning rate must be > 0, got {cfg['lr']}", key=f"{key}.lr",
+                        fix="write e.g. lr: 0.001")
+    return OPTIMIZERS.get(cfg["name"], key=f"{key}.name")(params, cfg)
+
+
+@SCHEDULES.register("none")
+def constant(opt, cfg, steps):
+    return S.LambdaLR(opt, lambda _: 1.0)
+
+
+@SCHEDULES.register("exponential")
+def exponential(opt, cfg, steps):
+    return S.ExponentialLR(opt, gamma=0.5 ** (1.0 / cfg["decay_steps"]))
+
+
+@SCHEDULES.register("staircase")
+def staircase(opt, cfg, steps):
+    return S.StepLR(opt, step_size=cfg["decay_steps"], gamma=0.5)
+
+
+@SCHEDULES.register("cosine")
+def cosine(opt, cfg, steps):
+    return S.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=cfg["min_lr"])
+
+
+@SCHEDULES.register("cyclic")
+def cyclic(opt, cfg, steps):
+    # Momentum cycling needs an optimizer with momentum (SGD); Adam has betas instead.
+    return S.CyclicLR(opt, base_lr=cfg["min_lr"], max_lr=cfg["max_lr"], step_size_up=cfg["cycle_steps"],
+                      cycle_momentum=isinstance(opt, torch.optim.SGD))
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: dict, total_steps: int, key: str = "train.schedule"):
+    """The schedule for `total_steps` optimizer steps, after `warmup_steps` of linear warmup."""
+    build = SCHEDULES.get(cfg["name"], key=f"{key}.name")
+    if cfg["name"] in ("exponential", "staircase") and cfg["decay_steps"] < 1:
+        raise UserError("decay_steps must be >= 1", key=f"{key}.decay_steps", fix="write e.g. 1000")
+    if cfg["name"] == "cyclic" and not 0 < cfg["min_lr"] < cfg["max_lr"]:
+        raise UserError("cyclic needs 0 < min_lr < max_lr", key=key, fix="e.g. min_lr: 1.0e-4, max_lr: 1.0e-3")
+    warmup = cfg["warmup_steps"]
+    if warmup <= 0:
+        return build(opt, cfg, total_steps)
+    first = S.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    return S.SequentialLR(opt, [first, build(opt, cfg, total_steps - warmup)], milestones=[warmup])

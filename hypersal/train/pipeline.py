@@ -1,0 +1,94 @@
+"""Running a config's stage list, marking each finished stage, so a restarted job (requeued,
+preempted, rerun by hand) skips what is done and starts from the model the last finished
+stage saved."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timezone
+
+from hypersal.errors import UserError
+from hypersal.log import say
+from hypersal.stages import STAGES
+
+
+def check(pipeline: list, skip: list[str]) -> None:
+    """Every stage name known, none twice, before anything runs."""
+    if not pipeline:
+        raise UserError("the pipeline is empty", key="pipeline", fix="list the stages to run, e.g. [train, test]")
+    seen = set()
+    for i, name in enumerate(pipeline):
+        STAGES.get(name, key=f"pipeline[{i}]")
+        if name in seen:
+            raise UserError(f"stage '{name}' appears twice", key="pipeline",
+                            fix="list each stage once (use a second run for a second pass)")
+        seen.add(name)
+    for name in skip:
+        STAGES.get(name, key="--skip")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def start_state(folder) -> dict:
+    """state.json at the start of an attempt: counts restarts and requeues."""
+    old = folder.state()
+    state = {
+        "state": "running", "stage": None, "stages_done": old.get("stages_done", []),
+        "results": old.get("results", {}),
+        "restarts": old.get("restarts", -1) + 1 if old else 0,
+        "requeues": int(os.environ.get("SLURM_RESTART_COUNT", old.get("requeues", 0)) or 0),
+        "job_id": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid(),
+        "started": old.get("started", now()), "updated": now(), "error": None, "progress": None,
+    }
+    folder.write_state(state)
+    return state
+
+
+def run(job, skip: list[str] = ()) -> dict:
+    cfg, folder = job.cfg, job.folder
+    check(list(cfg.pipeline), list(skip))
+    state = start_state(folder) if job.is_main else folder.state()
+    last_model = state["stages_done"] and _last_model_stage(state["stages_done"])
+    if last_model:
+        job.load_model(f"after_{last_model}")
+        say(f"resuming after stage {state['stages_done'][-1]} (model saved after {last_model})")
+    for name in cfg.pipeline:
+        if name in skip:
+            say(f"skipping stage {name} (--skip)")
+            continue
+        if name in state["stages_done"]:
+            say(f"stage {name} is done already")
+            continue
+        stage = STAGES.get(name)
+        state.update(stage=name, updated=now())
+        _write(job, state)
+        say(f"stage {name}")
+        t0 = time.perf_counter()
+        results = stage.run(job) or {}
+        results["seconds"] = round(time.perf_counter() - t0, 2)
+        if stage.changes_model:
+            job.save_model(f"after_{name}")
+        state["results"][name] = results
+        state["stages_done"].append(name)
+        state.update(updated=now())
+        _write(job, state)
+        if job.is_main:
+            folder.write_results(state["results"])
+    state.update(state="done", stage=None, updated=now())
+    _write(job, state)
+    return state["results"]
+
+
+def _last_model_stage(done: list[str]) -> str | None:
+    for name in reversed(done):
+        if name in STAGES and STAGES.get(name).changes_model:
+            return name
+    return None
+
+
+def _write(job, state: dict) -> None:
+    if job.is_main:
+        job.folder.write_state(state)

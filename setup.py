@@ -1,0 +1,30 @@
+"""hypersal: hypernetwork saliency models, trained in sweeps on Slurm clusters.
+
+Install for development (the layout expects an editable install: experiment.py, train.py,
+templates/ and shared/ are read from this checkout):
+    python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="hypersal",
+    version="0.1.0",
+    description="Hypernetwork saliency models and a Slurm sweep orchestrator",
+    packages=find_packages(include=["hypersal", "hypersal.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "addict>=2.4",
+        "pyyaml>=6.0",
+        "jinja2>=3.1",
+        "comet_ml>=3.40",
+        "gitpython>=3.1",
+        "numpy>=1.24",
+        "pillow>=10",
+        # cv2.saliency (spectral residual, fine grained) for task synthesis. The *contrib* build:
+        # a package pulling plain opencv-python-headless would overwrite it (DESIGN.md).
+        "opencv-contrib-python-headless>=4.8",
+    ],
+    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2"]},
+)

@@ -1,0 +1,132 @@
+"""Every registered decoder, hypernet and generation mode: forward, backward, no NaN; export."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import mobilenet_v2
+
+from hypersal.errors import UserError
+from hypersal.models.decoders import DECODERS
+from hypersal.models.hyper import GENERATE, HyperSaliency, MainNet
+from hypersal.models.hypernet import HYPERNETS
+
+SMALL = dict(embedding_dim=4, hidden=[8])
+
+
+def make(decoder="light", hypernet="chunked", generate="decoder", per_task_bn=True, cutoff=7, tasks=3):
+    torch.manual_seed(0)
+    options = dict(SMALL, chunk_size=512, chunk_embedding_dim=4) if hypernet == "chunked" else dict(SMALL)
+    return HyperSaliency(MainNet(cutoff=cutoff, decoder=decoder, width=16), [f"t{i}" for i in range(tasks)],
+                         generate=generate, encoder_from=4 if generate == "decoder+encoder" else None,
+                         hypernet=hypernet, hypernet_options=options, per_task_bn=per_task_bn)
+
+
+@pytest.mark.parametrize("decoder", DECODERS.names())
+@pytest.mark.parametrize("hypernet", HYPERNETS.names())
+@pytest.mark.parametrize("generate", GENERATE)
+def test_forward_backward_finite(decoder, hypernet, generate):
+    model = make(decoder, hypernet, generate)
+    x = torch.randn(2, 3, 40, 56)
+    out = model(x, task=1)
+    assert out.shape == (2, 1, 40, 56) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    if generate == "none":
+        assert model.hnet is None
+    else:
+        assert model.hnet.task_embeddings.grad[1].abs().sum() > 0       # task 1 learns
+        assert model.hnet.task_embeddings.grad[0].abs().sum() == 0      # task 0 does not
+
+
+@pytest.mark.parametrize("decoder", DECODERS.names())
+@pytest.mark.parametrize("generate", ["decoder", "decoder+encoder"])
+def test_export_gives_a_plain_mnet_with_the_same_maps(decoder, generate):
+    model = make(decoder, generate=generate)
+    torch.nn.init.normal_(model.hnet.mlp[-1].weight, std=0.05)   # as if trained: tasks differ
+    x = torch.randn(2, 3, 32, 32)
+    model.train()
+    for task in range(3):                     # give every task its own BN statistics
+        model(x + task, task=task)
+    model.eval()
+    plain = MainNet(cutoff=7, decoder=decoder, width=16)
+    plain.load_state_dict(model.export("t2"))
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x, task=2), plain(x), atol=1e-5)
+        assert not torch.allclose(model(x, task=0), plain(x), atol=1e-3)
+
+
+def test_generated_names_follow_the_config():
+    dec = make(generate="decoder")
+    assert all(n.startswith("decoder.") for n in dec.generated)
+    both = make(generate="decoder+encoder")
+    enc = [n for n in both.generated if n.startswith("encoder.")]
+    assert enc and all(int(n.split(".")[2]) >= 4 for n in enc)
+    assert all(not p.requires_grad for n, p in both.mnet.named_parameters() if n in both.generated)
+
+
+def test_per_task_batchnorm_updates_only_that_tasks_row():
+    model = make()
+    bank = model.bn_bank
+    key = bank._key("encoder.blocks.0.1.running_mean")
+    before = getattr(bank, key).clone()
+    model.train()
+    model(torch.randn(4, 3, 32, 32) * 3 + 1, task=2)
+    after = getattr(bank, key)
+    assert torch.equal(before[:2], after[:2]) and not torch.equal(before[2], after[2])
+
+
+def test_shared_batchnorm_statistics_when_asked():
+    model = make(per_task_bn=False)
+    assert model.bn_bank is None
+    model.train()
+    model(torch.randn(4, 3, 32, 32), task=0)
+    assert model.mnet.encoder.blocks[0][1].num_batches_tracked.item() == 1
+
+
+def test_add_task_starts_from_the_mean_embedding():
+    model = make()
+    idx = model.add_task("new")
+    emb = model.hnet.task_embeddings
+    assert idx == 3 and emb.shape[0] == 4
+    assert torch.allclose(emb[3], emb[:3].mean(0))
+    with pytest.raises(UserError, match="exists already"):
+        model.add_task("new")
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    reference = mobilenet_v2(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    net = MainNet(cutoff=19, weights_path=str(tmp_path / "w.pth"))
+    assert torch.equal(net.encoder.blocks[3].conv[0][0].weight, reference.features[3].conv[0][0].weight)
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="not a MobileNetV2 state dict"):
+        MainNet(weights_path=str(tmp_path / "bad.pth"))
+
+
+def test_imagenet_weights_without_the_cached_file_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError) as e:
+        MainNet(weights="imagenet")
+    assert "mobilenet_v2-b0353104.pth" in str(e.value) and "on a machine with internet" in str(e.value)
+
+
+def test_imagenet_weights_load_offline_through_torchvision_from_the_cache(tmp_path, monkeypatch):
+    """torchvision's own weights API reads the cached file (a stand-in made here, as nothing may
+    be downloaded); a truncated file is reported as damaged."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    cached.parent.mkdir(parents=True)
+    stand_in = mobilenet_v2(weights=None)
+    torch.save(stand_in.state_dict(), cached)
+    net = MainNet(cutoff=19, weights="imagenet")
+    assert torch.equal(net.encoder.blocks[18][0].weight, stand_in.features[18][0].weight)
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.raises(UserError, match="damaged"):
+        MainNet(weights="imagenet")
+
+
+def test_bad_encoder_cutoff():
+    with pytest.raises(UserError, match="cutoff 20 is out of range"):
+        MainNet(cutoff=20)

@@ -1,0 +1,157 @@
+"""Whole sweeps, run for real: on this machine (local executor) and on the local Slurm cluster."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cometread  # noqa: E402
+from conftest import ROOT, TINY_TRAINER, experiment  # noqa: E402
+
+DEMO = ROOT / "shared" / "experiment" / "demo.yaml"
+
+
+def check_run_folder(run: Path, index: int) -> dict:
+    """A finished run folder: its files, its state, its metrics and its Comet archive."""
+    for name in ("config.yaml", f"exp_{index}.yaml", "exp.sh", "hash.txt", "comet_url.txt", "run.yaml",
+                 "env.yaml", "state.json", "metrics.jsonl", "results.json"):
+        assert (run / name).is_file(), f"{run / name} is missing"
+    state = yaml.safe_load((run / "state.json").read_text())
+    assert state["state"] == "done", state
+    info = yaml.safe_load((run / "run.yaml").read_text())
+    key = info["comet_key"]
+    assert (run / "comet_url.txt").read_text().strip().endswith(f"/{key}")
+    archive = run / "comet" / f"{key}.zip"
+    assert archive.is_file(), sorted(p.name for p in (run / "comet").iterdir())
+    assert cometread.experiment_info(archive)["offline_id"] == key
+    params = cometread.parameters(archive)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert params["train|optim|lr"] == cfg["train"]["optim"]["lr"]
+    assert params["train|batch_size"] == cfg["train"]["batch_size"]
+    names = {name for name, _, _ in cometread.metrics(archive)}
+    assert {"train/train_loss", "train/val_loss", "train/loss"} <= names, names
+    local = [yaml.safe_load(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in m for m in local)
+    return yaml.safe_load((run / "results.json").read_text())
+
+
+def test_demo_runs_here_with_the_local_executor(tmp_path):
+    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--base-dir", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "[4/4] running run_003 here" in proc.stderr
+    exp = tmp_path / "demo"
+    for i in range(4):
+        results = check_run_folder(exp / f"run_00{i}", i)
+        assert results["train"]["steps"] == 20
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert "4 runs: 4 done" in status
+    table = experiment("collect", str(exp), check_rc=0)
+    csv = (exp / "collect.csv").read_text().splitlines()
+    assert csv[0].startswith("run,state,trainer.train.batch_size,trainer.train.optim.lr,train.")
+    assert len(csv) == 5 and all(",done," in row for row in csv[1:])
+    assert "train.final_val_loss" in table.stdout
+    # Every run resumes by itself: started again, it finds everything done.
+    again = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(exp / "run_000" / "config.yaml")],
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "stage train is done already" in again.stderr
+
+
+# --- on the local Slurm cluster ---------------------------------------------------------------
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def wait_for(job_ids: list[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not set(job_ids) & squeue_ids():
+            return
+        time.sleep(1)
+    raise AssertionError(f"jobs {job_ids} still queued after {timeout} s")
+
+
+def job_state(job_id: str) -> str:
+    """From scontrol, which keeps finished jobs for MinJobAge (no accounting needed)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return next(f.split("=", 1)[1] for f in out.split() if f.startswith("JobState="))
+
+
+def jobs_of(exp: Path) -> dict[str, str]:
+    return dict(line.split("\t") for line in (exp / "jobs.tsv").read_text().splitlines())
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["array", "jobs"])
+def test_demo_sweep_on_slurm(slurm, tmp_path, mode):
+    proc = experiment(f"--experiment={DEMO}", f"--mode={mode}", "--base-dir", str(tmp_path), check_rc=0)
+    exp = tmp_path / "demo"
+    jobs = jobs_of(exp)
+    assert sorted(jobs) == [f"run_00{i}" for i in range(4)]
+    if mode == "array":
+        assert "4 runs submitted as job array" in proc.stderr
+        masters = {j.split("_")[0] for j in jobs.values()}
+        assert len(masters) == 1
+        master = masters.pop()
+        assert sorted(jobs.values()) == [f"{master}_{i}" for i in range(4)]
+    else:
+        assert len(set(jobs.values())) == 4
+    wait_for(list(jobs.values()))
+    for i, (run, job) in enumerate(sorted(jobs.items())):
+        assert job_state(job) == "COMPLETED", (run, job)
+        check_run_folder(exp / run, i)
+        assert "hypersal: done" in next((exp / run).glob("slurm-*.out")).read_text()
+    assert "4 runs: 4 done" in experiment("status", str(exp), check_rc=0).stdout
+
+
+@pytest.mark.slurm
+def test_a_failed_submission_names_the_run_and_resumes_without_duplicates(slurm, tmp_path):
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "experiment": {"name": "fail", "base_dir": str(tmp_path), "config": TINY_TRAINER},
+        "sbatch": {"cpus": 1, "mem": "1G"},
+        "runs": [{"repeat": 2}, {"sbatch": {"partition": "no-such-partition"}}, {}],
+    }))
+    proc = experiment(f"--experiment={exp_file}", "--mode=jobs")
+    assert proc.returncode == 1
+    exp = tmp_path / "fail"
+    first = jobs_of(exp)
+    assert sorted(first) == ["run_000", "run_001"]
+    message = proc.stderr.splitlines()[-1]
+    assert message.startswith("hypersal: error: sbatch failed for run_002 (3 of 4): ")
+    assert "invalid partition" in message.lower()
+    assert f"Already submitted: run_000 (job {first['run_000']}), run_001 (job {first['run_001']})" in message
+    assert f"submit {exp}" in message
+    # The user fixes the script and finishes the sweep: only the rest is submitted.
+    script = exp / "run_002" / "exp.sh"
+    script.write_text(script.read_text().replace("#SBATCH --partition=no-such-partition\n", ""))
+    again = experiment("submit", str(exp), check_rc=0)
+    jobs = jobs_of(exp)
+    assert sorted(jobs) == ["run_000", "run_001", "run_002", "run_003"]
+    assert {k: jobs[k] for k in first} == first and len(set(jobs.values())) == 4
+    assert "run_000" not in again.stderr
+    assert "every run" in experiment("submit", str(exp), check_rc=0).stderr   # nothing twice
+    cancelled = experiment("cancel", str(exp), check_rc=0)
+    assert "cancelled" in cancelled.stderr
+    wait_for(list(jobs.values()))
+
+
+@pytest.mark.slurm
+def test_paths_with_spaces_and_quotes_on_slurm(slurm, tmp_path):
+    base = tmp_path / "my runs 'quoted' $(x)"
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "experiment": {"name": "odd", "base_dir": str(base), "config": TINY_TRAINER},
+        "sbatch": {"cpus": 1, "mem": "1G"}, "runs": [{}]}))
+    experiment(f"--experiment={exp_file}", check_rc=0)
+    jobs = jobs_of(base / "odd")
+    wait_for(list(jobs.values()))
+    assert job_state(jobs["run_000"]) == "COMPLETED"
+    check_run_folder(base / "odd" / "run_000", 0)
+    assert next((base / "odd" / "run_000").glob("slurm-*.out")).is_file()

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from hypersal import yamlio
+from hypersal.errors import UserError
+
+
+def test_scientific_notation_is_a_float_as_in_yaml_1_2():
+    data = yamlio.loads("a: 1e-3\nb: 3.0e+2\nc: 1_000\nd: .5\ne: 1.0.0\nf: -2E4\n")
+    assert data == {"a": 0.001, "b": 300.0, "c": 1000, "d": 0.5, "e": "1.0.0", "f": -20000.0}
+    assert isinstance(data["a"], float) and isinstance(data["c"], int)
+
+
+def test_duplicate_keys_are_errors_with_both_lines():
+    with pytest.raises(UserError) as e:
+        yamlio.loads("a: 1\nb: 2\na: 3\n", "x.yaml")
+    assert str(e.value) == "x.yaml:3: key 'a' appears twice in one mapping (lines 1 and 3). Fix: keep one of them."
+
+
+def test_anchors_and_merge_keys_work_and_may_be_overridden():
+    data = yamlio.loads("base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  y: 3\n")
+    assert data["run"] == {"x": 1, "y": 3}
+
+
+def test_line_numbers_of_keys_and_list_items():
+    data = yamlio.loads("top:\n  inner:\n    key: 1\nlist:\n  - a: 1\n  - b: 2\n")
+    assert yamlio.line_of(data, ("top", "inner", "key")) == 3
+    assert yamlio.line_of(data, ("list", 1)) == 6
+    assert yamlio.line_of(data, ("list", 1, "b")) == 6
+    # A key that is not there: the line of the deepest part of the path that is.
+    assert yamlio.line_of(data, ("top", "missing")) == 1
+    assert yamlio.line_of(data, ("list", 1, "missing")) == 6
+
+
+def test_syntax_error_names_file_and_line():
+    with pytest.raises(UserError) as e:
+        yamlio.loads("a: [1\nb: 2\n", "bad.yaml")
+    assert str(e.value).startswith("bad.yaml:2: invalid YAML")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        yamlio.load(tmp_path / "nope.yaml")
+
+
+def test_dump_writes_numpy_scalars_as_plain_numbers(tmp_path):
+    # omnigan's experiment.py crashed here (yaml.safe_dump and numpy scalars).
+    text = yamlio.dumps({"lr": np.float64(0.5), "n": np.int64(3), "t": (np.float32(1.5),)})
+    assert text == "lr: 0.5\nn: 3\nt:\n- 1.5\n"
+    assert yamlio.loads(text) == {"lr": 0.5, "n": 3, "t": [1.5]}
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    yamlio.dump({"a": 1}, tmp_path / "f.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.yaml"]
+    assert yamlio.load(tmp_path / "f.yaml") == {"a": 1}
