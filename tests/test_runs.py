@@ -1,6 +1,8 @@
 """Whole sweeps, run for real: on this machine (local executor) and on the local Slurm cluster."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,10 +57,39 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
     assert csv[0].startswith("run,state,trainer.train.batch_size,trainer.train.optim.lr,train.")
     assert len(csv) == 5 and all(",done," in row for row in csv[1:])
     assert "train.final_val_loss" in table.stdout
+    # upload hands every archive to comet_ml's uploader, each run's first one first.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "comet").write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" > {tmp_path / 'comet_args.txt'}\n")
+    (bin_dir / "comet").chmod(0o755)
+    key0 = yaml.safe_load((exp / "run_000" / "run.yaml").read_text())["comet_key"]
+    continuation = exp / "run_000" / "comet" / f"{key0}-abcdef.zip"
+    continuation.write_bytes((exp / "run_000" / "comet" / f"{key0}.zip").read_bytes())
+    up = experiment("upload", str(exp), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, check_rc=0)
+    assert "uploaded 5 offline Comet archive(s)" in up.stderr
+    args = (tmp_path / "comet_args.txt").read_text().splitlines()
+    assert args[0] == "upload" and len(args) == 6
+    assert args[1:3] == [str(exp / "run_000" / "comet" / f"{key0}.zip"), str(continuation)]
     # Every run resumes by itself: started again, it finds everything done.
     again = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(exp / "run_000" / "config.yaml")],
                            capture_output=True, text=True)
     assert again.returncode == 0 and "stage train is done already" in again.stderr
+
+
+def test_without_sbatch_on_the_path_the_sweep_runs_here(tmp_path):
+    """A machine without Slurm: the demo command needs no flag, it says so and runs locally."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "git", "hostname", "date"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({"experiment": {"name": "here", "base_dir": str(tmp_path),
+                                                       "config": TINY_TRAINER}, "runs": [{}]}))
+    proc = experiment(f"--experiment={exp_file}", env={"PATH": str(bin_dir)}, check_rc=0)
+    assert "sbatch is not on PATH: running the jobs on this machine" in proc.stderr
+    check_run_folder(tmp_path / "here" / "run_000", 0)
+    assert "1 run: 1 done" in experiment("status", str(tmp_path / "here"), env={"PATH": str(bin_dir)},
+                                          check_rc=0).stdout
 
 
 # --- on the local Slurm cluster ---------------------------------------------------------------
@@ -102,6 +133,8 @@ def test_demo_sweep_on_slurm(slurm, tmp_path, mode):
         assert sorted(jobs.values()) == [f"{master}_{i}" for i in range(4)]
     else:
         assert len(set(jobs.values())) == 4
+    summary = yaml.safe_load((exp / "summary.yaml").read_text())
+    assert {r["dir"]: r["job_id"] for r in summary["runs"]} == jobs
     wait_for(list(jobs.values()))
     for i, (run, job) in enumerate(sorted(jobs.items())):
         assert job_state(job) == "COMPLETED", (run, job)

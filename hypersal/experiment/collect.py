@@ -42,10 +42,14 @@ def collect(exp_dir: Path) -> tuple[str, Path]:
 
 
 def archives(exp_dir: Path) -> list[Path]:
+    """Every offline archive, each run's first (<key>.zip) before its continuations
+    (<key>-xxxx.zip, written by a restarted job), which Comet can only append to an
+    experiment that exists."""
     summary = load_summary(exp_dir)
     found = []
     for run in summary["runs"]:
-        found += sorted(RunFolder(Path(exp_dir) / run["dir"]).comet_dir.glob("*.zip"))
+        zips = RunFolder(Path(exp_dir) / run["dir"]).comet_dir.glob("*.zip")
+        found += sorted(zips, key=lambda p: (p.name != f"{run['comet_key']}.zip", p.stat().st_mtime, p.name))
     return found
 
 

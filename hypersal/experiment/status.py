@@ -56,7 +56,7 @@ def status(exp_dir: Path, executor) -> str:
         word = row["status"].split(" (")[0]
         counts[word] = counts.get(word, 0) + 1
     total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-    return format_table(table) + f"\n{len(table)} runs: {total}\n"
+    return format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
 
 
 def cancel(exp_dir: Path, executor) -> list[str]:

@@ -61,11 +61,22 @@ def submit(exp_dir: Path, executor) -> list[tuple[str, str]]:
     if not todo:
         print(f"hypersal: every run of {exp_dir} is submitted already (see {JOBS})", file=sys.stderr)
         return []
-    if isinstance(executor, LocalExecutor):
-        return _run_locally(exp_dir, todo, executor)
-    if summary["mode"] == "array":
-        return _submit_array(exp_dir, summary, todo, executor)
-    return _submit_jobs(exp_dir, summary, todo, executor)
+    try:
+        if isinstance(executor, LocalExecutor):
+            return _run_locally(exp_dir, todo, executor)
+        if summary["mode"] == "array":
+            return _submit_array(exp_dir, summary, todo, executor)
+        return _submit_jobs(exp_dir, summary, todo, executor)
+    finally:
+        _summary_job_ids(exp_dir, summary)
+
+
+def _summary_job_ids(exp_dir: Path, summary: dict) -> None:
+    """Copy the job ids of jobs.tsv (the crash-safe log) into summary.yaml, once per submission."""
+    jobs = read_jobs(exp_dir)
+    for run in summary["runs"]:
+        run["job_id"] = jobs.get(run["dir"])
+    yamlio.dump(summary, Path(exp_dir) / SUMMARY)
 
 
 def _submit_jobs(exp_dir: Path, summary: dict, todo: list[dict], executor: SlurmExecutor):

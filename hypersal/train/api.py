@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from hypersal.data.provider import Batch, Prefetcher
+from hypersal.train import signals
 
 
 class Action:
@@ -100,6 +101,12 @@ class Trainer:
                     self._end_epoch()
                 if self.checkpointer is not None:
                     self.checkpointer.after_step(self)
+                if signals.requested():
+                    self._flush_losses(pending)
+                    pending = []
+                    if self.checkpointer is not None:
+                        self.checkpointer.save(self)
+                    signals.check()   # raises Stopped: the job ends, the stage resumes from here
         finally:
             source.close()
         self._flush_losses(pending)

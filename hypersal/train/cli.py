@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,7 +20,8 @@ from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker
-from hypersal.train import pipeline
+from hypersal.train import pipeline, signals
+from hypersal.train.signals import Stopped
 from hypersal.train.job import Job, pick_device, seed_everything, use_job_cpus
 
 
@@ -46,14 +46,6 @@ def config_path(args: argparse.Namespace) -> Path:
         raise UserError(f"no run folder for array task {task}", file=args.sweep,
                         fix="submit the array with the run indices of this experiment")
     return runs[int(task)] / "config.yaml"
-
-
-class Stopped(BaseException):
-    """The job was told to stop (SIGTERM: scancel, preemption, a draining node)."""
-
-
-def _stop_on_sigterm(signum, frame):
-    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
@@ -100,7 +92,7 @@ def run(path: Path, skip: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signals.install()
     try:
         path = config_path(args)
         run(path, [s for s in args.skip.split(",") if s])

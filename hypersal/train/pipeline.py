@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.stages import STAGES
+from hypersal.train import signals
 
 
 def check(pipeline: list, skip: list[str]) -> None:
@@ -62,6 +63,7 @@ def run(job, skip: list[str] = ()) -> dict:
         if name in state["stages_done"]:
             say(f"stage {name} is done already")
             continue
+        signals.check()
         stage = STAGES.get(name)
         state.update(stage=name, updated=now())
         _write(job, state)
