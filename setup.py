@@ -26,5 +26,12 @@ setup(
         # a package pulling plain opencv-python-headless would overwrite it (DESIGN.md).
         "opencv-contrib-python-headless>=4.8",
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2"]},
+    extras_require={"dev": [
+        "pytest>=7",
+        "pytest-timeout>=2",
+        # The independent reference the metric tests compare against (the Tuebingen benchmark's
+        # code). It still imports pkg_resources, which setuptools 81 removed.
+        "pysaliency==0.2.22",
+        "setuptools<81",
+    ]},
 )

@@ -1,13 +1,14 @@
 """Decoded datasets at training size, as uint8 arrays memory-mapped from .npy files.
 
 Decoding JPEGs in the training loop feeds a GPU a fifth of what it can train on (DESIGN.md);
-a uint8 cache at training size feeds it in full. The cache of a split is built once (in
-parallel), reused by every run that asks for the same files at the same size, and rebuilt when
-a source file changes (the key hashes paths, sizes and modification times).
+a uint8 cache at training size feeds it in full. A split's images are cached once per size,
+and each task's maps once, so stages asking for other task combinations reuse them; every
+entry is built in parallel threads, reused by every run asking for the same files at the same
+size, and rebuilt when a source file changes (the key hashes paths, sizes and modification
+times).
 
-    <cache_dir>/<key>/images.npy   (N, H, W, 3) uint8
-                      maps.npy     (T, N, H, W) uint8, tasks in the order asked
-                      meta.json    stems, tasks, original image sizes
+    <cache_dir>/images-<key>/images.npy   (N, H, W, 3) uint8    meta.json: stems, original sizes
+    <cache_dir>/maps-<key>/maps.npy       (N, H, W) uint8       one task's maps of that split
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,7 @@ from hypersal.data.layout import DatasetIndex
 from hypersal.errors import UserError
 from hypersal.progress import Progress
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +39,7 @@ def default_cache_dir() -> Path:
 @dataclass
 class SplitArrays:
     images: np.ndarray          # (N, H, W, 3) uint8
-    maps: np.ndarray | None     # (T, N, H, W) uint8, or None for a split without maps (run)
+    maps: list[np.ndarray] | None   # per task (N, H, W) uint8; None for a split without maps
     tasks: list[str]
     stems: list[str]
     sizes: list[tuple[int, int]]  # original (H, W) of each image
@@ -85,77 +86,77 @@ def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _key(files: list[Path], tasks: list[str], hw: tuple[int, int]) -> str:
-    h = hashlib.sha1(json.dumps([CACHE_VERSION, list(hw), tasks]).encode())
+def _key(kind: str, files: list[Path], hw: tuple[int, int]) -> str:
+    h = hashlib.sha1(json.dumps([CACHE_VERSION, kind, list(hw)]).encode())
     for f in files:
         st = os.stat(f)
         h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def _fill(job: tuple) -> tuple[int, tuple[int, int]]:
-    """Worker: decode image i (and its maps) into the memory-mapped arrays."""
-    folder, i, image, maps, hw = job
-    img = read_image(image)
-    images = np.load(folder / "images.npy", mmap_mode="r+")
-    images[i] = resize(img, hw)
-    if maps:
-        out = np.load(folder / "maps.npy", mmap_mode="r+")
-        for t, path in enumerate(maps):
-            out[t, i] = resize(read_map(path, img.shape[:2]), hw)
-        out.flush()
-    images.flush()
-    return i, img.shape[:2]
+    return f"{kind}-{h.hexdigest()[:20]}"
 
 
 def load_split(index: DatasetIndex, split: str, tasks: list[str] | None, hw: tuple[int, int],
                cache_dir: Path | str | None = None, workers: int = 1, quiet: bool = False) -> SplitArrays:
-    """The split's images (and maps of `tasks`; None for none) at size hw, from the cache."""
+    """The split's images (and the maps of `tasks`) at size hw, from the cache."""
     images = index.split(split)
-    tasks = list(tasks or [])
-    maps = [index.map_files(split, t) for t in tasks]
-    files = images + [p for per_task in maps for p in per_task]
-    folder = Path(cache_dir or default_cache_dir()) / _key(files, tasks, hw)
+    root = Path(cache_dir or default_cache_dir())
+    folder = root / _key("images", images, hw)
     if not (folder / "meta.json").is_file():
-        _build(folder, images, maps, hw, workers, quiet, f"caching {split} ({len(images)} images)")
+        _build(folder, "images.npy", images, (len(images), *hw, 3), _image_filler(images, hw),
+               workers, quiet, f"caching {split} images ({len(images)})", meta=True)
     meta = json.loads((folder / "meta.json").read_text())
-    return SplitArrays(images=np.load(folder / "images.npy", mmap_mode="r"),
-                       maps=np.load(folder / "maps.npy", mmap_mode="r") if tasks else None,
-                       tasks=tasks, stems=meta["stems"], sizes=[tuple(s) for s in meta["sizes"]],
-                       paths=[str(p) for p in images])
+    maps = []
+    for task in tasks or []:
+        files = index.map_files(split, task)
+        sizes = [tuple(s) for s in meta["sizes"]]
+        task_folder = root / _key("maps", images + files, hw)
+        if not (task_folder / "maps.npy").is_file():
+            _build(task_folder, "maps.npy", files, (len(files), *hw), _map_filler(files, sizes, hw),
+                   workers, quiet, f"caching {split} {task} maps")
+        maps.append(np.load(task_folder / "maps.npy", mmap_mode="r"))
+    return SplitArrays(images=np.load(folder / "images.npy", mmap_mode="r"), maps=maps or None,
+                       tasks=list(tasks or []), stems=meta["stems"],
+                       sizes=[tuple(s) for s in meta["sizes"]], paths=[str(p) for p in images])
 
 
-def _build(folder: Path, images: list[Path], maps: list[list[Path]], hw, workers: int, quiet: bool,
-           desc: str) -> None:
+def _image_filler(files: list[Path], hw):
+    def fill(out: np.ndarray, i: int) -> list[int]:
+        img = read_image(files[i])
+        out[i] = resize(img, hw)
+        return list(img.shape[:2])
+    return fill
+
+
+def _map_filler(files: list[Path], sizes: list[tuple], hw):
+    def fill(out: np.ndarray, i: int) -> None:
+        out[i] = resize(read_map(files[i], sizes[i]), hw)
+    return fill
+
+
+def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, workers: int, quiet: bool,
+           desc: str, meta: bool = False) -> None:
+    """Write `folder/name` (fill(array, i) for every i) through a temporary folder renamed at
+    the end: a half-built cache is never seen."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        n, (h, w) = len(images), hw
-        np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, h, w, 3)).flush()
-        if maps:
-            np.lib.format.open_memmap(tmp / "maps.npy", "w+", np.uint8, (len(maps), n, h, w)).flush()
-        jobs = [(tmp, i, images[i], [m[i] for m in maps], hw) for i in range(n)]
-        sizes: list = [None] * n
-        progress = None if quiet else Progress(n, desc, unit="img")
-        workers = max(1, min(workers, n))
-        if workers == 1:
-            results = map(_fill, jobs)
-        else:
-            pool = get_context("fork").Pool(workers)
-            results = pool.imap_unordered(_fill, jobs, chunksize=max(1, n // (workers * 8)))
-        try:
-            for i, size in results:
-                sizes[i] = list(size)
+        out = np.lib.format.open_memmap(tmp / name, "w+", np.uint8, shape)
+        progress = None if quiet else Progress(len(files), desc, unit="img")
+        results = []
+        # Threads, not processes: decoding and resizing release the GIL, and forking a process
+        # that runs torch or OpenCV thread pools deadlocks its children.
+        with ThreadPoolExecutor(max(1, min(workers, len(files)))) as pool:
+            for result in pool.map(lambda i: fill(out, i), range(len(files))):
+                results.append(result)
                 if progress:
                     progress.update()
-        finally:
-            if workers > 1:
-                pool.terminate()
-        meta = {"stems": [p.stem for p in images], "sizes": sizes, "paths": [str(p) for p in images]}
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        out.flush()
+        del out
+        if meta:
+            (tmp / "meta.json").write_text(json.dumps(
+                {"stems": [p.stem for p in files], "sizes": results, "paths": [str(p) for p in files]}))
         try:
             os.replace(tmp, folder)
-        except OSError:  # another process built the same cache meanwhile: keep theirs
+        except OSError:  # another process built the same entry meanwhile: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

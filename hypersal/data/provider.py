@@ -80,7 +80,7 @@ def to_batch(arrays: SplitArrays, array_task: int | None, indices: np.ndarray, t
     if array_task is None or arrays.maps is None:
         maps = torch.zeros(0, dtype=torch.uint8)
     else:
-        maps = torch.from_numpy(np.ascontiguousarray(arrays.maps[array_task, rows]))[inverse]
+        maps = torch.from_numpy(np.ascontiguousarray(arrays.maps[array_task][rows]))[inverse]
         maps = maps.unsqueeze(1)                                                # (B, 1, H, W)
     return Batch(task=task, images=images, maps=maps, indices=np.asarray(indices))
 
@@ -139,7 +139,7 @@ class MultitaskBatchProvider:
 
 def BatchAndTaskProvider(arrays: SplitArrays, task: int, batch_size: int, array_task: int = 0, **kw):
     """Batches of one task of the arrays, labelled with the model's task index `task`."""
-    sub = SplitArrays(arrays.images, arrays.maps[array_task:array_task + 1], [arrays.tasks[array_task]],
+    sub = SplitArrays(arrays.images, [arrays.maps[array_task]], [arrays.tasks[array_task]],
                       arrays.stems, arrays.sizes, arrays.paths)
     return MultitaskBatchProvider(sub, [task], batch_size, 1, **kw)
 

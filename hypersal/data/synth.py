@@ -158,7 +158,9 @@ def make(out: Path | str, n: int = 200, size: tuple[int, int] = (240, 320), task
         jobs = [(i, n, tmp, sources[i] if sources else None, size[0], size[1], tasks, seed) for i in range(n)]
         progress = None if quiet else Progress(n, f"synth {len(tasks)} tasks", unit="img")
         workers = max(1, min(workers or cpu_count(), n))
-        with get_context("fork").Pool(workers) as pool:
+        # spawn, not fork: the caller (train.py) may run torch and OpenCV thread pools, whose
+        # locks a forked child inherits held.
+        with get_context("spawn").Pool(workers) as pool:
             for _ in pool.imap_unordered(_make_one, jobs, chunksize=max(1, n // (workers * 8))):
                 if progress:
                     progress.update()

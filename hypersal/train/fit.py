@@ -56,23 +56,28 @@ def validation(job, tasks: list[str], cfg, loss_fn):
 
 
 def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: list[str] = (),
-                 extra_actions: list = ()) -> Trainer:
+                 extra_actions: list = (), step=None, lr: float | None = None, epochs: int | None = None,
+                 validate=None) -> Trainer:
     """A Trainer for stage `name` with the options in `cfg` (the stage's config section),
-    validated every epoch on `val_tasks` (none: no validation)."""
+    validated every epoch on `val_tasks` (none: no validation). `step` replaces the usual
+    MultitaskTrainStep; `lr` and `epochs` override the section's (adapt's fine-tuning)."""
     check_lengths(cfg, name)
     loss_fn = weighted(cfg.loss, key=f"{name}.loss")
-    validate = validation(job, list(val_tasks), cfg, loss_fn) if val_tasks else None
-    optimizer = make_optimizer(param_groups, cfg.optim, key=f"{name}.optim")
-    total = cfg.epochs * cfg.steps_per_epoch
+    if validate is None and val_tasks:
+        validate = validation(job, list(val_tasks), cfg, loss_fn)
+    optim_cfg = dict(cfg.optim, **({"lr": lr} if lr is not None else {}))
+    optimizer = make_optimizer(param_groups, optim_cfg, key=f"{name}.optim")
+    epochs = cfg.epochs if epochs is None else epochs
+    total = epochs * cfg.steps_per_epoch
     scheduler = make_schedule(optimizer, cfg.schedule, total, key=f"{name}.schedule")
     precision = Precision(cfg.precision)
-    step = MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
-                              cfg.channels_last and job.device.type == "cuda")
+    step = step or MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
+                                      cfg.channels_last and job.device.type == "cuda")
     ck = cfg.checkpoint
     checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
                                 restore_best=ck.restore_best and validate is not None)
     trainer = Trainer(name=name, model=model, train_step=step, provider=provider, optimizer=optimizer,
-                      scheduler=scheduler, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                      scheduler=scheduler, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
                       validate=validate, actions=list(extra_actions) + A.build(cfg.actions, f"{name}.actions"),
                       checkpointer=checkpointer, tracker=job.tracker,
                       device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict())
