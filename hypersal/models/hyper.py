@@ -145,8 +145,10 @@ class HyperSaliency(nn.Module):
         return self.n_tasks - 1
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Learned directly: the mnet's non-generated parameters and the hypernet's shared ones."""
-        own = [p for p in self.mnet.parameters() if p.requires_grad]
+        """Learned directly: the mnet's non-generated parameters and the hypernet's shared ones.
+        Chosen by name, not by requires_grad, which actions switch while they freeze them."""
+        generated = set(self.generated)
+        own = [p for n, p in self.mnet.named_parameters() if n not in generated]
         return own + (self.hnet.shared_parameters() if self.hnet is not None else [])
 
     @torch.no_grad()

@@ -59,7 +59,8 @@ def image_folder(job) -> Path:
 def run(job) -> dict:
     cfg = job.cfg.run
     model = trained_model(job, "run")
-    files = list_images(image_folder(job))
+    folder = image_folder(job)
+    files = list_images(folder)
     tasks = list(cfg.tasks) or list(model.task_names)
     indices = [model.task_index(t) for t in tasks]
     out = Path(cfg.out_dir) if cfg.out_dir else job.folder.path / "maps"
@@ -91,5 +92,6 @@ def run(job) -> dict:
     seconds = time.perf_counter() - started
     rate = len(files) / seconds
     job.tracker.log_metrics({"images_per_second": rate}, step=0, stage="run")
-    return {"images": len(files), "tasks": tasks, "out_dir": str(out), "seconds": round(seconds, 3),
+    return {"images": len(files), "images_dir": str(folder), "tasks": tasks, "out_dir": str(out),
+            "seconds": round(seconds, 3),
             "images_per_second": round(rate, 2)}
