@@ -60,13 +60,14 @@ class RunFolder:
         return _read_json(self.state_file)
 
     def write_state(self, state: dict) -> None:
-        yamlio.write_text_atomic(self.state_file, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        yamlio.write_text_atomic(self.state_file, json.dumps(state, indent=1) + "\n")
 
     def results(self) -> dict:
         return _read_json(self.results_file)
 
     def write_results(self, results: dict) -> None:
-        yamlio.write_text_atomic(self.results_file, json.dumps(results, indent=1, sort_keys=True) + "\n")
+        """Stages in pipeline order (as `collect` shows them)."""
+        yamlio.write_text_atomic(self.results_file, json.dumps(results, indent=1) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

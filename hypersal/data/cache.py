@@ -27,6 +27,7 @@ from PIL import Image
 
 from hypersal.data.layout import DatasetIndex
 from hypersal.errors import UserError
+from hypersal.log import say
 from hypersal.progress import Progress
 
 CACHE_VERSION = 2
@@ -95,15 +96,27 @@ def _key(kind: str, files: list[Path], hw: tuple[int, int]) -> str:
 
 
 def load_split(index: DatasetIndex, split: str, tasks: list[str] | None, hw: tuple[int, int],
-               cache_dir: Path | str | None = None, workers: int = 1, quiet: bool = False) -> SplitArrays:
-    """The split's images (and the maps of `tasks`) at size hw, from the cache."""
+               cache_dir: Path | str | None = None, workers: int = 1, quiet: bool = False,
+               skip_bad: bool = False) -> SplitArrays:
+    """The split's images (and the maps of `tasks`) at size hw, from the cache.
+
+    An unreadable image is an error naming it; with `skip_bad` it is left out, with a warning
+    that counts and names them, and the index forgets it (so no map is asked for it)."""
     images = index.split(split)
     root = Path(cache_dir or default_cache_dir())
     folder = root / _key("images", images, hw)
     if not (folder / "meta.json").is_file():
-        _build(folder, "images.npy", images, (len(images), *hw, 3), _image_filler(images, hw),
+        _build(folder, "images.npy", images, (len(images), *hw, 3), _image_filler(images, hw, skip_bad),
                workers, quiet, f"caching {split} images ({len(images)})", meta=True)
     meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("skipped"):
+        if not skip_bad:  # built by a run that skipped them; this one wants them
+            raise UserError(f"{len(meta['skipped'])} image(s) are unreadable, e.g. {meta['skipped'][0]}",
+                            key="data.skip_bad_images", fix="replace them, or set data.skip_bad_images: true")
+        index.images[split] = [p for p in images if str(p) not in set(meta["skipped"])]
+        images = index.images[split]
+        say(f"{split}: left out {len(meta['skipped'])} unreadable image(s): "
+            f"{', '.join(Path(p).name for p in meta['skipped'][:3])}{' ...' if len(meta['skipped']) > 3 else ''}")
     maps = []
     for task in tasks or []:
         files = index.map_files(split, task)
@@ -118,9 +131,14 @@ def load_split(index: DatasetIndex, split: str, tasks: list[str] | None, hw: tup
                        sizes=[tuple(s) for s in meta["sizes"]], paths=[str(p) for p in images])
 
 
-def _image_filler(files: list[Path], hw):
-    def fill(out: np.ndarray, i: int) -> list[int]:
-        img = read_image(files[i])
+def _image_filler(files: list[Path], hw, skip_bad: bool):
+    def fill(out: np.ndarray, i: int) -> list[int] | None:
+        try:
+            img = read_image(files[i])
+        except UserError:
+            if skip_bad:
+                return None
+            raise
         out[i] = resize(img, hw)
         return list(img.shape[:2])
     return fill
@@ -149,11 +167,21 @@ def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, worke
                 results.append(result)
                 if progress:
                     progress.update()
+        if meta:  # images: keep the readable rows only, with their stems and original sizes
+            rows = [i for i, r in enumerate(results) if r is not None]
+            if len(rows) < len(files):
+                kept = np.lib.format.open_memmap(tmp / "kept.npy", "w+", np.uint8, (len(rows), *shape[1:]))
+                for j, i in enumerate(rows):
+                    kept[j] = out[i]
+                kept.flush()
+                del kept
+                os.replace(tmp / "kept.npy", tmp / name)
+            (tmp / "meta.json").write_text(json.dumps({
+                "stems": [files[i].stem for i in rows], "sizes": [results[i] for i in rows],
+                "paths": [str(files[i]) for i in rows],
+                "skipped": [str(files[i]) for i in range(len(files)) if results[i] is None]}))
         out.flush()
         del out
-        if meta:
-            (tmp / "meta.json").write_text(json.dumps(
-                {"stems": [p.stem for p in files], "sizes": results, "paths": [str(p) for p in files]}))
         try:
             os.replace(tmp, folder)
         except OSError:  # another process built the same entry meanwhile: keep theirs

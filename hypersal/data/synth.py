@@ -31,7 +31,7 @@ from hypersal.errors import UserError
 from hypersal.progress import Progress
 
 DEFAULT_TASKS = ("spectral_residual", "fine_grained", "frequency_tuned", "image_signature",
-                 "center_bias", "dog_contrast")
+                 "center_bias", "dog_contrast", "boolean_map")
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

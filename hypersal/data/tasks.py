@@ -10,6 +10,8 @@
 | center_bias        | a centred Gaussian (sigma a quarter of each side)                  |
 | dog_contrast       | centre-surround (difference of Gaussians) on intensity and colour  |
 |                    | opponency, Itti-style, single scale                                |
+| boolean_map        | Zhang & Sclaroff 2013 (BMS): regions of thresholded colour channels |
+|                    | that do not touch the border (surroundedness), averaged            |
 
 Phase spectrum (PFT) is left out on purpose: it nearly duplicates spectral residual (mean CC
 0.81, DESIGN.md).
@@ -89,6 +91,25 @@ def dog_contrast(img: np.ndarray) -> np.ndarray:
         surround = cv2.GaussianBlur(ch, (0, 0), 0.08 * side)
         total += _normalise(np.abs(centre - surround))
     return _normalise(_blur(total, 0.02))
+
+
+@TASKS.register("boolean_map")
+def boolean_map(img: np.ndarray, thresholds: int = 8) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = 120.0 / max(h, w)                      # BMS works on a small image
+    small = cv2.resize(img, (max(8, int(w * scale)), max(8, int(h * scale))), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2Lab)
+    attention = np.zeros(small.shape[:2], np.float32)
+    for c in range(3):
+        channel = lab[:, :, c]
+        for t in np.linspace(channel.min(), channel.max(), thresholds + 2)[1:-1]:
+            for boolean in (channel > t, channel <= t):
+                n, labels = cv2.connectedComponents(boolean.astype(np.uint8), connectivity=4)
+                border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+                surrounded = boolean & ~np.isin(labels, border)
+                attention += surrounded
+    attention = cv2.dilate(attention, np.ones((3, 3), np.uint8))
+    return _normalise(cv2.resize(_blur(attention, 0.03), (w, h), interpolation=cv2.INTER_LINEAR))
 
 
 def compute(name: str, img: np.ndarray) -> np.ndarray:

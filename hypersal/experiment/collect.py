@@ -15,19 +15,21 @@ from hypersal.runfolder import RunFolder
 COLLECT_CSV = "collect.csv"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
+def figures(tree: dict, prefix: str = "") -> dict:
+    """The numbers of a results tree, flattened to "stage.key": paths, names and lists are left
+    to results.json."""
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
+            out.update(figures(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = value
     return out
 
 
 def collect(exp_dir: Path) -> tuple[str, Path]:
-    """A row per run: its sampled values and the final figures of every stage (results.json).
+    """A row per run: its sampled values and the figures of every stage (results.json).
     Printed as a table and written to <exp_dir>/collect.csv."""
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
@@ -35,7 +37,7 @@ def collect(exp_dir: Path) -> tuple[str, Path]:
     for run in summary["runs"]:
         folder = RunFolder(exp_dir / run["dir"])
         rows.append({"run": run["dir"], "state": folder.state().get("state", "-"),
-                     **run.get("sampled", {}), **flatten(folder.results())})
+                     **run.get("sampled", {}), **figures(folder.results())})
     csv_path = exp_dir / COLLECT_CSV
     yamlio.write_text_atomic(csv_path, to_csv(rows))
     return format_table(rows), csv_path

@@ -118,7 +118,7 @@ class Job:
             data = self.cfg.data
             self._arrays[key] = cache.load_split(self.dataset(), split, tasks, tuple(data.size),
                                                  data.cache_dir, worker_count(data.workers),
-                                                 quiet=not self.is_main)
+                                                 quiet=not self.is_main, skip_bad=data.skip_bad_images)
         return self._arrays[key]
 
     def augment(self) -> Augment:
