@@ -18,7 +18,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+import urllib.error
+import urllib.request
 
+from hypersal.errors import UserError
+from hypersal.log import say
 from hypersal.runfolder import RunFolder
 
 MODES = ("offline", "online", "disabled")
@@ -41,6 +45,16 @@ class Tracker:
         self.comet = None
         self.key = run_info.get("comet_key")
         self.mode = comet.get("mode", "offline") if active else "disabled"
+        if self.mode not in MODES:
+            raise UserError(f"unknown Comet mode '{self.mode}'", key="comet.mode", fix=f"use one of: {', '.join(MODES)}")
+        if active:
+            _end_torn_line(folder.metrics)
+        if self.mode == "online":
+            problem = online_problem()
+            if problem:
+                say(f"Comet is not usable online ({problem}): logging to an offline archive in "
+                    f"{folder.comet_dir} instead; send it later with `experiment.py upload`")
+                self.mode = "offline"
         if self.mode != "disabled":
             self.comet = self._open(comet, run_info)
 
@@ -107,6 +121,40 @@ class Tracker:
                 self.comet.end()
             finally:
                 self.comet = None
+
+
+def _end_torn_line(path) -> None:
+    """A job killed while writing leaves half a line: close it, so the next line stands alone."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def online_problem(timeout: float = 3.0) -> str | None:
+    """Why online logging would fail, found in seconds: no API key, or no answer from the
+    Comet server's health check (the one comet_ml uses). A TCP connection alone proves little:
+    proxies accept them for unreachable hosts. comet_ml itself would block ~30 s and then
+    silently log nothing (DESIGN.md)."""
+    try:
+        from comet_ml.config import get_config
+        config = get_config()
+        key, url = config["comet.api_key"], config["comet.url_override"] or "https://www.comet.com/clientlib/"
+    except Exception as e:  # unreadable Comet settings
+        return f"cannot read the Comet settings: {e}"
+    if not key:
+        return "no API key: set COMET_API_KEY or ~/.comet.config"
+    ping = url.rstrip("/") + "/health/ping"
+    try:
+        with urllib.request.urlopen(ping, timeout=timeout) as answer:
+            if answer.status == 200:
+                return None
+            return f"{ping} answered {answer.status}"
+    except urllib.error.HTTPError as e:
+        return f"{ping} answered {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        return f"cannot reach {ping} ({getattr(e, 'reason', e)})"
 
 
 def read_metrics(folder: RunFolder) -> list[dict]:

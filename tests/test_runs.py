@@ -13,6 +13,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cometread  # noqa: E402
+from slurmtools import job_state, jobs_of, wait_for  # noqa: E402
 from conftest import ROOT, TINY_TRAINER, experiment  # noqa: E402
 
 DEMO = ROOT / "shared" / "experiment" / "demo.yaml"
@@ -93,30 +94,6 @@ def test_without_sbatch_on_the_path_the_sweep_runs_here(tmp_path):
 
 
 # --- on the local Slurm cluster ---------------------------------------------------------------
-
-def squeue_ids() -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True).stdout
-    return set(out.split())
-
-
-def wait_for(job_ids: list[str], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not set(job_ids) & squeue_ids():
-            return
-        time.sleep(1)
-    raise AssertionError(f"jobs {job_ids} still queued after {timeout} s")
-
-
-def job_state(job_id: str) -> str:
-    """From scontrol, which keeps finished jobs for MinJobAge (no accounting needed)."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
-    return next(f.split("=", 1)[1] for f in out.split() if f.startswith("JobState="))
-
-
-def jobs_of(exp: Path) -> dict[str, str]:
-    return dict(line.split("\t") for line in (exp / "jobs.tsv").read_text().splitlines())
-
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("mode", ["array", "jobs"])

@@ -18,7 +18,7 @@ from hypersal.experiment import status as status_mod, submit as submit_mod, writ
 from hypersal.experiment.render import Template
 
 DEFAULT_TEMPLATE = repro.CODE_ROOT / "templates" / "sbatch.sh"
-COMMANDS = ("submit", "status", "cancel", "collect", "upload")
+COMMANDS = ("submit", "resume", "status", "cancel", "collect", "upload")
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def sweep_parser() -> argparse.ArgumentParser:
 def folder_parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"experiment.py {command}")
     p.add_argument("dir", type=Path, help="the experiment folder (<base_dir>/<name>)")
-    if command in ("submit", "status", "cancel"):
+    if command in ("submit", "resume", "status", "cancel"):
         p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto")
     return p
 
@@ -77,6 +77,8 @@ def run_command(command: str, argv: list[str]) -> int:
     submit_mod.load_summary(exp_dir)  # a clear error if it is not an experiment folder
     if command == "submit":
         submit_mod.submit(exp_dir, executors.choose(args.executor))
+    elif command == "resume":
+        submit_mod.submit(exp_dir, executors.choose(args.executor), again=True)
     elif command == "status":
         print(status_mod.status(exp_dir, _quiet_executor(args.executor)), end="")
     elif command == "cancel":

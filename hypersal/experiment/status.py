@@ -22,6 +22,8 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict) -> str:
             word += f" ({queued.reason})"
         return word + again
     saved = state.get("state")
+    if saved == "requeued":
+        return "requeued (waiting to be queued again)" if job != "local" else "stopped"
     if saved == "running":
         # Neither queued nor finished: killed hard, node lost, or (local) interrupted.
         return "lost (ended while running; see its log)" + again

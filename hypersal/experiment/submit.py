@@ -16,6 +16,7 @@ from hypersal.experiment.executors import LocalExecutor, SlurmExecutor, SubmitEr
 from hypersal.experiment.plan import array_spec
 from hypersal.experiment.repro import CODE_ROOT
 from hypersal.experiment.write import JOBS, SUMMARY
+from hypersal.runfolder import RunFolder
 
 
 class SweepSubmitError(Exception):
@@ -53,13 +54,24 @@ def pending_runs(exp_dir: Path, summary: dict) -> list[dict]:
     return [r for r in summary["runs"] if r["dir"] not in done]
 
 
-def submit(exp_dir: Path, executor) -> list[tuple[str, str]]:
-    """Submit every run of the folder not yet submitted: [(run folder, job id)]."""
+def unfinished_runs(exp_dir: Path, summary: dict, executor) -> list[dict]:
+    """Runs submitted before that are neither done nor known to Slurm any more: killed hard, on
+    a lost node, stopped, failed. Runs never submitted are `submit`'s."""
+    jobs = read_jobs(exp_dir)
+    queue = executor.queue()
+    return [r for r in summary["runs"] if r["dir"] in jobs and jobs[r["dir"]] not in queue
+            and RunFolder(exp_dir / r["dir"]).state().get("state") != "done"]
+
+
+def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]]:
+    """Submit every run of the folder not yet submitted: [(run folder, job id)]. With `again`
+    (experiment.py resume), the unfinished runs instead: each resumes from its checkpoint."""
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
-    todo = pending_runs(exp_dir, summary)
+    todo = unfinished_runs(exp_dir, summary, executor) if again else pending_runs(exp_dir, summary)
     if not todo:
-        print(f"hypersal: every run of {exp_dir} is submitted already (see {JOBS})", file=sys.stderr)
+        what = "done or still queued" if again else f"submitted already (see {JOBS})"
+        print(f"hypersal: every run of {exp_dir} is {what}", file=sys.stderr)
         return []
     try:
         if isinstance(executor, LocalExecutor):

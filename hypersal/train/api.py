@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
+import math
+
 import torch
 
 from hypersal.data.provider import Batch, Prefetcher
 from hypersal.train import signals
+
+
+class NonFiniteLoss(Exception):
+    """The loss became nan or inf; the message names the step and the last good checkpoint."""
 
 
 class Action:
@@ -50,7 +56,8 @@ class Trainer:
                  provider: DataProvider, optimizer: torch.optim.Optimizer, scheduler=None,
                  epochs: int, steps_per_epoch: int, validate: Callable[["Trainer"], dict] | None = None,
                  actions: list[Action] = (), checkpointer=None, tracker=None, device=torch.device("cpu"),
-                 log_every: int = 10, config: dict | None = None, prefetch: bool = True):
+                 log_every: int = 10, config: dict | None = None, prefetch: bool = True,
+                 on_nan: str = "stop"):
         self.name, self.model, self.train_step, self.provider = name, model, train_step, provider
         self.optimizer, self.scheduler, self.validate = optimizer, scheduler, validate
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
@@ -62,6 +69,8 @@ class Trainer:
         self.stop_requested, self.stop_reason = False, ""
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0   # the epoch so far (resumed with it)
         self.resumed = False
+        self.on_nan = on_nan                   # "stop", or "skip" (the step drops such batches)
+        self.skipped_batches = 0
 
     @property
     def total_steps(self) -> int:
@@ -94,19 +103,18 @@ class Trainer:
                 pending.append(loss.detach())
                 for action in self.actions:
                     action.on_batch_end(self, batch, loss)
-                if self.step % self.log_every == 0 or self.step % self.steps_per_epoch == 0:
-                    self._flush_losses(pending)   # one host sync per log_every steps, not per step
-                    pending = []
-                if self.step % self.steps_per_epoch == 0:
-                    self._end_epoch()
-                if self.checkpointer is not None:
-                    self.checkpointer.after_step(self)
-                if signals.requested():
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                save_now = self.checkpointer is not None and self.checkpointer.due(self)
+                if self.step % self.log_every == 0 or end_of_epoch or save_now or signals.requested():
+                    # One host sync per log_every steps, not per step; and never a checkpoint
+                    # of weights a non-finite loss may have poisoned.
                     self._flush_losses(pending)
                     pending = []
-                    if self.checkpointer is not None:
-                        self.checkpointer.save(self)
-                    signals.check()   # raises Stopped: the job ends, the stage resumes from here
+                if end_of_epoch:
+                    self._end_epoch()                      # validates and saves
+                elif save_now or (signals.requested() and self.checkpointer is not None):
+                    self.checkpointer.save(self)           # once per step: prev.pt stays a step behind
+                signals.check()   # a stop was asked: raises Stopped, the stage resumes from here
         finally:
             source.close()
         self._flush_losses(pending)
@@ -125,15 +133,26 @@ class Trainer:
         if not pending:
             return
         values = torch.stack(pending).float().cpu().tolist()
-        self.epoch_loss_sum += sum(values)
-        self.epoch_loss_count += len(values)
-        self.log({"loss": values[-1]})
-        self.last_losses = values
+        finite = [v for v in values if math.isfinite(v)]
+        if len(finite) < len(values):
+            if self.on_nan != "skip":
+                first = next(i for i, v in enumerate(values) if not math.isfinite(v))
+                step = self.step - len(values) + first + 1
+                where = self.checkpointer.describe_last() if self.checkpointer is not None else "no checkpoints are kept"
+                raise NonFiniteLoss(f"{self.name}: the loss became {values[first]} at step {step}; {where}. "
+                                    "Lower the learning rate, clip gradients (clip_grad), or set on_nan: skip")
+            self.skipped_batches += len(values) - len(finite)
+        self.epoch_loss_sum += sum(finite)
+        self.epoch_loss_count += len(finite)
+        if finite:
+            self.log({"loss": finite[-1]})
 
     def _end_epoch(self) -> None:
         self.epoch += 1
         self.metrics = {"train_loss": self.epoch_loss_sum / max(1, self.epoch_loss_count),
                         "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.skipped_batches:
+            self.metrics["skipped_batches"] = self.skipped_batches
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
         if self.validate is not None:
             self.model.eval()

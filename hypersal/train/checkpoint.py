@@ -20,6 +20,10 @@ import torch
 from hypersal.log import say
 
 
+class CheckpointError(Exception):
+    """A checkpoint could not be written or read; the message says what is still intact."""
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -36,17 +40,30 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash never leaves a half file."""
+    """torch.save through a temporary file and a rename: a crash never leaves a half file.
+    The file object is ours, so a failed write closes it and its space is freed at once."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def os_error(e: BaseException | None) -> OSError | None:
+    """The OSError behind an exception: torch.save reports a full disk as a RuntimeError
+    whose context is the OSError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def load(path: Path):
@@ -63,6 +80,7 @@ class Checkpointer:
         self.monitor, self.mode, self.restore_best = monitor, mode, restore_best
         self.best: float | None = None
         self.last_save = time.monotonic()
+        self.last_step: int | None = None       # the step of the newest checkpoint written or read
         self.log = log
 
     @property
@@ -90,29 +108,54 @@ class Checkpointer:
         }
 
     def save(self, trainer) -> Path:
+        """Write the new checkpoint in full before rotating: if writing fails (disk full, an
+        unwritable folder), last.pt and prev.pt stay as they were, and the error says so."""
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state(trainer)
+        fresh = self.folder / "next.pt"
+        try:
+            save_atomic(state, fresh)
+        except (OSError, RuntimeError) as e:
+            cause = os_error(e)
+            if cause is None:
+                raise
+            raise CheckpointError(f"{trainer.name}: cannot write a checkpoint in {self.folder} "
+                                  f"({cause.strerror or cause}); {self._intact()}") from None
         if self.last.exists():
             os.replace(self.last, self.prev)
-        save_atomic(state, self.last)
-        self.last_save = time.monotonic()
+        os.replace(fresh, self.last)
+        self.last_save, self.last_step = time.monotonic(), trainer.step
         return self.last
 
+    def _intact(self) -> str:
+        kept = [p.name for p in (self.last, self.prev) if p.exists()]
+        if not kept:
+            return "no earlier checkpoint exists"
+        return f"the earlier checkpoint {kept[0]} is intact" if len(kept) == 1 else \
+            f"the earlier checkpoints {' and '.join(kept)} are intact"
+
     def restore(self, trainer) -> bool:
-        """Load the newest readable checkpoint into the trainer; False when there is none."""
+        """Load the newest readable checkpoint into the trainer; False when there is none.
+        A damaged newest one is reported and the previous one used; when every checkpoint is
+        damaged the stage does not silently start over: that is an error."""
+        damaged = []
         for path in (self.last, self.prev):
             if not path.exists():
                 continue
             try:
                 state = load(path)
             except Exception as e:  # truncated or corrupt: say so and fall back to the older one
-                self.log(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {e}); "
-                         "trying the previous one")
+                self.log(f"checkpoint {path} is unreadable ({e.__class__.__name__}); trying the previous one")
+                damaged.append(path)
                 continue
             self._apply(trainer, state)
+            self.last_step = trainer.step
             self.log(f"{trainer.name}: resumed from {path.name} at step {trainer.step} "
                      f"(epoch {trainer.epoch})")
             return True
+        if damaged:
+            raise CheckpointError(f"{trainer.name}: every checkpoint is damaged ({', '.join(p.name for p in damaged)} "
+                                  f"in {self.folder}); delete them to start the stage over")
         return False
 
     def _apply(self, trainer, state: dict) -> None:
@@ -133,9 +176,10 @@ class Checkpointer:
         by_time = self.every_minutes > 0 and time.monotonic() - self.last_save >= 60 * self.every_minutes
         return by_steps or by_time
 
-    def after_step(self, trainer) -> None:
-        if self.due(trainer) and trainer.step % trainer.steps_per_epoch != 0:  # epoch ends save anyway
-            self.save(trainer)
+    def describe_last(self) -> str:
+        if self.last_step is None or not self.last.exists():
+            return "there is no checkpoint of this stage yet"
+        return f"the last good checkpoint is {self.last} (step {self.last_step})"
 
     def improved(self, value: float) -> bool:
         if self.best is None:

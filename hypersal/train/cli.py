@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,8 @@ from hypersal.log import say
 from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker
 from hypersal.train import pipeline, signals
+from hypersal.train.api import NonFiniteLoss
+from hypersal.train.checkpoint import CheckpointError
 from hypersal.train.signals import Stopped
 from hypersal.train.job import Job, pick_device, seed_everything, use_job_cpus
 
@@ -48,9 +51,45 @@ def config_path(args: argparse.Namespace) -> Path:
     return runs[int(task)] / "config.yaml"
 
 
+def wants_requeue(cfg, signal_name: str | None) -> bool:
+    """Requeue on the time-limit warning only (SIGUSR2); SIGTERM means scancel or preemption,
+    which Slurm handles itself (a preempted job with --requeue comes back on its own)."""
+    if signal_name != "SIGUSR2" or not cfg.preemption.requeue or "SLURM_JOB_ID" not in os.environ:
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts >= cfg.preemption.max_requeues:
+        say(f"not requeueing: the job has restarted {restarts} times (preemption.max_requeues "
+            f"{cfg.preemption.max_requeues}); resubmit with `experiment.py resume`")
+        return False
+    return True
+
+
+def requeue() -> bool:
+    """`scontrol requeue` this job; it goes back to the queue and resumes when it runs again."""
+    job = os.environ["SLURM_JOB_ID"]
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        say(f"scontrol requeue {job} failed: {' '.join(proc.stderr.split())}")
+        return False
+    say(f"job {job} requeued: it resumes from its checkpoint when it runs again")
+    return True
+
+
+def check_writable(folder: RunFolder) -> None:
+    """A run folder that cannot take a file (read-only, full) is said at once, not mid-stage."""
+    probe = folder.path / ".hypersal-write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write in the run folder ({e.strerror or e})", file=folder.path,
+                        fix="check the folder's permissions, its file system (read-only?) and free space") from None
+
+
 def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
     """The config and the stage list, before anything opens; the error goes to state.json too
     (so `experiment.py status` can say why the run failed)."""
+    check_writable(folder)
     try:
         cfg = config_mod.load(path)
         pipeline.check(list(cfg.pipeline), skip)
@@ -84,6 +123,11 @@ def run(path: Path, skip: list[str]) -> dict:
         state = folder.state()
         word = "stopped" if isinstance(e, (Stopped, KeyboardInterrupt)) else "failed"
         state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=pipeline.now())
+        if isinstance(e, Stopped) and wants_requeue(cfg, signals.requested()):
+            state["state"] = "requeued"
+            folder.write_state(state)     # before asking: Slurm may end this process at once
+            if not requeue():
+                state["state"] = "stopped"
         folder.write_state(state)
         raise
     finally:
@@ -99,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2
+    except (CheckpointError, NonFiniteLoss) as e:
+        print(f"hypersal: error: {e}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, Stopped) as e:
         say(f"{e or 'interrupted'}: the run can resume from its last checkpoint")
         return 143 if isinstance(e, Stopped) else 130

@@ -71,8 +71,11 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
     total = epochs * cfg.steps_per_epoch
     scheduler = make_schedule(optimizer, cfg.schedule, total, key=f"{name}.schedule")
     precision = Precision(cfg.precision)
+    if cfg.on_nan not in ("stop", "skip"):
+        raise UserError(f"unknown value '{cfg.on_nan}'", key=f"{name}.on_nan", fix="use stop or skip")
     step = step or MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
-                                      cfg.channels_last and job.device.type == "cuda")
+                                      cfg.channels_last and job.device.type == "cuda",
+                                      skip_nonfinite=cfg.on_nan == "skip")
     ck = cfg.checkpoint
     checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
                                 restore_best=ck.restore_best and validate is not None)
@@ -80,7 +83,7 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
                       scheduler=scheduler, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
                       validate=validate, actions=list(extra_actions) + A.build(cfg.actions, f"{name}.actions"),
                       checkpointer=checkpointer, tracker=job.tracker,
-                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict())
+                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict(), on_nan=cfg.on_nan)
     return trainer
 
 

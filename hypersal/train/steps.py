@@ -46,9 +46,10 @@ class MultitaskTrainStep:
     theoretical batch from smaller device batches), clip, optimizer and scheduler step."""
 
     def __init__(self, loss_fn: Callable, accumulate: int = 1, precision: Precision = Precision(),
-                 clip_grad: float = 0.0, channels_last: bool = False):
+                 clip_grad: float = 0.0, channels_last: bool = False, skip_nonfinite: bool = False):
         self.loss_fn, self.accumulate, self.precision = loss_fn, accumulate, precision
         self.clip_grad, self.channels_last = clip_grad, channels_last
+        self.skip_nonfinite = skip_nonfinite   # costs a host sync per step
         self.scaler = torch.amp.GradScaler(enabled=precision.name == "fp16")
 
     def __call__(self, trainer, batch) -> torch.Tensor:
@@ -64,11 +65,14 @@ class MultitaskTrainStep:
             loss = self.loss_fn(logits, ys) * (xs.shape[0] / n)
             self.scaler.scale(loss).backward()
             total += loss.detach()
-        self.scaler.unscale_(opt)
-        if self.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_grad)
-        self.scaler.step(opt)
-        self.scaler.update()
+        if self.skip_nonfinite and not torch.isfinite(total).item():
+            opt.zero_grad(set_to_none=True)      # drop this batch's update; the schedule goes on
+        else:
+            self.scaler.unscale_(opt)
+            if self.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_grad)
+            self.scaler.step(opt)
+            self.scaler.update()
         if trainer.scheduler is not None:
             trainer.scheduler.step()
         return total

@@ -1,0 +1,57 @@
+"""Asking the local Slurm cluster about jobs (squeue and scontrol: no accounting needed)."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+
+def squeue() -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} of every job Slurm still queues, one line per array task."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split("|")[0]: tuple(line.split("|")[1:3]) for line in out.splitlines() if line}
+
+
+def wait_for(job_ids: list[str], timeout: float = 300) -> None:
+    """Until none of the jobs is queued any more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not set(job_ids) & set(squeue()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"jobs {job_ids} still queued after {timeout} s: {squeue()}")
+
+
+def job_field(job_id: str, field: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return next(f.split("=", 1)[1] for f in out.split() if f.startswith(f"{field}="))
+
+
+def job_state(job_id: str) -> str:
+    """From scontrol, which keeps finished jobs for MinJobAge."""
+    return job_field(job_id, "JobState")
+
+
+def jobs_of(exp: Path) -> dict[str, str]:
+    """The last job id of each run, from jobs.tsv."""
+    jobs: dict[str, str] = {}
+    for line in (exp / "jobs.tsv").read_text().splitlines():
+        run, job = line.split("\t")
+        jobs[run] = job
+    return jobs
+
+
+def wait_until(predicate, timeout: float = 180, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def release_when_requeued(job_id: str, timeout: float = 120) -> None:
+    """A requeued job waits ~120 s (BeginTime) before it may run again: start it now."""
+    wait_until(lambda: squeue().get(job_id, ("",))[0] == "PENDING", timeout, f"job {job_id} pending again")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)

@@ -1,0 +1,116 @@
+"""Preemption on the real local Slurm cluster: the time-limit warning, a requeue by Slurm, a hard
+kill. Each sweep holds two identical runs (same config, same seed, one CPU thread each); one is
+interrupted, and must end with the other's weights, bit for bit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hypersal.train.checkpoint import load
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY_TRAINER, experiment  # noqa: E402
+from slurmtools import job_state, jobs_of, release_when_requeued, wait_for, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.slurm
+
+TRAINER = {**TINY_TRAINER, "deterministic": True, "comet": {"mode": "offline", "workspace": "w"},
+           "data": {**TINY_TRAINER["data"], "size": [48, 48]},
+           "train": {**TINY_TRAINER["train"], "epochs": 4, "steps_per_epoch": 15, "batch_size": 8,
+                     "checkpoint": {"every_steps": 3}}}
+
+
+def sweep(tmp_path: Path) -> tuple[Path, dict]:
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "experiment": {"name": "pre", "base_dir": str(tmp_path), "config": TRAINER, "seed": 0},
+        "sbatch": {"cpus": 1, "mem": "2G"}, "runs": [{"repeat": 2}]}))
+    experiment(f"--experiment={exp_file}", "--mode=jobs", check_rc=0)
+    exp = tmp_path / "pre"
+    return exp, jobs_of(exp)
+
+
+def checkpoint_step(run: Path) -> int:
+    try:
+        return load(run / "checkpoints" / "train" / "last.pt")["step"]
+    except Exception:  # not there yet, or caught mid-rename
+        return -1
+
+
+def wait_mid_training(run: Path) -> None:
+    wait_until(lambda: checkpoint_step(run) >= 6, 180, f"a checkpoint of {run.name} at step 6")
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = (load(r / "models" / "after_train.pt")["state"] for r in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def finish(exp: Path, jobs: list[str]) -> None:
+    wait_for(jobs, timeout=300)
+    for run in ("run_000", "run_001"):
+        assert json.loads((exp / run / "state.json").read_text())["state"] == "done", run
+
+
+def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, tmp_path):
+    exp, jobs = sweep(tmp_path)
+    run, job = exp / "run_001", jobs["run_001"]
+    wait_mid_training(run)
+    # What Slurm does --signal=B:USR2@120 before the time limit: signal the batch shell.
+    subprocess.run(["scancel", "-b", "--signal=USR2", job], check=True)
+    release_when_requeued(job)
+    finish(exp, list(jobs.values()))
+    state = json.loads((run / "state.json").read_text())
+    assert state["requeues"] == 1 and state["restarts"] == 1
+    log = next(run.glob("slurm-*.out")).read_text()          # --open-mode=append kept both attempts
+    assert "restart 0" in log and "restart 1" in log
+    assert f"job {job} requeued: it resumes from its checkpoint" in log
+    assert "train: resumed from last.pt at step" in log
+    assert same_weights(exp / "run_000", run)
+    assert job_state(job) == "COMPLETED"
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert "done (requeued 1x)" in status
+
+
+def test_a_requeue_by_slurm_stops_cleanly_and_resumes(slurm, tmp_path):
+    exp, jobs = sweep(tmp_path)
+    run, job = exp / "run_001", jobs["run_001"]
+    wait_mid_training(run)
+    # Preemption or an admin: Slurm sends SIGTERM and puts the job back in the queue.
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    release_when_requeued(job)
+    finish(exp, list(jobs.values()))
+    log = next(run.glob("slurm-*.out")).read_text()
+    assert "stopped by signal SIGTERM: the run can resume from its last checkpoint" in log
+    assert "train: resumed from last.pt at step" in log
+    assert json.loads((run / "state.json").read_text())["requeues"] == 1
+    assert same_weights(exp / "run_000", run)
+
+
+def test_a_hard_kill_resumes_from_the_last_periodic_checkpoint(slurm, tmp_path):
+    exp, jobs = sweep(tmp_path)
+    run, job = exp / "run_001", jobs["run_001"]
+    wait_mid_training(run)
+    pid = json.loads((run / "state.json").read_text())["pid"]
+    saved = checkpoint_step(run)
+    os.kill(pid, signal.SIGKILL)                                # the node is gone: no chance to save
+    wait_for([job])
+    assert job_state(job) == "FAILED"
+    assert "lost (ended while running; see its log)" in experiment("status", str(exp), check_rc=0).stdout
+    proc = experiment("resume", str(exp), check_rc=0)
+    assert "run_001 submitted as job" in proc.stderr and "run_000" not in proc.stderr
+    new_job = jobs_of(exp)["run_001"]
+    assert new_job != job
+    finish(exp, [new_job, jobs["run_000"]])
+    log = next(p for p in run.glob("slurm-*.out") if new_job in p.name).read_text()
+    resumed_at = int(log.split("train: resumed from last.pt at step ")[1].split()[0])
+    assert resumed_at >= saved and resumed_at % 3 == 0            # a periodic checkpoint
+    assert same_weights(exp / "run_000", run)
