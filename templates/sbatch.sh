@@ -8,16 +8,25 @@ level); `job` is set by hypersal:
   job.output   Slurm output file                       job.array  array spec, or none
   job.python   the Python that ran experiment.py       job.args   train.py and its arguments
 Copy this file to write your own; an sbatch value the template does not use is an error.
+
+One run over several GPUs and nodes: `nodes` and `gpus` (per node) give one task per GPU
+(`tasks_per_node` to choose otherwise); srun starts them and train.py joins them with
+PyTorch DDP. `cpus` and `mem` are per task and per node.
 -#}
 {%- set cpus = cpus | default(4) -%}
 {%- set mem = mem | default("16G") -%}
 {%- set gpus = gpus | default(0) -%}
+{%- set nodes = nodes | default(1) -%}
+{%- set tasks_per_node = tasks_per_node | default(gpus if gpus else 1) -%}
+{%- set tasks = nodes * tasks_per_node -%}
 {%- set time = time | default("") -%}
 {%- set partition = partition | default("") -%}
 {%- set account = account | default("") -%}
 {%- set qos = qos | default("") -%}
 {%- set requeue = requeue | default(true) -%}
-{%- set signal = signal | default("B:USR2@120") -%}
+{#- The warning before the time limit goes to train.py: to the batch shell, which exec's it,
+    for one task; to the srun tasks (no "B:") for several. Not USR1: NCCL uses it. -#}
+{%- set signal = signal | default("B:USR2@120" if tasks == 1 else "USR2@120") -%}
 {%- set modules = modules | default([]) -%}
 {%- set conda_env = conda_env | default("") -%}
 {%- set venv = venv | default("") -%}
@@ -27,6 +36,10 @@ Copy this file to write your own; an sbatch value the template does not use is a
 #SBATCH --job-name={{ job.name }}
 #SBATCH --output={{ job.output }}
 #SBATCH --open-mode=append
+{% if tasks > 1 %}
+#SBATCH --nodes={{ nodes }}
+#SBATCH --ntasks-per-node={{ tasks_per_node }}
+{% endif %}
 #SBATCH --cpus-per-task={{ cpus }}
 #SBATCH --mem={{ mem }}
 {% if gpus %}
@@ -71,6 +84,12 @@ export {{ name }}={{ value }}
 
 echo "hypersal: job ${SLURM_JOB_ID:-local} on $(hostname) at $(date -Is), restart ${SLURM_RESTART_COUNT:-0}"
 cd {{ job.dir }}
+{% if tasks > 1 %}
+# One process per task: each reads its rank from SLURM_PROCID and joins the others (DDP);
+# if one fails, srun ends them all.
+exec srun --kill-on-bad-exit=1 --cpus-per-task={{ cpus }} {{ python }} {{ job.args }}
+{% else %}
 # exec: train.py replaces this shell, so the signal Slurm sends before the time limit
 # (--signal=B:...) reaches it and it can checkpoint and requeue.
 exec {{ python }} {{ job.args }}
+{% endif %}

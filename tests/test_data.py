@@ -12,7 +12,7 @@ from PIL import Image
 
 from hypersal.data import cache, layout, synth
 from hypersal.data.provider import (Augment, BatchProvider, InfiniteSampler, MultitaskBatchProvider,
-                                    Prefetcher, augment, to_batch)
+                                    Prefetcher, augment, draw_augmentation, to_batch)
 from hypersal.data.tasks import TASKS
 from hypersal.errors import UserError
 
@@ -208,14 +208,17 @@ def test_multitask_batches_are_functions_of_the_step(arrays):
         assert torch.equal(a.images, b.images) and torch.equal(a.maps, b.maps) and a.task == b.task
 
 
-def test_ranks_split_the_global_batch(arrays):
-    whole = MultitaskBatchProvider(arrays, [0, 1], batch_size=4, seed=0)
-    parts = [MultitaskBatchProvider(arrays, [0, 1], batch_size=4, seed=0, rank=r, world_size=2) for r in (0, 1)]
+def test_ranks_split_the_global_batch_with_the_same_augmentation(arrays):
+    aug = Augment(hflip=0.5, crop_scale=(0.5, 1.0))
+    whole = MultitaskBatchProvider(arrays, [0, 1], batch_size=4, seed=0, aug=aug)
+    parts = [MultitaskBatchProvider(arrays, [0, 1], batch_size=4, seed=0, aug=aug, rank=r, world_size=2) for r in (0, 1)]
     for step in range(5):
         full = whole.batch(step)
         halves = [q.batch(step) for q in parts]
         assert all(h.task == full.task for h in halves)
-        assert sorted(np.concatenate([h.indices for h in halves]).tolist()) == sorted(full.indices.tolist())
+        for r, half in enumerate(halves):   # rank r holds global samples r, r+2: same images, same flips
+            assert np.array_equal(half.indices, full.indices[r::2])
+            assert torch.equal(half.images, full.images[r::2]) and torch.equal(half.maps, full.maps[r::2])
 
 
 def test_batches_have_the_expected_layout(arrays):
@@ -232,10 +235,10 @@ def test_augmentation_moves_image_and_map_together():
     img[..., :, :2] = 255                                                    # a bright left edge
     from hypersal.data.provider import Batch
     b = Batch(task=0, images=img, maps=img[:, :1].clone(), indices=np.array([0]))
-    flipped = augment(b, Augment(hflip=1.0), np.random.default_rng(0))
+    flipped = augment(b, draw_augmentation(Augment(hflip=1.0), 1, 8, 8, np.random.default_rng(0)))
     assert flipped.images[0, 0, 0, -1] == 255 and flipped.maps[0, 0, 0, -1] == 255
     assert flipped.images[0, 0, 0, 0] == 0 and flipped.maps[0, 0, 0, 0] == 0
-    cropped = augment(b, Augment(crop_scale=(0.25, 0.25)), np.random.default_rng(1))
+    cropped = augment(b, draw_augmentation(Augment(crop_scale=(0.25, 0.25)), 1, 8, 8, np.random.default_rng(1)))
     assert cropped.images.shape == img.shape
     assert torch.equal(cropped.images[:, :1], cropped.maps)                 # same crop for both
 

@@ -122,3 +122,10 @@ def test_hostile_paths_and_values_stay_inert_when_the_script_runs(tmp_path):
     assert not marker.exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["notes"] == f"$(touch {marker})"
     assert yaml.safe_load((run_dir / "run.yaml").read_text())["comet"]["note"] == hostile
+
+
+def test_default_template_golden_multi_node():
+    """Several tasks: srun starts one process per GPU, and the warning goes to them (no B:)."""
+    t = Template(ROOT / "templates" / "sbatch.sh")
+    check_golden("multinode.sh", t.render({"nodes": 2, "gpus": 4, "cpus": 8, "mem": "200G"},
+                                          job("/scratch/runs/big")))

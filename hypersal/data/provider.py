@@ -24,6 +24,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from hypersal.data.cache import SplitArrays
+from hypersal.errors import UserError
 
 
 class InfiniteSampler:
@@ -85,23 +86,35 @@ def to_batch(arrays: SplitArrays, array_task: int | None, indices: np.ndarray, t
     return Batch(task=task, images=images, maps=maps, indices=np.asarray(indices))
 
 
-def augment(batch: Batch, aug: Augment, rng: np.random.Generator) -> Batch:
-    """The same random flip / crop for an image and its map (torchvision.transforms.v2)."""
-    if not aug.active:
-        return batch
-    images, maps = batch.images.clone(), batch.maps.clone()
-    h, w = images.shape[-2:]
-    for i in range(images.shape[0]):
-        img, m = images[i], maps[i]
-        if rng.random() < aug.hflip:
-            img, m = TF.horizontal_flip(img), TF.horizontal_flip(m)
-        lo, hi = aug.crop_scale
+def draw_augmentation(aug: Augment, n: int, h: int, w: int, rng: np.random.Generator) -> list[tuple]:
+    """The random choices for n samples: (flip, crop box or None) each. Drawn for the global
+    batch, so every rank (and one process alone) makes the same choices for the same image."""
+    choices = []
+    lo, hi = aug.crop_scale
+    for _ in range(n):
+        flip = bool(rng.random() < aug.hflip)
+        box = None
         if (lo, hi) != (1.0, 1.0):
             scale = rng.uniform(lo, hi)
             ch, cw = max(1, int(round(h * scale ** 0.5))), max(1, int(round(w * scale ** 0.5)))
-            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            img = TF.resized_crop(img, top, left, ch, cw, [h, w], antialias=True)
-            m = TF.resized_crop(m, top, left, ch, cw, [h, w], antialias=True)
+            box = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+        choices.append((flip, box))
+    return choices
+
+
+def augment(batch: Batch, choices: list[tuple]) -> Batch:
+    """The same flip / crop for an image and its map (torchvision.transforms.v2)."""
+    if not any(flip or box for flip, box in choices):
+        return batch
+    images, maps = batch.images.clone(), batch.maps.clone()
+    h, w = images.shape[-2:]
+    for i, (flip, box) in enumerate(choices):
+        img, m = images[i], maps[i]
+        if flip:
+            img, m = TF.horizontal_flip(img), TF.horizontal_flip(m)
+        if box is not None:
+            img = TF.resized_crop(img, *box, [h, w], antialias=True)
+            m = TF.resized_crop(m, *box, [h, w], antialias=True)
         images[i], maps[i] = img, m
     return Batch(batch.task, images.contiguous(memory_format=torch.channels_last), maps, batch.indices, batch.step)
 
@@ -112,7 +125,8 @@ class MultitaskBatchProvider:
     def __init__(self, arrays: SplitArrays, tasks: list[int], batch_size: int, batches_per_task: int = 1,
                  seed: int = 0, aug: Augment = Augment(), rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
-            raise ValueError(f"the batch size {batch_size} does not split over {world_size} processes")
+            raise UserError(f"the batch size {batch_size} does not split over {world_size} processes",
+                            key="train.batch_size", fix=f"use a multiple of {world_size} (it is the global batch)")
         self.arrays, self.tasks, self.batch_size = arrays, list(tasks), batch_size
         self.batches_per_task, self.seed, self.aug = batches_per_task, seed, aug
         self.rank, self.world_size = rank, world_size
@@ -130,9 +144,12 @@ class MultitaskBatchProvider:
 
     def batch(self, step: int) -> Batch:
         array_task, indices = self.plan(step)
-        mine = indices[self.rank::self.world_size]          # this process's share
-        out = to_batch(self.arrays, array_task, mine, self.tasks[array_task])
-        out = augment(out, self.aug, np.random.default_rng([self.seed, step, 2, self.rank]))
+        mine = slice(self.rank, None, self.world_size)      # this process's share
+        out = to_batch(self.arrays, array_task, indices[mine], self.tasks[array_task])
+        if self.aug.active:
+            h, w = out.images.shape[-2:]
+            choices = draw_augmentation(self.aug, len(indices), h, w, np.random.default_rng([self.seed, step, 2]))
+            out = augment(out, choices[mine])
         out.step = step
         return out
 

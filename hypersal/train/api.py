@@ -19,6 +19,7 @@ import torch
 
 from hypersal.data.provider import Batch, Prefetcher
 from hypersal.train import signals
+from hypersal.train.distributed import World, agree_to_stop
 
 
 class NonFiniteLoss(Exception):
@@ -57,7 +58,7 @@ class Trainer:
                  epochs: int, steps_per_epoch: int, validate: Callable[["Trainer"], dict] | None = None,
                  actions: list[Action] = (), checkpointer=None, tracker=None, device=torch.device("cpu"),
                  log_every: int = 10, config: dict | None = None, prefetch: bool = True,
-                 on_nan: str = "stop"):
+                 on_nan: str = "stop", forward_model: torch.nn.Module | None = None, world: World = World()):
         self.name, self.model, self.train_step, self.provider = name, model, train_step, provider
         self.optimizer, self.scheduler, self.validate = optimizer, scheduler, validate
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
@@ -71,6 +72,8 @@ class Trainer:
         self.resumed = False
         self.on_nan = on_nan                   # "stop", or "skip" (the step drops such batches)
         self.skipped_batches = 0
+        self.forward_model = forward_model or model   # DDP's wrapper in a run over several processes
+        self.world = world
 
     @property
     def total_steps(self) -> int:
@@ -105,16 +108,19 @@ class Trainer:
                     action.on_batch_end(self, batch, loss)
                 end_of_epoch = self.step % self.steps_per_epoch == 0
                 save_now = self.checkpointer is not None and self.checkpointer.due(self)
-                if self.step % self.log_every == 0 or end_of_epoch or save_now or signals.requested():
+                stop = agree_to_stop(self.world, signals.requested() is not None)
+                if self.step % self.log_every == 0 or end_of_epoch or save_now or stop:
                     # One host sync per log_every steps, not per step; and never a checkpoint
                     # of weights a non-finite loss may have poisoned.
                     self._flush_losses(pending)
                     pending = []
                 if end_of_epoch:
                     self._end_epoch()                      # validates and saves
-                elif save_now or (signals.requested() and self.checkpointer is not None):
+                elif save_now or (stop and self.checkpointer is not None):
                     self.checkpointer.save(self)           # once per step: prev.pt stays a step behind
-                signals.check()   # a stop was asked: raises Stopped, the stage resumes from here
+                if stop:   # raises Stopped (on every rank, at this same step): the stage resumes here
+                    signals.check()
+                    raise signals.Stopped("stopped with the other ranks")
         finally:
             source.close()
         self._flush_losses(pending)
@@ -132,7 +138,11 @@ class Trainer:
     def _flush_losses(self, pending: list[torch.Tensor]) -> None:
         if not pending:
             return
-        values = torch.stack(pending).float().cpu().tolist()
+        losses = torch.stack(pending).float()
+        if self.world.active:   # the global batch's loss, as one process would log it
+            torch.distributed.all_reduce(losses)
+            losses /= self.world.size
+        values = losses.cpu().tolist()
         finite = [v for v in values if math.isfinite(v)]
         if len(finite) < len(values):
             if self.on_nan != "skip":

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hypersal.log import say
+from hypersal.train.distributed import barrier
 
 
 class CheckpointError(Exception):
@@ -74,7 +75,7 @@ def load(path: Path):
 class Checkpointer:
     def __init__(self, folder: Path, every_steps: int = 0, every_minutes: float = 0.0,
                  monitor: str = "val_loss", mode: str = "min", restore_best: bool = True,
-                 log=say):
+                 log=say, write: bool = True):
         self.folder = Path(folder)
         self.every_steps, self.every_minutes = every_steps, every_minutes
         self.monitor, self.mode, self.restore_best = monitor, mode, restore_best
@@ -82,7 +83,7 @@ class Checkpointer:
         self.last_save = time.monotonic()
         self.last_step: int | None = None       # the step of the newest checkpoint written or read
         self.log = log
-
+        self.write = write          # False on every rank but 0: they read, never write
     @property
     def last(self) -> Path:
         return self.folder / "last.pt"
@@ -110,6 +111,9 @@ class Checkpointer:
     def save(self, trainer) -> Path:
         """Write the new checkpoint in full before rotating: if writing fails (disk full, an
         unwritable folder), last.pt and prev.pt stay as they were, and the error says so."""
+        if not self.write:
+            self.last_save, self.last_step = time.monotonic(), trainer.step
+            return self.last
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state(trainer)
         fresh = self.folder / "next.pt"
@@ -190,10 +194,12 @@ class Checkpointer:
         value = trainer.metrics.get(self.monitor)
         if value is not None and self.improved(value):
             self.best = value
-            self.folder.mkdir(parents=True, exist_ok=True)
-            save_atomic({"model": trainer.model.state_dict(), "epoch": trainer.epoch,
-                         "step": trainer.step, self.monitor: value}, self.best_file)
+            if self.write:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                save_atomic({"model": trainer.model.state_dict(), "epoch": trainer.epoch,
+                            "step": trainer.step, self.monitor: value}, self.best_file)
         self.save(trainer)
+        barrier(trainer.world)      # every rank sees best.pt and last.pt before it may need them
 
     def finish(self, trainer) -> None:
         """End of the stage: put the best model back when asked (the seed's Checkpointer did)."""

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from hypersal import config as config_mod
 from hypersal.errors import UserError
-from hypersal.log import say
+from hypersal.log import say, set_rank
 from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker
-from hypersal.train import pipeline, signals
+from hypersal.train import distributed, pipeline, signals
 from hypersal.train.api import NonFiniteLoss
 from hypersal.train.checkpoint import CheckpointError
 from hypersal.train.signals import Stopped
@@ -106,20 +106,28 @@ def run(path: Path, skip: list[str]) -> dict:
     folder = RunFolder(path.parent)
     cfg = _check_before_start(folder, path, skip)
     seed_everything(cfg.seed, cfg.deterministic)
-    device = pick_device(cfg.device)
+    world = distributed.from_environment()
+    set_rank(world.rank, world.size)
+    device = distributed.device_for(world, cfg.device) if world.active else pick_device(cfg.device)
     threads = use_job_cpus()
+    distributed.init(world, device)
     info = folder.run_info()
-    tracker = Tracker(folder, cfg.comet, info)
-    job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device)
-    say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
+    tracker = Tracker(folder, cfg.comet, info, active=world.is_main)
+    job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device, world=world)
+    say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)}"
+        f"{f', rank {world.rank} of {world.size}' if world.active else ''})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
     try:
         tracker.log_params(cfg.to_dict())
         if cfg.notes:
             tracker.log_other("notes", cfg.notes)
         for key, value in info.get("sampled", {}).items():
             tracker.log_other(f"sampled/{key}", value)
-        return pipeline.run(job, skip)
+        results = pipeline.run(job, skip)
+        distributed.shutdown(world)
+        return results
     except BaseException as e:
+        if not world.is_main:   # rank 0 keeps the run's state
+            raise
         state = folder.state()
         word = "stopped" if isinstance(e, (Stopped, KeyboardInterrupt)) else "failed"
         state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=pipeline.now())

@@ -65,7 +65,7 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
     loss_fn = weighted(cfg.loss, key=f"{name}.loss")
     if validate is None and val_tasks:
         validate = validation(job, list(val_tasks), cfg, loss_fn)
-    optim_cfg = dict(cfg.optim, **({"lr": lr} if lr is not None else {}))
+    optim_cfg = dict(cfg.optim, lr=scaled_lr(job.cfg.distributed, cfg, cfg.optim.lr if lr is None else lr))
     optimizer = make_optimizer(param_groups, optim_cfg, key=f"{name}.optim")
     epochs = cfg.epochs if epochs is None else epochs
     total = epochs * cfg.steps_per_epoch
@@ -78,13 +78,31 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
                                       skip_nonfinite=cfg.on_nan == "skip")
     ck = cfg.checkpoint
     checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
-                                restore_best=ck.restore_best and validate is not None)
+                                restore_best=ck.restore_best and validate is not None, write=job.is_main)
+    forward_model = model
+    if job.world.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # Actions may freeze parameters for a while: their gradients are then missing, which DDP
+        # must expect. BatchNorm buffers are per task and kept equal by the global statistics.
+        forward_model = DDP(model, device_ids=[job.device.index] if job.device.type == "cuda" else None,
+                            broadcast_buffers=False, find_unused_parameters=True)
     trainer = Trainer(name=name, model=model, train_step=step, provider=provider, optimizer=optimizer,
                       scheduler=scheduler, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
                       validate=validate, actions=list(extra_actions) + A.build(cfg.actions, f"{name}.actions"),
                       checkpointer=checkpointer, tracker=job.tracker,
-                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict(), on_nan=cfg.on_nan)
+                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict(), on_nan=cfg.on_nan,
+                      forward_model=forward_model, world=job.world)
     return trainer
+
+
+def scaled_lr(dist_cfg, cfg, lr: float) -> float:
+    """The learning rate for the global batch: as configured, or scaled from the batch size it
+    was chosen for (distributed.lr_scaling: linear or sqrt)."""
+    rule = dist_cfg.lr_scaling
+    if rule not in ("none", "linear", "sqrt"):
+        raise UserError(f"unknown value '{rule}'", key="distributed.lr_scaling", fix="use none, linear or sqrt")
+    ratio = cfg.batch_size / dist_cfg.reference_batch
+    return lr if rule == "none" else lr * (ratio if rule == "linear" else math.sqrt(ratio))
 
 
 def summary(trainer: Trainer) -> dict:

@@ -18,6 +18,7 @@ from hypersal.log import say
 from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.runfolder import RunFolder
 from hypersal.train.checkpoint import load, save_atomic
+from hypersal.train.distributed import World, barrier, sync_batchnorm
 from hypersal.tracking import Tracker
 
 
@@ -66,15 +67,32 @@ class Job:
     folder: RunFolder
     tracker: Tracker
     device: torch.device
-    rank: int = 0
-    world_size: int = 1
+    world: World = field(default_factory=World)
     model: HyperSaliency | None = None
+    collective: bool = False   # True during stages every rank runs (barriers must pair up)
     _index: layout.DatasetIndex | None = field(default=None, repr=False)
     _arrays: dict = field(default_factory=dict, repr=False)
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.world.is_main
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.world.size
+
+    def main_first(self, fn):
+        """fn() on rank 0, then on the others (which then find its files: caches, datasets).
+        Only in stages every rank runs; in rank 0's own stages it is just fn()."""
+        if not (self.world.active and self.collective):
+            return fn()
+        result = fn() if self.is_main else None
+        barrier(self.world)
+        return result if self.is_main else fn()
 
     # --- data -------------------------------------------------------------------------------
     def dataset(self) -> layout.DatasetIndex:
@@ -83,7 +101,7 @@ class Job:
             data = self.cfg.data
             images_dir, maps_dir = data.images_dir, data.maps_dir
             if images_dir is None:
-                images_dir, maps_dir = self._synth()
+                images_dir, maps_dir = self.main_first(self._synth)
             elif maps_dir is None:
                 raise UserError("data.images_dir is set but data.maps_dir is not", key="data.maps_dir",
                                 fix="point it at the folder with one subfolder of maps per task")
@@ -116,9 +134,10 @@ class Job:
         key = (split, tuple(tasks or ()))
         if key not in self._arrays:
             data = self.cfg.data
-            self._arrays[key] = cache.load_split(self.dataset(), split, tasks, tuple(data.size),
-                                                 data.cache_dir, worker_count(data.workers),
-                                                 quiet=not self.is_main, skip_bad=data.skip_bad_images)
+            index = self.dataset()
+            self._arrays[key] = self.main_first(lambda: cache.load_split(
+                index, split, tasks, tuple(data.size), data.cache_dir, worker_count(data.workers),
+                quiet=not self.is_main, skip_bad=data.skip_bad_images))
         return self._arrays[key]
 
     def augment(self) -> Augment:
@@ -138,7 +157,13 @@ class Job:
                     hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn)
 
     def new_model(self, task_names: list[str]) -> HyperSaliency:
-        return build_model(self.model_args(task_names)).to(self.device)
+        return self._place(build_model(self.model_args(task_names)))
+
+    def _place(self, model: HyperSaliency) -> HyperSaliency:
+        """On this process's device; BatchNorm over the global batch when there are several."""
+        if self.world.active and self.cfg.distributed.sync_bn:
+            sync_batchnorm(model.mnet, self.device)
+        return model.to(self.device)
 
     def save_model(self, tag: str) -> Path:
         """The whole model after a stage: what later stages (and a restarted job) start from."""
@@ -154,7 +179,7 @@ class Job:
         args = {**saved["args"], "mnet": {**saved["args"]["mnet"], "weights": None, "weights_path": None}}
         model = build_model(args)  # the state below holds every weight: no file to read again
         model.load_state_dict(saved["state"])
-        self.model = model.to(self.device)
+        self.model = self._place(model)
         return self.model
 
 

@@ -12,6 +12,7 @@ from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.stages import STAGES
 from hypersal.train import signals
+from hypersal.train.distributed import barrier
 
 
 def check(pipeline: list, skip: list[str]) -> None:
@@ -51,7 +52,11 @@ def start_state(folder) -> dict:
 def run(job, skip: list[str] = ()) -> dict:
     cfg, folder = job.cfg, job.folder
     check(list(cfg.pipeline), list(skip))
-    state = start_state(folder) if job.is_main else folder.state()
+    if job.is_main:
+        state = start_state(folder)
+    else:  # the other ranks follow rank 0's record of what is done, and never write it
+        old = folder.state()
+        state = {"stages_done": list(old.get("stages_done", [])), "results": dict(old.get("results", {}))}
     last_model = state["stages_done"] and _last_model_stage(state["stages_done"])
     if last_model:
         job.load_model(f"after_{last_model}")
@@ -67,14 +72,22 @@ def run(job, skip: list[str] = ()) -> dict:
         stage = STAGES.get(name)
         state.update(stage=name, updated=now())
         _write(job, state)
+        if not stage.changes_model and not job.is_main:
+            barrier(job.world)   # test, run, export: rank 0's work (the weights are the same everywhere)
+            state["stages_done"].append(name)
+            continue
         say(f"stage {name}")
         t0 = time.perf_counter()
+        job.collective = stage.changes_model
         results = stage.run(job) or {}
+        job.collective = False
         results["seconds"] = round(time.perf_counter() - t0, 2)
         if stage.changes_model:
             job.save_model(f"after_{name}")
         state["results"][name] = results
         state["stages_done"].append(name)
+        if not stage.changes_model:
+            barrier(job.world)
         state.update(updated=now())
         _write(job, state)
         if job.is_main:

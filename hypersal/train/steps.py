@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,17 +54,21 @@ class MultitaskTrainStep:
         self.scaler = torch.amp.GradScaler(enabled=precision.name == "fp16")
 
     def __call__(self, trainer, batch) -> torch.Tensor:
-        model, opt, device = trainer.model, trainer.optimizer, trainer.device
+        model, opt, device = trainer.forward_model, trainer.optimizer, trainer.device
         x = images_to_input(batch.images, device, self.channels_last)
         y = maps_to_target(batch.maps, device)
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
         n = x.shape[0]
-        for xs, ys in zip(x.chunk(self.accumulate), y.chunk(self.accumulate)):
-            with self.precision.autocast(device):
-                logits = model(xs, task=batch.task)
-            loss = self.loss_fn(logits, ys) * (xs.shape[0] / n)
-            self.scaler.scale(loss).backward()
+        chunks = list(zip(x.chunk(self.accumulate), y.chunk(self.accumulate)))
+        for i, (xs, ys) in enumerate(chunks):
+            # Under DDP only the last micro-batch all-reduces the accumulated gradients.
+            quiet = model.no_sync() if i < len(chunks) - 1 and hasattr(model, "no_sync") else nullcontext()
+            with quiet:
+                with self.precision.autocast(device):
+                    logits = model(xs, task=batch.task)
+                loss = self.loss_fn(logits, ys) * (xs.shape[0] / n)
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         if self.skip_nonfinite and not torch.isfinite(total).item():
             opt.zero_grad(set_to_none=True)      # drop this batch's update; the schedule goes on
