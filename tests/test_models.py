@@ -130,3 +130,24 @@ def test_imagenet_weights_load_offline_through_torchvision_from_the_cache(tmp_pa
 def test_bad_encoder_cutoff():
     with pytest.raises(UserError, match="cutoff 20 is out of range"):
         MainNet(cutoff=20)
+
+
+def test_compiled_model_equals_eager_and_never_recompiles_across_tasks():
+    """torch.compile wraps the main network's run, whose inputs are the generated tensors: one
+    graph serves every task (a task index would make it recompile per task)."""
+    import torch._dynamo
+    model = HyperSaliency(MainNet(cutoff=2, width=8), ["a", "b", "c"], hypernet_options=dict(
+        embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4))
+    torch.nn.init.normal_(model.hnet.mlp[-1].weight, std=0.05)
+    x = torch.randn(2, 3, 16, 16)
+    eager = [model(x, task=t).detach() for t in range(3)]
+    model.compile()
+    model(x, task=0).mean().backward()                           # compiles (train mode, one graph)
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        for task in (1, 2, 0, 2):
+            out = model(x, task=task)
+            out.mean().backward()
+            assert torch.allclose(out, eager[task], atol=1e-5)
+    finally:
+        torch._dynamo.config.error_on_recompile = False

@@ -209,3 +209,20 @@ def test_pretrain_weights_without_files_is_a_clear_error(tmp_path):
     cfg = config(tmp_path / "pw", ["pretrain_weights"], pretrain_weights={"weights_dir": str(tmp_path)})
     proc = train("--config", str(cfg))
     assert proc.returncode == 2 and "no weight file for task(s)" in proc.stderr
+
+
+def test_the_fast_path_follows_the_fp32_loss_curve(tmp_path):
+    """bf16 autocast and channels-last (the GPU fast path; here on the CPU, for the mechanics)
+    track the fp32 eager run's losses on a fixed seed within bf16's noise."""
+    fast = {**SMALL, "epochs": 2, "steps_per_epoch": 10, "log_every": 1, "val_batches": 0}
+    curves = []
+    for name, extra in (("fp32", {}), ("fast", {"precision": "bf16", "channels_last": True})):
+        cfg = config(tmp_path / name, ["train"], deterministic=True, train={**fast, **extra})
+        proc = train("--config", str(cfg))
+        assert proc.returncode == 0, proc.stderr
+        curves.append([json.loads(x)["loss"] for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+                       if '"loss"' in x])
+    fp32, bf16 = curves
+    assert len(fp32) == len(bf16) == 20
+    assert max(abs(a - b) for a, b in zip(fp32, bf16)) < 0.03, list(zip(fp32, bf16))
+    assert abs(sum(fp32[-5:]) - sum(bf16[-5:])) / 5 < 0.02

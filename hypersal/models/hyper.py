@@ -99,6 +99,17 @@ class HyperSaliency(nn.Module):
             for name in self.generated:  # replaced at every call: never trained in place
                 params[name].requires_grad_(False)
         self.bn_bank = BatchNormBank(mnet, len(self.task_names)) if per_task_bn else None
+        self._run = self._run_mnet
+
+    def _run_mnet(self, tensors: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.mnet, tensors, (x,)) if tensors else self.mnet(x)
+
+    def compile(self, **options) -> "HyperSaliency":
+        """torch.compile the main network's run, not the whole forward: its inputs are the
+        generated tensors and statistics (fixed names, new values), so switching tasks reuses
+        the compiled graph, where a task index would make it recompile per task."""
+        self._run = torch.compile(self._run_mnet, **options)
+        return self
 
     @property
     def n_tasks(self) -> int:
@@ -127,9 +138,7 @@ class HyperSaliency(nn.Module):
         tensors = self.generated_params(task, embedding)
         if self.bn_bank is not None:
             tensors.update(self.bn_bank.for_task(task))
-        if not tensors:
-            return self.mnet(x)
-        return functional_call(self.mnet, tensors, (x,))
+        return self._run(tensors, x)
 
     def add_task(self, name: str) -> int:
         """Room for a new task (few-shot adaptation): its embedding starts at the mean of the

@@ -74,11 +74,15 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
     if cfg.on_nan not in ("stop", "skip"):
         raise UserError(f"unknown value '{cfg.on_nan}'", key=f"{name}.on_nan", fix="use stop or skip")
     step = step or MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
-                                      cfg.channels_last and job.device.type == "cuda",
-                                      skip_nonfinite=cfg.on_nan == "skip")
+                                      cfg.channels_last, skip_nonfinite=cfg.on_nan == "skip")
     ck = cfg.checkpoint
     checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
                                 restore_best=ck.restore_best and validate is not None, write=job.is_main)
+    target = getattr(model, "model", model)        # adapt's wrapper holds the model
+    if cfg.channels_last:
+        target.to(memory_format=torch.channels_last)
+    if cfg.compile and target._run == target._run_mnet:
+        target.compile()
     forward_model = model
     if job.world.active:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from hypersal.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -34,12 +36,18 @@ def maps_to_target(maps: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class Precision:
-    """Mixed precision on the GPU: bf16 or fp16 autocast (fp16 with a gradient scaler)."""
+    """Mixed precision: bf16 autocast (GPU or CPU) or fp16 (GPU, with a gradient scaler)."""
     name: str = "fp32"
+
+    def __post_init__(self):
+        if self.name not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"unknown precision '{self.name}'", key="train.precision", fix="use fp32, bf16 or fp16")
 
     def autocast(self, device: torch.device):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
+        if dtype is torch.float16 and device.type != "cuda":
+            raise UserError("precision fp16 needs a GPU", key="train.precision", fix="use bf16 on a CPU")
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 class MultitaskTrainStep:
