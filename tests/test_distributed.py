@@ -145,3 +145,21 @@ def test_a_requeued_two_task_run_resumes_on_both_ranks(slurm, tmp_path, monkeypa
     assert {line.split(":")[0] for line in resumed} == {"hypersal[0/2]", "hypersal[1/2]"}
     assert len({line.split("at step ")[1] for line in resumed}) == 1       # the same step on both ranks
     assert f"job {job} requeued" in log
+
+
+def test_torchrun_without_slurm(tmp_path):
+    """Users without Slurm: the same train.py under torchrun (2 processes, gloo, CPU)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    cfg = {**TRAINER, "comet": {"mode": "disabled"}, "pipeline": ["train", "export"]}
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "train.py"), "--config", str(folder / "config.yaml")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 of 2" in proc.stderr and "rank 1 of 2" in proc.stderr
+    assert json.loads((folder / "state.json").read_text())["stages_done"] == ["train", "export"]
+    assert sorted(p.name for p in (folder / "export").glob("*.pth")) == sorted(
+        f"{t}.pth" for t in ["center_bias", "frequency_tuned", "image_signature", "spectral_residual"])

@@ -42,6 +42,7 @@ def config(folder: Path, pipeline: list[str], **sections) -> Path:
 def full_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline")
     cfg = config(folder, ["pretrain_one_task", "train", "train_catchup", "adapt", "test", "run", "export"],
+                 train={**SMALL, "actions": [{"name": "maps_tracker", "every": 1, "images": 2}]},
                  pretrain_one_task={**SMALL, "epochs": 1, "steps_per_epoch": 2},
                  train_catchup={**SMALL, "epochs": 1},
                  adapt={"task": "center_bias", "shots": 5, "epochs": 2, "steps_per_epoch": 3, "actions": []},
@@ -64,6 +65,13 @@ def test_every_stage_ran_and_reported(full_run):
     assert results["pretrain_one_task"]["task"] == "frequency_tuned"      # the first training task
     assert results["adapt"]["task"] == "center_bias" and len(results["adapt"]["images"]) == 5
     assert results["run"]["images"] == 3 and results["run"]["images_per_second"] > 0
+
+
+def test_the_maps_tracker_draws_every_epoch(full_run):
+    folder, _ = full_run
+    pictures = sorted((folder / "progress").glob("*.png"))
+    assert [p.name for p in pictures] == ["train_epoch_001.png", "train_epoch_002.png"]
+    assert Image.open(pictures[0]).size[0] >= 6 * 96                   # 2 images x (image, target, map)
 
 
 def test_train_holds_out_the_adapted_task(full_run):

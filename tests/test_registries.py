@@ -152,9 +152,36 @@ def test_action_options_are_checked():
         A.build(["freeze_decoder"], "train.actions")
 
 
+def test_gradient_accumulation_gives_the_full_batch_gradient():
+    """accumulate=2 over a batch of 8 = one step on 8 (a model without BatchNorm, whose batch
+    statistics would legitimately differ between micro-batches)."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x, task=0):
+            return self.conv(x)
+    from hypersal.data.provider import Batch
+    batch = Batch(task=0, images=torch.randint(0, 255, (8, 3, 8, 8), dtype=torch.uint8),
+                  maps=torch.randint(0, 255, (8, 1, 8, 8), dtype=torch.uint8), indices=np.arange(8))
+    grads = []
+    for accumulate in (1, 2, 4):
+        torch.manual_seed(0)
+        net = Net()
+        t = type("T", (), {})()
+        t.forward_model = net
+        t.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)   # keep the weights, read the grads
+        t.device, t.scheduler = torch.device("cpu"), None
+        loss = MultitaskTrainStep(weighted("bce + cc"), accumulate=accumulate)(t, batch)
+        grads.append((loss.item(), net.conv.weight.grad.clone()))
+    # bce is a mean over pixels (additive over micro-batches); cc a mean over images: both add up
+    assert all(abs(l - grads[0][0]) < 1e-6 and torch.allclose(g, grads[0][1], atol=1e-6) for l, g in grads)
+
+
 def test_every_action_and_stage_is_known_to_the_tests():
     # Adding one means adding its test here (and in test_pipeline.py for stages).
     assert A.ACTIONS.names() == ["batch_logger", "early_stopping", "freeze_encoder", "freeze_hnet_for_catchup",
-                                 "log_epoch_losses", "lr_decay", "weight_watcher"]
+                                 "log_epoch_losses", "lr_decay", "maps_tracker", "weight_watcher"]
     assert STAGES.names() == ["adapt", "export", "pretrain_one_task", "pretrain_weights", "run", "test",
                               "train", "train_catchup"]

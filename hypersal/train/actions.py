@@ -11,11 +11,16 @@
 | batch_logger             | a line every `every` steps with the mean loss since the last   |
 | weight_watcher           | logs parameter and gradient norms (hypernet, mnet) every `every` steps |
 | early_stopping           | stops when `monitor` has not improved by `min_delta` for `patience` epochs |
+| maps_tracker             | (a progress tracker) every `every` epochs, the maps of `images` validation  |
+|                          | images for every task, as one picture: <run>/progress/<stage>_epoch_NNN.png |
+|                          | and in Comet                                                   |
 """
 from __future__ import annotations
 
 import inspect
 import time
+
+import numpy as np
 
 import torch
 
@@ -167,6 +172,40 @@ class EarlyStopping(Action):
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad = state["best"], state["bad"]
+
+
+@ACTIONS.register("maps_tracker")
+class MapsTracker(Action):
+    """The seed's RunProgressTracker: watch the maps change as the model learns."""
+
+    def __init__(self, every: int = 1, images: int = 3):
+        self.every, self.images = every, images
+
+    def on_epoch_end(self, trainer) -> None:
+        job = trainer.job
+        if job is None or trainer.epoch % self.every or not job.is_main:
+            return
+        from hypersal import viz
+        from hypersal.stages.evaluate import predict
+        model = getattr(trainer.model, "model", trainer.model)
+        tasks = [t for t in model.task_names if t in job.dataset().tasks]
+        rows, labels = [], []
+        for name in tasks:
+            arrays = job.arrays("val", [name])
+            n = min(self.images, len(arrays))
+            preds = predict(model, arrays, 0, model.task_index(name), n, job.device)[:n]
+            row = []
+            for i in range(n):
+                row += [np.asarray(arrays.images[i]), viz.gray(arrays.maps[0][i]), viz.colorize(preds[i])]
+            rows.append(row)
+            labels.append(name)
+        trainer.model.train()
+        headers = ["image", "target", "prediction"] * max(1, len(rows[0]) // 3) if rows else []
+        picture = viz.grid(rows, headers, tile_hw=(96, 96), row_labels=labels)
+        path = viz.save_png(picture, job.folder.path / "progress" / f"{trainer.name}_epoch_{trainer.epoch:03d}.png")
+        if job.tracker is not None:
+            job.tracker.log_image(path, name=f"{trainer.name}/progress", step=trainer.step)
+        self.last = path
 
 
 def build(specs: list, key: str) -> list[Action]:

@@ -3,6 +3,7 @@ fixed points, validates every epoch and lets a Checkpointer save and restore eve
 
 What actions, trackers and the checkpointer may use of the trainer (the seed's ATrainer):
     name, model, optimizer, scheduler, provider, tracker, device, config
+    job (the run: folder, dataset and arrays, tracker; None outside train.py)
     step (optimizer steps done), epoch (epochs done), epochs, steps_per_epoch, total_steps
     metrics (last epoch's figures), history (every epoch's), stop_requested / stop(reason)
 Hooks, in order: on_start, then per epoch on_epoch_start, on_batch_end (every step),
@@ -74,6 +75,7 @@ class Trainer:
         self.skipped_batches = 0
         self.forward_model = forward_model or model   # DDP's wrapper in a run over several processes
         self.world = world
+        self.job = None
 
     @property
     def total_steps(self) -> int:

@@ -96,6 +96,7 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
                       checkpointer=checkpointer, tracker=job.tracker,
                       device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict(), on_nan=cfg.on_nan,
                       forward_model=forward_model, world=job.world)
+    trainer.job = job
     return trainer
 
 
