@@ -33,5 +33,8 @@ setup(
         # code). It still imports pkg_resources, which setuptools 81 removed.
         "pysaliency==0.2.22",
         "setuptools<81",
+        # The study: scikit-image's bundled photographs (hypersal.data.photos) and its plots.
+        "scikit-image>=0.22",
+        "matplotlib>=3.7",
     ]},
 )

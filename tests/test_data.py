@@ -70,9 +70,19 @@ def test_synth_from_source_images_centre_crops(tmp_path):
     for i, (w, h) in enumerate([(100, 50), (40, 80), (64, 48)]):
         Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(src / f"p{i}.png")
     out = synth.make(tmp_path / "out", n=10, size=(24, 32), tasks=["center_bias"], images=src, quiet=True)
-    images = sorted((out / "images").rglob("*.jpg"))
-    assert len([p for p in images if "/run/" not in str(p)]) == 3         # n is capped by the sources
-    assert all(Image.open(p).size == (32, 24) for p in images)
+    images = sorted(p for p in (out / "images").rglob("*.jpg") if "/run/" not in str(p))
+    assert len(images) == 10 and all(Image.open(p).size == (32, 24) for p in images)
+    # The three sources (flat colours 0, 40, 80) are among them, the rest are generated scenes.
+    flat = [p for p in images if np.asarray(Image.open(p)).std() < 2]
+    assert len(flat) == 3
+
+
+def test_the_bundled_photos(tmp_path):
+    from hypersal.data import photos
+    paths = photos.write(tmp_path)
+    assert [p.name for p in paths] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg",
+                                       "motorcycle_left.jpg", "motorcycle_right.jpg"]
+    assert Image.open(paths[0]).size == (512, 512)
 
 
 def test_synth_cli_errors_exit_2(tmp_path):

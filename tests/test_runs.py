@@ -53,6 +53,7 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
         assert results["train"]["steps"] == 20
     status = experiment("status", str(exp), check_rc=0).stdout
     assert "4 runs: 4 done" in status
+    assert status.splitlines()[1].split()[:6] == ["run_000", "local", "done", "-", "stages", "3/3"]
     table = experiment("collect", str(exp), check_rc=0)
     csv = (exp / "collect.csv").read_text().splitlines()
     assert csv[0].startswith("run,state,trainer.train.batch_size,trainer.train.optim.lr,train.")

@@ -7,8 +7,10 @@ writes
     DIR/images/{train,val,test,run}/<stem>.jpg   (run/ holds copies of the test images)
     DIR/maps/<task>/<stem>.png                   one 8-bit map per image and task
     DIR/synth.yaml                               the parameters, for the record
-Images come from SRC (any folder of images, centre-cropped and resized) or, without it, are
-generated scenes: gradients, low-frequency noise, clutter, textures and a few salient objects.
+Images come from SRC (any folder of images, centre-cropped and resized) and, for the rest of
+the n, are generated scenes: gradients, low-frequency noise, clutter, textures and a few
+salient objects. Source images sit at seeded positions among the generated ones, so they land
+in every split.
 Deterministic for a seed; parallel over the CPUs this process may use.
 """
 from __future__ import annotations
@@ -140,7 +142,6 @@ def make(out: Path | str, n: int = 200, size: tuple[int, int] = (240, 320), task
         if images else []
     if images and not sources:
         raise UserError("no images found", file=images, fix=f"use a folder with {', '.join(IMAGE_SUFFIXES)} files")
-    n = min(n, len(sources)) if sources else n
     record = {"n": n, "size": list(size), "tasks": tasks, "seed": seed,
               "images": str(images) if images else None}
     if (out / "synth.yaml").is_file() and yamlio.load(out / "synth.yaml") == record:
@@ -155,7 +156,8 @@ def make(out: Path | str, n: int = 200, size: tuple[int, int] = (240, 320), task
             (tmp / "images" / split).mkdir(parents=True)
         for task in tasks:
             (tmp / "maps" / task).mkdir(parents=True)
-        jobs = [(i, n, tmp, sources[i] if sources else None, size[0], size[1], tasks, seed) for i in range(n)]
+        placed = {int(pos): src for pos, src in zip(np.random.default_rng([seed, 7]).permutation(n), sources)}
+        jobs = [(i, n, tmp, placed.get(i), size[0], size[1], tasks, seed) for i in range(n)]
         progress = None if quiet else Progress(n, f"synth {len(tasks)} tasks", unit="img")
         workers = max(1, min(workers or cpu_count(), n))
         # spawn, not fork: the caller (train.py) may run torch and OpenCV thread pools, whose

@@ -173,6 +173,8 @@ class Trainer:
             self.model.train()
         self.history.append({"epoch": self.epoch, "step": self.step, **self.metrics})
         self.log(self.metrics, epoch=self.epoch)
+        if self.job is not None:
+            self.job.progress(f"{self.name} epoch {self.epoch}/{self.epochs}")
         for action in self.actions:
             action.on_epoch_end(self)
         if self.checkpointer is not None:

@@ -127,7 +127,7 @@ class Job:
         if unknown:
             raise UserError(f"no maps for task(s) {', '.join(unknown)}", key="tasks",
                             fix=f"the dataset has: {', '.join(found)}")
-        held_out = self.cfg.adapt.task if "adapt" in self.cfg and "adapt" in self.cfg.pipeline else None
+        held_out = self.cfg.adapt.task if {"adapt", "fewshot"} & set(self.cfg.pipeline) else None
         return [t for t in wanted if t != held_out]
 
     def arrays(self, split: str, tasks: list[str] | None) -> cache.SplitArrays:
@@ -142,6 +142,14 @@ class Job:
 
     def augment(self) -> Augment:
         return Augment(hflip=self.cfg.data.hflip, crop_scale=tuple(self.cfg.data.crop_scale))
+
+    def progress(self, text: str) -> None:
+        """What `experiment.py status` shows in its progress column (state.json)."""
+        if self.is_main:
+            state = self.folder.state()
+            if state:
+                state["progress"] = text
+                self.folder.write_state(state)
 
     # --- model ------------------------------------------------------------------------------
     def model_args(self, task_names: list[str]) -> dict:

@@ -61,7 +61,8 @@ def run(job, skip: list[str] = ()) -> dict:
     if last_model:
         job.load_model(f"after_{last_model}")
         say(f"resuming after stage {state['stages_done'][-1]} (model saved after {last_model})")
-    for name in cfg.pipeline:
+    total = len(cfg.pipeline)
+    for number, name in enumerate(cfg.pipeline, 1):
         if name in skip:
             say(f"skipping stage {name} (--skip)")
             continue
@@ -70,8 +71,8 @@ def run(job, skip: list[str] = ()) -> dict:
             continue
         signals.check()
         stage = STAGES.get(name)
-        state.update(stage=name, updated=now())
-        _write(job, state)
+        state.update(stage=name, updated=now(), progress=f"stage {number}/{total}")
+        _write(job, state, keep_progress=False)
         if not stage.changes_model and not job.is_main:
             barrier(job.world)   # test, run, export: rank 0's work (the weights are the same everywhere)
             state["stages_done"].append(name)
@@ -92,8 +93,8 @@ def run(job, skip: list[str] = ()) -> dict:
         _write(job, state)
         if job.is_main:
             folder.write_results(state["results"])
-    state.update(state="done", stage=None, updated=now())
-    _write(job, state)
+    state.update(state="done", stage=None, updated=now(), progress=f"stages {total}/{total}")
+    _write(job, state, keep_progress=False)
     return state["results"]
 
 
@@ -104,6 +105,8 @@ def _last_model_stage(done: list[str]) -> str | None:
     return None
 
 
-def _write(job, state: dict) -> None:
+def _write(job, state: dict, keep_progress: bool = True) -> None:
     if job.is_main:
+        if keep_progress:  # the trainer writes progress between our writes: keep its latest
+            state["progress"] = job.folder.state().get("progress", state.get("progress"))
         job.folder.write_state(state)

@@ -1,0 +1,170 @@
+"""The study's tables and plot from its experiment folders:
+
+    python -m hypersal.report runs/study [more folders] --out results/
+
+Each run's role is read from its own config.yaml: a plain network on one task
+(`model.hypernet.generate: none`, no fewshot stage) is a per-task baseline; a run with the
+fewshot stage trained one hypernetwork on every task but `adapt.task`, then compared the
+few-shot methods on it. Its variant (default or an ablation) is what its model settings say.
+Writes results.md (the tables) and cc_vs_k.png (CC against k, one line per method).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from hypersal import yamlio
+from hypersal.runfolder import RunFolder
+
+METHOD_NAMES = {"hnet": "hnet: new task embedding", "finetune": "(b) plain, fine-tuned from multi-task encoder",
+                "scratch": "(c) plain, from scratch", "baseline": "(a) per-task baseline, all its data"}
+
+
+def variant(cfg: dict) -> str:
+    h, d = cfg["model"]["hypernet"], cfg["model"]["decoder"]
+    parts = []
+    if h["generate"] != "decoder":
+        parts.append(f"generate {h['generate']}")
+    if not h["per_task_bn"]:
+        parts.append("shared BN statistics")
+    if d["name"] != "light":
+        parts.append(f"{d['name']} decoder")
+    return ", ".join(parts) or "default"
+
+
+def gather(folders: list[Path]) -> tuple[dict, dict]:
+    """(baselines[task] -> [test figures per seed], multitask[variant] -> [run records])."""
+    baselines: dict = defaultdict(list)
+    multitask: dict = defaultdict(list)
+    for folder in folders:
+        for cfg_path in sorted(Path(folder).glob("run_*/config.yaml")):
+            run = RunFolder(cfg_path.parent)
+            results = run.results()
+            if run.state().get("state") != "done" or "test" not in results:
+                continue
+            cfg = yamlio.load(cfg_path)
+            if "fewshot" in cfg["pipeline"] and "fewshot" in results:
+                multitask[variant(cfg)].append({"held_out": cfg["adapt"]["task"], "seed": cfg["seed"],
+                                                "test": results["test"], "fewshot": results["fewshot"]})
+            elif cfg["model"]["hypernet"]["generate"] == "none" and len(cfg["tasks"]) == 1:
+                baselines[cfg["tasks"][0]].append(results["test"][cfg["tasks"][0]])
+    return baselines, multitask
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def multitask_table(baselines: dict, runs: list[dict]) -> tuple[str, dict]:
+    """Per task: the baseline's CC/KLD/SIM next to the multi-task model's (every run that
+    trained on the task, over seeds and held-out choices)."""
+    tasks = sorted(baselines)
+    lines = ["| task | baseline CC | multi-task CC | ΔCC | baseline KLD | multi-task KLD | baseline SIM | multi-task SIM |",
+             "|---|---|---|---|---|---|---|---|"]
+    deltas, means = [], {"baseline": [], "multitask": []}
+    for task in tasks:
+        base = baselines[task]
+        mt = [r["test"][task] for r in runs if task in r["test"] and r["held_out"] != task]
+        b_cc, m_cc = [x["cc"] for x in base], [x["cc"] for x in mt]
+        delta = np.mean(m_cc) - np.mean(b_cc) if b_cc and m_cc else float("nan")
+        deltas.append(delta)
+        means["baseline"].append(np.mean(b_cc) if b_cc else np.nan)
+        means["multitask"].append(np.mean(m_cc) if m_cc else np.nan)
+        lines.append(f"| {task} | {fmt(b_cc)} | {fmt(m_cc)} | {delta:+.3f} | {fmt([x['kld'] for x in base])} | "
+                     f"{fmt([x['kld'] for x in mt])} | {fmt([x['sim'] for x in base])} | {fmt([x['sim'] for x in mt])} |")
+    lines.append(f"| **mean** | {np.nanmean(means['baseline']):.3f} | {np.nanmean(means['multitask']):.3f} | "
+                 f"{np.nanmean(deltas):+.3f} | | | | |")
+    return "\n".join(lines), {"baseline_cc": float(np.nanmean(means["baseline"])),
+                              "multitask_cc": float(np.nanmean(means["multitask"]))}
+
+
+def fewshot_table(baselines: dict, runs: list[dict]) -> tuple[str, dict]:
+    """Per held-out task and k: each method's CC (mean ± spread over seeds), the baseline's."""
+    ks = sorted({int(k[1:]) for r in runs for k in r["fewshot"] if k.startswith("k")})
+    methods = ["hnet", "finetune", "scratch"]
+    curves: dict = {m: defaultdict(list) for m in methods}
+    lines = ["| held-out task | k | hnet CC | (b) finetune CC | (c) scratch CC | (a) baseline CC | hnet / baseline |",
+             "|---|---|---|---|---|---|---|"]
+    for task in sorted({r["held_out"] for r in runs}):
+        mine = [r for r in runs if r["held_out"] == task]
+        base = np.mean([x["cc"] for x in baselines.get(task, [])]) if baselines.get(task) else float("nan")
+        for k in ks:
+            cells = []
+            for m in methods:
+                values = [r["fewshot"][f"k{k}"][m]["cc"] for r in mine if m in r["fewshot"].get(f"k{k}", {})]
+                curves[m][k].append(np.mean(values) if values else np.nan)
+                cells.append(fmt(values))
+            hnet = [r["fewshot"][f"k{k}"]["hnet"]["cc"] for r in mine if "hnet" in r["fewshot"].get(f"k{k}", {})]
+            ratio = np.mean(hnet) / base if hnet and base == base and base > 0 else float("nan")
+            lines.append(f"| {task} | {k} | {' | '.join(cells)} | {base:.3f} | {ratio:.0%} |")
+    summary = {m: {k: float(np.nanmean(v)) for k, v in curves[m].items()} for m in methods}
+    summary["baseline"] = float(np.nanmean([np.mean([x["cc"] for x in v]) for v in baselines.values()])) \
+        if baselines else float("nan")
+    lines.append("")
+    lines.append("| mean over held-out tasks | " + " | ".join(f"k={k}" for k in ks) + " |")
+    lines.append("|---" * (len(ks) + 1) + "|")
+    for m in methods:
+        lines.append(f"| {METHOD_NAMES[m]} | " + " | ".join(f"{summary[m][k]:.3f}" for k in ks) + " |")
+    return "\n".join(lines), summary
+
+
+def ablation_table(multitask: dict) -> str:
+    lines = ["| variant | runs | multi-task mean CC | hnet k=10 CC (held-out task) |", "|---|---|---|---|"]
+    for name, runs in sorted(multitask.items(), key=lambda kv: kv[0] != "default"):
+        mt = [r["test"]["mean"]["cc"] for r in runs if "mean" in r["test"]]
+        k10 = [r["fewshot"]["k10"]["hnet"]["cc"] for r in runs if "hnet" in r["fewshot"].get("k10", {})]
+        lines.append(f"| {name} | {len(runs)} | {fmt(mt)} | {fmt(k10)} |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for m, style in (("hnet", "o-"), ("finetune", "s--"), ("scratch", "^:")):
+        ks = sorted(summary[m])
+        ax.plot(ks, [summary[m][k] for k in ks], style, label=METHOD_NAMES[m])
+    if summary["baseline"] == summary["baseline"]:
+        ax.axhline(summary["baseline"], color="gray", lw=1, label=METHOD_NAMES["baseline"])
+    ax.set_xscale("log")
+    ax.set_xlabel("k (image-map pairs of the new task)")
+    ax.set_ylabel("CC on the held-out task's test maps")
+    ax.set_title("A new saliency task from k examples (mean over held-out tasks)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hypersal.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+", type=Path, help="experiment folders of the study")
+    p.add_argument("--out", type=Path, default=Path("."), help="where results.md and cc_vs_k.png go")
+    args = p.parse_args(argv)
+    baselines, multitask = gather(args.folders)
+    if "default" not in multitask:
+        print("hypersal: error: no finished multi-task run with a fewshot stage in these folders", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    mt_text, mt = multitask_table(baselines, multitask["default"])
+    fs_text, fs = fewshot_table(baselines, multitask["default"])
+    text = (f"## Multi-task hypernetwork against per-task baselines (CC, KLD, SIM on the test split)\n\n{mt_text}\n\n"
+            f"## A new task from k pairs (CC on the held-out task's test maps)\n\n{fs_text}\n\n"
+            f"## Ablations\n\n{ablation_table(multitask)}\n")
+    (args.out / "results.md").write_text(text)
+    plot(fs, args.out / "cc_vs_k.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The study's pipeline at CPU-test size: baselines, leave-one-task-out runs with the few-shot
+comparison, an ablation, and the report (tables and the CC-vs-k plot)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHON, ROOT, experiment, run  # noqa: E402
+
+
+def test_the_small_study_runs_and_reports(tmp_path):
+    experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'study_small.yaml'}", "--executor=local",
+               "--base-dir", str(tmp_path), timeout=600, check_rc=0)
+    proc = run([PYTHON, "-m", "hypersal.report", str(tmp_path / "study-small"), "--out", str(tmp_path / "out")],
+               check_rc=0)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert proc.stdout.strip() == text.strip()
+    mt = text.split("## Multi-task")[1].split("## A new task")[0]
+    assert all(f"| {t} |" in mt for t in ("center_bias", "dog_contrast", "frequency_tuned"))
+    few = text.split("## A new task")[1].split("## Ablations")[0]
+    assert "| dog_contrast | 5 |" in few and "| mean over held-out tasks | k=1 | k=5 |" in few
+    ablations = text.split("## Ablations")[1]
+    assert "| default | 3 |" in ablations and "| shared BN statistics | 1 |" in ablations
+    plot = Image.open(tmp_path / "out" / "cc_vs_k.png")
+    assert plot.size == (720, 480)
+
+
+def test_the_report_needs_finished_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run([PYTHON, "-m", "hypersal.report", str(tmp_path / "empty")])
+    assert proc.returncode == 2 and "no finished multi-task run" in proc.stderr
