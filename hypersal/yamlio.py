@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hypersal.errors import UserError
+from hypersal.files import write_atomic
 
 
 class YamlMap(dict):
@@ -163,17 +163,7 @@ def dumps(value: Any) -> str:
 
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write through a temporary file in the same folder and rename: never a half file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def dump(value: Any, path: Path | str) -> None:

@@ -17,7 +17,7 @@ from hypersal.data.tasks import TASKS
 from hypersal.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, run, train  # noqa: E402
+from conftest import PYTHON, run, train  # noqa: E402
 
 TWO = ["frequency_tuned", "center_bias"]
 

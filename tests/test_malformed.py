@@ -4,7 +4,6 @@ cases and messages that the README shows."""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

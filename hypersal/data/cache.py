@@ -150,6 +150,18 @@ def _map_filler(files: list[Path], sizes: list[tuple], hw):
     return fill
 
 
+def _fill_all(out: np.ndarray, fill, n: int, workers: int, progress) -> list:
+    """fill(out, i) for i < n. Threads, not processes: decoding and resizing release the GIL,
+    and forking a process that runs torch or OpenCV thread pools deadlocks its children."""
+    results = []
+    with ThreadPoolExecutor(max(1, min(workers, n))) as pool:
+        for result in pool.map(lambda i: fill(out, i), range(n)):
+            results.append(result)
+            if progress:
+                progress.update()
+    return results
+
+
 def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, workers: int, quiet: bool,
            desc: str, meta: bool = False) -> None:
     """Write `folder/name` (fill(array, i) for every i) through a temporary folder renamed at
@@ -158,15 +170,7 @@ def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, worke
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         out = np.lib.format.open_memmap(tmp / name, "w+", np.uint8, shape)
-        progress = None if quiet else Progress(len(files), desc, unit="img")
-        results = []
-        # Threads, not processes: decoding and resizing release the GIL, and forking a process
-        # that runs torch or OpenCV thread pools deadlocks its children.
-        with ThreadPoolExecutor(max(1, min(workers, len(files)))) as pool:
-            for result in pool.map(lambda i: fill(out, i), range(len(files))):
-                results.append(result)
-                if progress:
-                    progress.update()
+        results = _fill_all(out, fill, len(files), workers, None if quiet else Progress(len(files), desc, unit="img"))
         if meta:  # images: keep the readable rows only, with their stems and original sizes
             rows = [i for i, r in enumerate(results) if r is not None]
             if len(rows) < len(files):

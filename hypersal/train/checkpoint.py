@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hypersal.files import write_atomic
 from hypersal.log import say
 from hypersal.train.distributed import barrier
 
@@ -41,18 +41,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash never leaves a half file.
-    The file object is ours, so a failed write closes it and its space is freed at once."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, whole or not at all (hypersal.files.write_atomic)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def os_error(e: BaseException | None) -> OSError | None:

@@ -1,0 +1,24 @@
+"""Writing files whole or not at all."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
+    """write(file) into a temporary file beside `path`, fsync, then rename over `path`: a crash
+    or a full disk never leaves a half file, and a failed write frees its space at once (the
+    file object is ours, so it is closed)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
