@@ -3,6 +3,8 @@
 # integration tests. Needs root (it installs Debian packages and runs the daemons as root).
 #
 #   scripts/local-slurm.sh start    # install if needed, start, wait until the node is idle
+#   scripts/local-slurm.sh start --fresh   # the same with an empty queue: forgets every job
+#                                   # an earlier cluster in this folder still had (CI uses it)
 #   scripts/local-slurm.sh status   # say whether it runs; exit 0 if it does
 #   scripts/local-slurm.sh stop     # stop the daemons (the state folder stays)
 #
@@ -104,6 +106,14 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start() {
     install_packages
+    if [ "${1:-}" = --fresh ]; then
+        if running; then SLURM_CONF=$CONF scancel --user="$(id -un)" 2>/dev/null || true; fi
+        stop_daemons
+        # slurmctld reloads its queue from the state folder: without it, jobs of an earlier
+        # cluster run again and hold new ones back.
+        rm -rf "$DIR/state" "$DIR/spool"
+        say "fresh start: the queue of any earlier cluster in $DIR is gone"
+    fi
     if running; then
         say "already running"
         echo "export SLURM_CONF=$CONF"
@@ -140,7 +150,7 @@ stop_daemons() {
 }
 
 case "${1:-}" in
-    start) start ;;
+    start) start "${2:-}" ;;
     stop) stop_daemons; say "stopped" ;;
     status)
         if running; then
@@ -149,5 +159,5 @@ case "${1:-}" in
         else
             say "not running"; exit 1
         fi ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start [--fresh]|stop|status" >&2; exit 2 ;;
 esac

@@ -73,16 +73,32 @@ def slurm_ready() -> tuple[bool, str]:
     return True, ""
 
 
+def queue_is_free() -> tuple[bool, str]:
+    """Jobs already queued (a sweep of someone's) would hold every test job back for hours:
+    say so at once rather than time out test after test."""
+    proc = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=20)
+    jobs = proc.stdout.split("\n")[:-1] if proc.returncode == 0 else []
+    if jobs:
+        return False, (f"its queue holds {len(jobs)} job(s) that are not the tests' (first: {jobs[0]}); "
+                       "wait for them, scancel them, or start an empty cluster with: "
+                       "scripts/local-slurm.sh start --fresh")
+    return True, ""
+
+
 @pytest.fixture(scope="session")
 def slurm():
-    """The local Slurm cluster. Skips (with the reason) where none runs, unless
-    HYPERSAL_REQUIRE_SLURM=1 (CI), where a missing cluster is a failure."""
+    """The local Slurm cluster. Skips (with the reason) where none runs or its queue is taken,
+    unless HYPERSAL_REQUIRE_SLURM=1 (CI), where that is a failure."""
     conf = Path("/tmp/hypersal-slurm/slurm.conf")
     if "SLURM_CONF" not in os.environ and conf.exists():
         os.environ["SLURM_CONF"] = str(conf)
     ok, why = slurm_ready()
     if not ok:
-        message = f"no Slurm cluster ({why}); start one with: scripts/local-slurm.sh start"
+        why += "; start one with: scripts/local-slurm.sh start"
+    else:
+        ok, why = queue_is_free()
+    if not ok:
+        message = f"no usable Slurm cluster: {why}"
         if os.environ.get("HYPERSAL_REQUIRE_SLURM") == "1":
             pytest.fail(message)
         pytest.skip(message)

@@ -234,3 +234,36 @@ def test_the_fast_path_follows_the_fp32_loss_curve(tmp_path):
     assert len(fp32) == len(bf16) == 20
     assert max(abs(a - b) for a, b in zip(fp32, bf16)) < 0.03, list(zip(fp32, bf16))
     assert abs(sum(fp32[-5:]) - sum(bf16[-5:])) / 5 < 0.02
+
+
+def test_fewshot_scores_every_method_and_a_restart_skips_what_is_recorded(tmp_path):
+    folder = tmp_path / "few"
+    fewshot = {"shots": [1, 3], "shot_seeds": [0], "steps": 2, "batch_size": 2}
+    cfg = config(folder, ["train", "fewshot"], adapt={"task": "center_bias"}, fewshot=fewshot,
+                 train={**SMALL, "epochs": 1})
+    proc = train("--config", str(cfg), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((folder / "fewshot.json").read_text())
+    assert sorted(record) == [f"k{k}/seed0/{m}" for k in (1, 3) for m in ("finetune", "hnet", "scratch")]
+    assert all(-1 <= r["cc"] <= 1 and r["kld"] >= 0 and 0 <= r["sim"] <= 1 for r in record.values())
+    summary = json.loads((folder / "results.json").read_text())["fewshot"]
+    assert summary["task"] == "center_bias" and summary["k3"]["hnet"]["cc"] == record["k3/seed0/hnet"]["cc"]
+    assert not (folder / "checkpoints" / "fewshot_1_0_hnet").exists()      # cleaned after scoring
+
+    # A job killed mid-stage keeps what it recorded: the rerun trains only the missing combination.
+    del record["k3/seed0/scratch"]
+    (folder / "fewshot.json").write_text(json.dumps(record))
+    state = json.loads((folder / "state.json").read_text())
+    state.update(state="running", stages_done=["train"])
+    (folder / "state.json").write_text(json.dumps(state))
+    proc = train("--config", str(cfg), timeout=600)   # a restart resumes by itself
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("fewshot center_bias k=") == 1 and "k=3 draw 0 scratch" in proc.stderr
+    again = json.loads((folder / "fewshot.json").read_text())
+    assert all(again[k] == v for k, v in record.items()) and "k3/seed0/scratch" in again
+
+
+def test_fewshot_without_a_held_out_task_is_a_clear_error(tmp_path):
+    cfg = config(tmp_path / "fs", ["train", "fewshot"], adapt={"task": None}, train={**SMALL, "epochs": 1})
+    proc = train("--config", str(cfg), timeout=600)
+    assert proc.returncode == 2 and "adapt.task" in proc.stderr and "set it to one of" in proc.stderr

@@ -183,5 +183,5 @@ def test_every_action_and_stage_is_known_to_the_tests():
     # Adding one means adding its test here (and in test_pipeline.py for stages).
     assert A.ACTIONS.names() == ["batch_logger", "early_stopping", "freeze_encoder", "freeze_hnet_for_catchup",
                                  "log_epoch_losses", "lr_decay", "maps_tracker", "weight_watcher"]
-    assert STAGES.names() == ["adapt", "export", "pretrain_one_task", "pretrain_weights", "run", "test",
+    assert STAGES.names() == ["adapt", "export", "fewshot", "pretrain_one_task", "pretrain_weights", "run", "test",
                               "train", "train_catchup"]

@@ -118,6 +118,29 @@ def test_demo_sweep_on_slurm(slurm, tmp_path, mode):
         check_run_folder(exp / run, i)
         assert "hypersal: done" in next((exp / run).glob("slurm-*.out")).read_text()
     assert "4 runs: 4 done" in experiment("status", str(exp), check_rc=0).stdout
+    if mode == "jobs":
+        controller_down(exp, tmp_path)
+
+
+def controller_down(exp: Path, tmp_path: Path) -> None:
+    """With slurmctld unreachable, status still shows what the run folders say and cancel
+    fails in one line. (squeue stands in for a controller we must not stop under other tests;
+    it records how it was called.)"""
+    bin_dir = tmp_path / "down"
+    bin_dir.mkdir()
+    calls = tmp_path / "squeue-calls"
+    fake = bin_dir / "squeue"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                    'echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2\n'
+                    'exit 1\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = experiment("status", str(exp), env=env, check_rc=0)
+    assert "warning: squeue failed: slurm_load_jobs error: Unable to contact slurm controller" in proc.stderr
+    assert "4 runs: 4 done" in proc.stdout and "Traceback" not in proc.stderr
+    proc = experiment("cancel", str(exp), env=env, check_rc=1)
+    assert proc.stderr.startswith("hypersal: error: squeue failed") and "Traceback" not in proc.stderr
+    assert calls.read_text().splitlines()[0].startswith("--noheader --array --user=")
 
 
 @pytest.mark.slurm

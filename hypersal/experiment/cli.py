@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2
-    except submit_mod.SweepSubmitError as e:
+    except (submit_mod.SweepSubmitError, executors.SubmitError) as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

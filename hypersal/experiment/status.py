@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypersal.experiment.executors import QueueEntry
+from hypersal.experiment.executors import QueueEntry, SubmitError
 from hypersal.experiment.submit import load_summary, read_jobs
 from hypersal.experiment.table import format_table
+from hypersal.log import say
 from hypersal.runfolder import RunFolder
 
 
-def run_status(job: str | None, queued: QueueEntry | None, state: dict) -> str:
-    """One word (and a detail) for a run: not submitted, pending, running, done, failed, ..."""
+def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_known: bool = True) -> str:
+    """One word (and a detail) for a run: not submitted, pending, running, done, failed, ...
+    Without the queue (squeue failed) only what the run folder says is certain."""
     requeues = state.get("requeues", 0)
     again = f" (requeued {requeues}x)" if requeues else ""
     if job is None:
         return "not submitted"
+    if not queue_known and state.get("state") in (None, "running", "requeued"):
+        return f"unknown (squeue failed; its folder says {state.get('state') or 'nothing yet'})"
     if queued is not None:
         word = queued.state.lower()
         if word == "pending" and queued.reason and queued.reason not in ("None", "(null)"):
@@ -35,7 +39,13 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict) -> str:
 def rows(exp_dir: Path, executor) -> list[dict]:
     summary = load_summary(exp_dir)
     jobs = read_jobs(exp_dir)
-    queue = executor.queue() if any(j != "local" for j in jobs.values()) else {}
+    queue, queue_known = {}, True
+    if any(j != "local" for j in jobs.values()):
+        try:
+            queue = executor.queue()
+        except SubmitError as e:   # a controller down: the folders still say what finished
+            say(f"warning: {e}; showing what the run folders say")
+            queue_known = False
     out = []
     for run in summary["runs"]:
         folder = RunFolder(Path(exp_dir) / run["dir"])
@@ -43,7 +53,7 @@ def rows(exp_dir: Path, executor) -> list[dict]:
         job = jobs.get(run["dir"])
         out.append({
             "run": run["dir"], "job": job or "-",
-            "status": run_status(job, queue.get(job), state),
+            "status": run_status(job, queue.get(job), state, queue_known),
             "stage": state.get("stage") or "-",
             "progress": state.get("progress") or "-",
             **{k: v for k, v in run.get("sampled", {}).items()},
