@@ -20,12 +20,19 @@ def test_the_small_study_runs_and_reports(tmp_path):
     assert proc.stdout.strip() == text.strip()
     mt = text.split("## Multi-task")[1].split("## A new task")[0]
     assert all(f"| {t} |" in mt for t in ("center_bias", "dog_contrast", "frequency_tuned"))
+    assert "a plain network per task, 3 steps" in text        # 6 multi-task steps over 2 tasks
+    longer = text.split("## Baselines with more steps")[1].split("## A new task")[0]
+    assert "| task | baseline CC, 3 steps | baseline CC, 6 steps | multi-task CC |" in longer
+    assert "| center_bias |" in longer and longer.count("–") == 2   # only dog_contrast has 6 steps
     few = text.split("## A new task")[1].split("## Ablations")[0]
     assert "| dog_contrast | 5 |" in few and "| mean over held-out tasks | k=1 | k=5 |" in few
     ablations = text.split("## Ablations")[1]
     assert "| default | 3 |" in ablations and "| shared BN statistics | 1 |" in ablations
     plot = Image.open(tmp_path / "out" / "cc_vs_k.png")
     assert plot.size == (720, 480)
+    panels = Image.open(tmp_path / "out" / "cc_vs_k_per_task.png")   # one panel per held-out task (3)
+    assert panels.size == (960, 280)
+    assert "| shared BN statistics | 1 |" in ablations and ablations.count("| – | – |") == 1   # default: no pair
 
 
 def test_the_report_needs_finished_runs(tmp_path):
