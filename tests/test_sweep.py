@@ -144,12 +144,15 @@ def test_comet_url_and_keys_are_known_before_the_job(tmp_path):
 
 def test_no_secret_reaches_a_run_folder(tmp_path):
     exp = sweep_file(tmp_path)
+    secret = "s3" + "cr3t"   # never literally in the source: diff.patch may hold this file
     experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0,
-               env={"COMET_API_KEY": "s3cr3t-api-key", "SLURM_ACCESS_TOKEN": "s3cr3t-token"})
+               env={"COMET_API_KEY": f"{secret}-api-key", "SLURM_ACCESS_TOKEN": f"{secret}-token"})
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
-            assert "s3cr3t" not in text, path
+            assert secret not in text, path
+    env = yaml.safe_load(next((tmp_path / "out").rglob("env.yaml")).read_text())
+    assert env["command"] == [PYTHON, str(ROOT / "experiment.py"), f"--experiment={exp}", "--dry-run"]
 
 
 def test_git_state_records_commit_dirty_flag_and_diff(tmp_path):

@@ -59,7 +59,7 @@ def environment(argv: list[str]) -> dict:
         "user": getpass.getuser(),
         "host": socket.gethostname(),
         "cwd": os.getcwd(),
-        "command": [sys.executable] + list(argv),
+        "command": [sys.executable, str(CODE_ROOT / "experiment.py")] + list(argv),   # to type it again
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions(),
