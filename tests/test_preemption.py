@@ -45,8 +45,18 @@ def checkpoint_step(run: Path) -> int:
         return -1
 
 
+def logs(run: Path) -> str:
+    """What a failure message needs to be diagnosed after the fact: the job logs and state."""
+    parts = [f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+             for p in sorted(run.glob("slurm-*.out")) + [run / "state.json"] if p.exists()]
+    return "\n".join(parts)
+
+
 def wait_mid_training(run: Path) -> None:
-    wait_until(lambda: checkpoint_step(run) >= 6, 180, f"a checkpoint of {run.name} at step 6")
+    try:
+        wait_until(lambda: checkpoint_step(run) >= 6, 180, f"a checkpoint of {run.name} at step 6")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{logs(run)}") from None
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -57,7 +67,7 @@ def same_weights(a: Path, b: Path) -> bool:
 def finish(exp: Path, jobs: list[str]) -> None:
     wait_for(jobs, timeout=300)
     for run in ("run_000", "run_001"):
-        assert json.loads((exp / run / "state.json").read_text())["state"] == "done", run
+        assert json.loads((exp / run / "state.json").read_text())["state"] == "done", logs(exp / run)
 
 
 def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, tmp_path):
