@@ -1,0 +1,55 @@
+"""Run a finished study run's `fewshot` stage again with other settings, in a new folder:
+
+    python scripts/fewshot_probe.py RUN_DIR OUT_DIR [key=value ...]
+
+e.g. `fewshot.steps=1 fewshot.hnet_lr=1e-9 fewshot.methods=[hnet]` scores the starting point
+of adaptation (the mean of the trained tasks' embeddings), with no learning. The trained model
+is copied, never retrained; values are YAML; Comet is off. Prints the stage's summary (JSON).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hypersal import yamlio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    run, out, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
+    state = json.loads((run / "state.json").read_text())
+    if "fewshot" not in state.get("stages_done", []) or not (run / "models").is_dir():
+        print(f"hypersal: error: {run} is not a finished run with a fewshot stage", file=sys.stderr)
+        return 2
+    cfg = yamlio.load(run / "config.yaml")
+    cfg["comet"]["mode"] = "disabled"
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, _, name = key.rpartition(".")
+        if not sep or section not in cfg or name not in cfg[section]:
+            print(f"hypersal: error: {item}: expects SECTION.KEY=VALUE with a key of config.yaml", file=sys.stderr)
+            return 2
+        cfg[section][name] = yamlio.loads(value)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copytree(run / "models", out / "models")
+    yamlio.dump(cfg, out / "config.yaml")
+    before = [s for s in state["stages_done"] if s != "fewshot"]
+    (out / "state.json").write_text(json.dumps({"state": "running", "stages_done": before, "results": {}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(out / "config.yaml")])
+    if proc.returncode:
+        return proc.returncode
+    print(json.dumps(json.loads((out / "results.json").read_text())["fewshot"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
