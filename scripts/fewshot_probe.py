@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hypersal import yamlio
+from hypersal import schema, yamlio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,14 +29,16 @@ def main(argv: list[str]) -> int:
         print(f"hypersal: error: {run} is not a finished run with a fewshot stage", file=sys.stderr)
         return 2
     cfg = yamlio.load(run / "config.yaml")
-    cfg["comet"]["mode"] = "disabled"
+    defaults = yamlio.load(schema.DEFAULTS_FILE)
+    cfg.setdefault("comet", {})["mode"] = "disabled"
     for item in overrides:
         key, sep, value = item.partition("=")
         section, _, name = key.rpartition(".")
-        if not sep or section not in cfg or name not in cfg[section]:
-            print(f"hypersal: error: {item}: expects SECTION.KEY=VALUE with a key of config.yaml", file=sys.stderr)
+        if not sep or name not in (defaults.get(section) or {}):
+            print(f"hypersal: error: {item}: expects SECTION.KEY=VALUE with a key of {schema.DEFAULTS_FILE}",
+                  file=sys.stderr)
             return 2
-        cfg[section][name] = yamlio.loads(value)
+        cfg.setdefault(section, {})[name] = yamlio.loads(value)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -262,6 +262,18 @@ def test_fewshot_scores_every_method_and_a_restart_skips_what_is_recorded(tmp_pa
     again = json.loads((folder / "fewshot.json").read_text())
     assert all(again[k] == v for k, v in record.items()) and "k3/seed0/scratch" in again
 
+    # scripts/fewshot_probe.py: the same trained model, other fewshot settings, another folder.
+    probe = [PYTHON, str(ROOT / "scripts" / "fewshot_probe.py"), str(folder), str(tmp_path / "probe")]
+    proc = subprocess.run([*probe, "fewshot.steps=1", "fewshot.methods=[hnet]", "fewshot.shots=[3]"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["task"] == "center_bias" and list(summary["k3"]) == ["hnet"]
+    assert "stage train is done already" in proc.stderr and "stage fewshot" in proc.stderr
+    assert json.loads((folder / "fewshot.json").read_text()) == again               # the run is untouched
+    bad = subprocess.run([*probe, "fewshot.stepz=1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "fewshot.stepz=1: expects SECTION.KEY=VALUE" in bad.stderr
+
 
 def test_fewshot_without_a_held_out_task_is_a_clear_error(tmp_path):
     cfg = config(tmp_path / "fs", ["train", "fewshot"], adapt={"task": None}, train={**SMALL, "epochs": 1})
