@@ -275,7 +275,9 @@ def test_fewshot_scores_every_method_and_a_restart_skips_what_is_recorded(tmp_pa
     assert bad.returncode == 2 and "fewshot.stepz=1: expects SECTION.KEY=VALUE" in bad.stderr
 
 
-def test_fewshot_without_a_held_out_task_is_a_clear_error(tmp_path):
-    cfg = config(tmp_path / "fs", ["train", "fewshot"], adapt={"task": None}, train={**SMALL, "epochs": 1})
+@pytest.mark.parametrize("stage", ["adapt", "fewshot"])
+def test_a_stage_without_its_held_out_task_fails_before_training(tmp_path, stage):
+    cfg = config(tmp_path / "fs", ["train", stage], adapt={"task": None})
     proc = train("--config", str(cfg), timeout=600)
-    assert proc.returncode == 2 and "adapt.task" in proc.stderr and "set it to one of" in proc.stderr
+    assert proc.returncode == 2 and f"stage '{stage}' needs adapt.task, which is not set" in proc.stderr
+    assert "stage train" not in proc.stderr and not (tmp_path / "fs" / "checkpoints").exists()

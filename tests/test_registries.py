@@ -12,6 +12,7 @@ from hypersal.data.provider import MultitaskBatchProvider
 from hypersal.errors import UserError
 from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.stages import STAGES
+from hypersal.stagelist import NEEDS
 from hypersal.tracking import Tracker
 from hypersal.train import actions as A
 from hypersal.train.api import Trainer
@@ -183,5 +184,6 @@ def test_every_action_and_stage_is_known_to_the_tests():
     # Adding one means adding its test here (and in test_pipeline.py for stages).
     assert A.ACTIONS.names() == ["batch_logger", "early_stopping", "freeze_encoder", "freeze_hnet_for_catchup",
                                  "log_epoch_losses", "lr_decay", "maps_tracker", "weight_watcher"]
+    assert sorted(NEEDS) == STAGES.names()     # experiment.py checks pipelines with NEEDS
     assert STAGES.names() == ["adapt", "export", "fewshot", "pretrain_one_task", "pretrain_weights", "run", "test",
                               "train", "train_catchup"]

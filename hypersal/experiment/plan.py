@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal import schema, tree as T
+from hypersal import schema, stagelist, tree as T
 from hypersal.errors import UserError
 from hypersal.experiment import sampling
 from hypersal.experiment.render import Template
@@ -65,6 +65,8 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
             prefix = ("runs", entry.index)
             # Drawn values must fit the schema too (a list of strings for a float key, say).
             schema.check(resolved["trainer"], spec.defaults, file=spec.file, prefix=prefix + ("trainer",))
+            stagelist.check(resolved["trainer"]["pipeline"], cfg=resolved["trainer"],
+                            prefix=f"runs[{entry.index}].trainer.", file=spec.file)
             plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=resolved["trainer"],
                                  sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
                                  comet_key=uuid.uuid4().hex))

@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from hypersal import config as config_mod
+from hypersal import config as config_mod, stagelist
 from hypersal.errors import UserError
 from hypersal.log import say, set_rank
 from hypersal.runfolder import RunFolder
@@ -92,7 +92,7 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
     check_writable(folder)
     try:
         cfg = config_mod.load(path)
-        pipeline.check(list(cfg.pipeline), skip)
+        stagelist.check(list(cfg.pipeline), skip, cfg)
         return cfg
     except UserError as e:
         if e.file is None:

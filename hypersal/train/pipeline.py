@@ -8,26 +8,11 @@ import socket
 import time
 from datetime import datetime, timezone
 
-from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.stages import STAGES
+from hypersal.stagelist import check
 from hypersal.train import signals
 from hypersal.train.distributed import barrier
-
-
-def check(pipeline: list, skip: list[str]) -> None:
-    """Every stage name known, none twice, before anything runs."""
-    if not pipeline:
-        raise UserError("the pipeline is empty", key="pipeline", fix="list the stages to run, e.g. [train, test]")
-    seen = set()
-    for i, name in enumerate(pipeline):
-        STAGES.get(name, key=f"pipeline[{i}]")
-        if name in seen:
-            raise UserError(f"stage '{name}' appears twice", key="pipeline",
-                            fix="list each stage once (use a second run for a second pass)")
-        seen.add(name)
-    for name in skip:
-        STAGES.get(name, key="--skip")
 
 
 def now() -> str:
