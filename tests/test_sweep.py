@@ -1,6 +1,7 @@
 """Planning and writing sweeps (dry runs): files, layering, seeds, reruns, never clobbering."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hypersal import yamlio
 from hypersal.experiment import repro
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -77,7 +79,9 @@ def test_rerun_from_exp_i_reproduces_config_byte_for_byte(tmp_path):
         rerun = tmp_path / "out" / f"sw_{i + 1}"
         assert f"this experiment is sw_{i + 1}" in proc.stderr
         assert (rerun / "run_000" / "config.yaml").read_bytes() == (out / f"run_00{i}" / "config.yaml").read_bytes()
-        frozen = yaml.safe_load((out / f"run_00{i}" / f"exp_{i}.yaml").read_text())
+        text = (out / f"run_00{i}" / f"exp_{i}.yaml").read_text()
+        frozen = yaml.safe_load(text)
+        assert yamlio.dumps(frozen) == text        # written from config.yaml's text: the same YAML
         assert frozen["experiment"]["rerun_of"] == str(out / f"run_00{i}")
         assert "sample" not in (out / f"run_00{i}" / f"exp_{i}.yaml").read_text()
 
@@ -190,3 +194,28 @@ def test_run_folder_names_widen_past_999(tmp_path):
 def test_array_spec(indices, parallelism, expected):
     from hypersal.experiment.plan import array_spec
     assert array_spec(indices, parallelism) == expected
+
+
+def test_comet_url_uses_the_settings_comet_ml_reads(tmp_path):
+    """comet_url.txt's workspace and server come from where comet_ml itself looks (read without
+    importing it); comet_ml, asked in the same place, must agree."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir(), here.mkdir()
+    (home / ".comet.config").write_text("[comet]\nworkspace = home-ws\nurl_override = https://comet.example.org/clientlib/\n")
+    (here / ".comet.config").write_text("[comet]\nworkspace = here-ws\n")
+    exp = sweep_file(here)
+    doc = yaml.safe_load(exp.read_text())
+    doc["experiment"]["config"]["comet"] = {"mode": "disabled"}     # no workspace of its own
+    exp.write_text(yaml.safe_dump(doc))
+    ask = ["-c", "from comet_ml.config import get_config; c = get_config(); "
+                 "print(c['comet.workspace'], c['comet.url_override'])"]
+    for env, workspace in (({"HOME": str(home)}, "here-ws"),
+                           ({"HOME": str(home), "COMET_WORKSPACE": "env-ws"}, "env-ws")):
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("COMET_")}, **env}
+        out = tmp_path / workspace
+        subprocess.run([PYTHON, str(ROOT / "experiment.py"), f"--experiment={exp}", "--dry-run", "--base-dir",
+                        str(out)], cwd=here, env=env, check=True, capture_output=True)
+        url = (out / "sw" / "run_000" / "comet_url.txt").read_text()
+        assert url.startswith(f"https://comet.example.org/{workspace}/hypersal/"), url
+        comet = subprocess.run([PYTHON, *ask], cwd=here, env=env, capture_output=True, text=True, timeout=120)
+        assert comet.stdout.split() == [workspace, "https://comet.example.org/clientlib/"], comet.stderr
