@@ -65,6 +65,18 @@ def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess
     return seconds, proc
 
 
+def write_floor(sweep: Path, into: Path) -> float:
+    """The anchor, timed right after each dry run: only creating the sweep's folders and files
+    (their bytes already in memory). This VM's disk speed varies several-fold from minute to
+    minute; the anchor says how much of a figure is the disk."""
+    contents = {p.relative_to(sweep): p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    t0 = time.perf_counter()
+    for rel, data in contents.items():
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        (into / rel).write_bytes(data)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=1000)
@@ -75,14 +87,16 @@ def main() -> None:
         folder = Path(d)
         exp = experiment_file(folder, args.runs)
         cmd = [sys.executable, str(ROOT / "experiment.py"), f"--experiment={exp}", "--dry-run"]
-        times = []
-        for _ in range(args.repeat):
+        times, floors = [], []
+        for i in range(args.repeat):
             seconds, proc = timed(cmd, dict(os.environ))
             times.append(seconds)
+            floors.append(write_floor(folder / "out" / "bench", folder / f"floor_{i}"))
         out = folder / "out" / "bench"
         files = sum(1 for p in out.rglob("*") if p.is_file())
         print(json.dumps({"bench": "dry_run", "runs": args.runs, "seconds_median": round(statistics.median(times), 3),
                           "seconds_all": [round(t, 3) for t in times], "files_per_sweep": files,
+                          "anchor_write_files_seconds": [round(t, 3) for t in floors],
                           "reported_by_experiment_py": proc.stderr.splitlines()[0], **machine}))
 
         bin_dir = folder / "bin"

@@ -219,3 +219,26 @@ def test_comet_url_uses_the_settings_comet_ml_reads(tmp_path):
         assert url.startswith(f"https://comet.example.org/{workspace}/hypersal/"), url
         comet = subprocess.run([PYTHON, *ask], cwd=here, env=env, capture_output=True, text=True, timeout=120)
         assert comet.stdout.split() == [workspace, "https://comet.example.org/clientlib/"], comet.stderr
+
+
+def test_a_large_sweep_is_written_by_several_processes_completely(tmp_path):
+    """From 200 runs on, run folders are written by forked processes: every folder, every
+    file, each run its own values (the serial path is what the smaller tests above check)."""
+    doc = {"experiment": {"name": "big", "base_dir": "out", "seed": 3, "config": TINY_TRAINER},
+           "runs": [{"repeat": 240, "trainer": {"train": {"optim": {"lr": {"sample": "uniform", "from": [0.1, 0.2]}}}}}]}
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(doc))
+    dry(exp)
+    out = tmp_path / "out" / "big"
+    summary = yaml.safe_load((out / "summary.yaml").read_text())
+    def load(text):
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+    assert len(summary["runs"]) == 240
+    for run in summary["runs"]:
+        folder = out / run["dir"]
+        assert RUN_FILES | {f"exp_{run['index']}.yaml"} <= {p.name for p in folder.iterdir()}, folder
+        config = load((folder / "config.yaml").read_text())
+        assert config["train"]["optim"]["lr"] == run["sampled"]["trainer.train.optim.lr"]
+        assert load((folder / f"exp_{run['index']}.yaml").read_text())["runs"][0]["trainer"] == config
+        assert load((folder / "run.yaml").read_text())["comet_key"] == run["comet_key"]

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import configparser
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -122,6 +123,55 @@ def summary(plan: Plan, git: GitState, template: Path) -> dict:
     }
 
 
+PARALLEL_FROM = 200   # runs; below this a second process costs more than it saves
+
+
+def _write_run(plan: Plan, run: Run, shared: dict) -> None:
+    run.dir.mkdir()
+    config_text = yamlio.dumps(run.trainer)
+    files = {
+        "config.yaml": config_text,
+        f"exp_{run.index}.yaml": exp_file_text(plan, run, config_text),
+        "exp.sh": run.script,
+        "run.yaml": yamlio.dumps(run_file(plan, run)),
+        "comet_url.txt": comet_url(run),
+        **shared,
+    }
+    for name, text in files.items():
+        (run.dir / name).write_text(text, encoding="utf-8")
+    os.chmod(run.dir / "exp.sh", 0o755)
+
+
+_FORKED: tuple | None = None   # what forked writers inherit instead of pickling the plan
+
+
+def _write_share(worker: int, workers: int) -> int:
+    plan, shared = _FORKED
+    runs = plan.runs[worker::workers]
+    for run in runs:
+        _write_run(plan, run, shared)
+    return len(runs)
+
+
+def write_runs(plan: Plan, shared: dict) -> None:
+    """Every run folder. Writing YAML is CPU work: a large sweep is split over the cores, in
+    forked processes (experiment.py never imports torch, so forking is safe)."""
+    global _FORKED
+    workers = min(os.cpu_count() or 1, 4)
+    if len(plan.runs) < PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for run in plan.runs:
+            _write_run(plan, run, shared)
+        return
+    _comet_server_workspace(None)   # read once here, inherited by the workers
+    _FORKED = (plan, shared)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            written = pool.starmap(_write_share, [(w, workers) for w in range(workers)])
+    finally:
+        _FORKED = None
+    assert sum(written) == len(plan.runs)
+
+
 def write(plan: Plan, git: GitState, env: dict) -> Path:
     """Claim the experiment folder, render into it and write everything. On any failure the
     folder is removed again: an experiment is written whole or not at all."""
@@ -132,20 +182,7 @@ def write(plan: Plan, git: GitState, env: dict) -> Path:
         if git.dirty:
             untracked = "".join(f"# untracked: {p}\n" for p in git.untracked)
             shared["diff.patch"] = untracked + git.diff + ("\n" if git.diff else "")
-        for run in plan.runs:
-            run.dir.mkdir()
-            config_text = yamlio.dumps(run.trainer)
-            files = {
-                "config.yaml": config_text,
-                f"exp_{run.index}.yaml": exp_file_text(plan, run, config_text),
-                "exp.sh": run.script,
-                "run.yaml": yamlio.dumps(run_file(plan, run)),
-                "comet_url.txt": comet_url(run),
-                **shared,
-            }
-            for name, text in files.items():
-                (run.dir / name).write_text(text, encoding="utf-8")
-            os.chmod(run.dir / "exp.sh", 0o755)
+        write_runs(plan, shared)
         if plan.array_script:
             (exp_dir / "array.sh").write_text(plan.array_script, encoding="utf-8")
         (exp_dir / JOBS).touch()
