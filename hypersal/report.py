@@ -41,10 +41,12 @@ def steps(cfg: dict) -> int:
     return cfg["train"]["epochs"] * cfg["train"]["steps_per_epoch"]
 
 
-def gather(folders: list[Path]) -> tuple[dict, dict]:
-    """(baselines[steps][task] -> [test figures per seed], multitask[variant] -> [run records])."""
+def gather(folders: list[Path]) -> tuple[dict, dict, list]:
+    """(baselines[steps][task] -> [test figures per seed], multitask[variant] -> [run records],
+    [records of multi-task runs without a fewshot stage: short ablations])."""
     baselines: dict = defaultdict(lambda: defaultdict(list))
     multitask: dict = defaultdict(list)
+    short: list = []
     for folder in folders:
         for cfg_path in sorted(Path(folder).glob("run_*/config.yaml")):
             run = RunFolder(cfg_path.parent)
@@ -58,7 +60,21 @@ def gather(folders: list[Path]) -> tuple[dict, dict]:
                                                 "steps": steps(cfg)})
             elif cfg["model"]["hypernet"]["generate"] == "none" and len(cfg["tasks"]) == 1:
                 baselines[steps(cfg)][cfg["tasks"][0]].append(results["test"][cfg["tasks"][0]])
-    return baselines, multitask
+            elif cfg["model"]["hypernet"]["generate"] != "none" and "mean" in results["test"]:
+                short.append({"variant": variant(cfg), "steps": steps(cfg), "held_out": cfg["adapt"]["task"],
+                              "seed": cfg["seed"], "cc": results["test"]["mean"]["cc"],
+                              "seconds": results.get("train", {}).get("seconds")})
+    return baselines, multitask, short
+
+
+def short_table(short: list) -> str:
+    """Multi-task runs without the few-shot part (ablations cut to what a CPU affords)."""
+    lines = ["| variant | multi-task steps | held-out task | seed | multi-task mean CC | training time |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(short, key=lambda r: (r["steps"], r["held_out"] or "", r["variant"] != "default", r["variant"])):
+        took = f"{r['seconds']:.0f} s" if r["seconds"] else "–"
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['held_out']} | {r['seed']} | {r['cc']:.3f} | {took} |")
+    return "\n".join(lines)
 
 
 def same_steps_per_task(baselines: dict, runs: list[dict]) -> int:
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", type=Path, help="experiment folders of the study")
     p.add_argument("--out", type=Path, default=Path("."), help="where results.md and cc_vs_k.png go")
     args = p.parse_args(argv)
-    baselines, multitask = gather(args.folders)
+    baselines, multitask, short = gather(args.folders)
     if "default" not in multitask:
         print("hypersal: error: no finished multi-task run with a fewshot stage in these folders", file=sys.stderr)
         return 2
@@ -257,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         text += f"## Baselines with more steps\n\n{longer_table(baselines, chosen, runs)}\n\n"
     text += (f"## A new task from k pairs (CC on the held-out task's test maps)\n\n{fs_text}\n\n"
              f"## Ablations\n\n{ablation_table(multitask)}\n")
+    if short:
+        text += f"\n## Short ablations (multi-task test only)\n\n{short_table(short)}\n"
     (args.out / "results.md").write_text(text)
     plot(fs, args.out / "cc_vs_k.png")
     plot_per_task(fs["per_task"], args.out / "cc_vs_k_per_task.png")
