@@ -61,7 +61,8 @@ def gather(folders: list[Path]) -> tuple[dict, dict, list]:
             elif cfg["model"]["hypernet"]["generate"] == "none" and len(cfg["tasks"]) == 1:
                 baselines[steps(cfg)][cfg["tasks"][0]].append(results["test"][cfg["tasks"][0]])
             elif cfg["model"]["hypernet"]["generate"] != "none" and "mean" in results["test"]:
-                short.append({"variant": variant(cfg), "steps": steps(cfg), "held_out": cfg["adapt"]["task"],
+                held = cfg["adapt"]["task"] if {"adapt", "fewshot"} & set(cfg["pipeline"]) else None
+                short.append({"variant": variant(cfg), "steps": steps(cfg), "held_out": held,
                               "seed": cfg["seed"], "cc": results["test"]["mean"]["cc"],
                               "seconds": results.get("train", {}).get("seconds")})
     return baselines, multitask, short
@@ -73,7 +74,7 @@ def short_table(short: list) -> str:
              "|---|---|---|---|---|---|"]
     for r in sorted(short, key=lambda r: (r["steps"], r["held_out"] or "", r["variant"] != "default", r["variant"])):
         took = f"{r['seconds']:.0f} s" if r["seconds"] else "–"
-        lines.append(f"| {r['variant']} | {r['steps']} | {r['held_out']} | {r['seed']} | {r['cc']:.3f} | {took} |")
+        lines.append(f"| {r['variant']} | {r['steps']} | {r['held_out'] or 'none'} | {r['seed']} | {r['cc']:.3f} | {took} |")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def test_the_small_study_runs_and_reports(tmp_path):
     few = text.split("## A new task")[1].split("## Ablations")[0]
     assert "| dog_contrast | 5 |" in few and "| mean over held-out tasks | k=1 | k=5 |" in few
     ablations, short = text.split("## Ablations")[1].split("## Short ablations (multi-task test only)")
-    assert "| shared BN statistics | 6 | dog_contrast | 0 | " in short
+    assert "| shared BN statistics | 6 | none | 0 | " in short     # no adapt/fewshot: nothing held out
     assert "| default | 3 |" in ablations and "| shared BN statistics | 1 |" in ablations
     plot = Image.open(tmp_path / "out" / "cc_vs_k.png")
     assert plot.size == (720, 480)
