@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hypersal import yamlio
+from hypersal.stagelist import held_out_task
 from hypersal.runfolder import RunFolder
 
 METHOD_NAMES = {"hnet": "hnet: new task embedding", "finetune": "(b) plain, fine-tuned from multi-task encoder",
@@ -55,14 +56,13 @@ def gather(folders: list[Path]) -> tuple[dict, dict, list]:
                 continue
             cfg = yamlio.load(cfg_path)
             if "fewshot" in cfg["pipeline"] and "fewshot" in results:
-                multitask[variant(cfg)].append({"held_out": cfg["adapt"]["task"], "seed": cfg["seed"],
+                multitask[variant(cfg)].append({"held_out": held_out_task(cfg), "seed": cfg["seed"],
                                                 "test": results["test"], "fewshot": results["fewshot"],
                                                 "steps": steps(cfg)})
             elif cfg["model"]["hypernet"]["generate"] == "none" and len(cfg["tasks"]) == 1:
                 baselines[steps(cfg)][cfg["tasks"][0]].append(results["test"][cfg["tasks"][0]])
             elif cfg["model"]["hypernet"]["generate"] != "none" and "mean" in results["test"]:
-                held = cfg["adapt"]["task"] if {"adapt", "fewshot"} & set(cfg["pipeline"]) else None
-                short.append({"variant": variant(cfg), "steps": steps(cfg), "held_out": held,
+                short.append({"variant": variant(cfg), "steps": steps(cfg), "held_out": held_out_task(cfg),
                               "seed": cfg["seed"], "cc": results["test"]["mean"]["cc"],
                               "seconds": results.get("train", {}).get("seconds")})
     return baselines, multitask, short
@@ -98,12 +98,17 @@ def longer_table(baselines: dict, chosen: int, runs: list[dict]) -> str:
             cc = [x["cc"] for x in baselines[n].get(task, [])]
             cells.append(fmt(cc))
             means[n].append(np.mean(cc) if cc else np.nan)
-        mt = [r["test"][task]["cc"] for r in runs if task in r["test"] and r["held_out"] != task]
+        mt = [x["cc"] for x in trained_on(runs, task)]
         means["mt"].append(np.mean(mt) if mt else np.nan)
         lines.append(f"| {task} | {' | '.join(cells)} | {fmt(mt)} |")
     lines.append("| **mean** | " + " | ".join(f"{np.nanmean(means[n]):.3f}" for n in counts) +
                  f" | {np.nanmean(means['mt']):.3f} |")
     return "\n".join(lines)
+
+
+def trained_on(runs: list[dict], task: str) -> list[dict]:
+    """The test figures on `task` of every multi-task run that trained on it."""
+    return [r["test"][task] for r in runs if task in r["test"] and r["held_out"] != task]
 
 
 def fmt(values: list[float]) -> str:
@@ -121,7 +126,7 @@ def multitask_table(baselines: dict, runs: list[dict]) -> tuple[str, dict]:
     deltas, means = [], {"baseline": [], "multitask": []}
     for task in tasks:
         base = baselines[task]
-        mt = [r["test"][task] for r in runs if task in r["test"] and r["held_out"] != task]
+        mt = trained_on(runs, task)
         b_cc, m_cc = [x["cc"] for x in base], [x["cc"] for x in mt]
         delta = np.mean(m_cc) - np.mean(b_cc) if b_cc and m_cc else float("nan")
         deltas.append(delta)
@@ -148,14 +153,14 @@ def fewshot_table(baselines: dict, runs: list[dict]) -> tuple[str, dict]:
         base = np.mean([x["cc"] for x in baselines.get(task, [])]) if baselines.get(task) else float("nan")
         per_task[task] = {"baseline": float(base), **{m: {} for m in methods}}
         for k in ks:
-            cells = []
+            cells, cc = [], {}
             for m in methods:
-                values = [r["fewshot"][f"k{k}"][m]["cc"] for r in mine if m in r["fewshot"].get(f"k{k}", {})]
+                cc[m] = values = [r["fewshot"][f"k{k}"][m]["cc"] for r in mine if m in r["fewshot"].get(f"k{k}", {})]
                 curves[m][k].append(np.mean(values) if values else np.nan)
                 if values:
                     per_task[task][m][k] = (float(np.mean(values)), float(np.std(values)))
                 cells.append(fmt(values))
-            hnet = [r["fewshot"][f"k{k}"]["hnet"]["cc"] for r in mine if "hnet" in r["fewshot"].get(f"k{k}", {})]
+            hnet = cc["hnet"]
             ratio = np.mean(hnet) / base if hnet and base == base and base > 0 else float("nan")
             lines.append(f"| {task} | {k} | {' | '.join(cells)} | {base:.3f} | {ratio:.0%} |")
     summary = {m: {k: float(np.nanmean(v)) for k, v in curves[m].items()} for m in methods}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypersal import tree as T
 from hypersal.errors import UserError, unknown_name
 
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -34,11 +35,18 @@ def check(pipeline: list, skip: list[str] = (), cfg: Any = None, prefix: str = "
     for name in skip:
         if name not in NEEDS:
             raise unknown_name("stage", name, NEEDS, key="--skip")
-    for name in pipeline if cfg is not None else []:
-        for key in NEEDS[name] if name not in skip else ():
-            value = cfg
-            for part in key.split("."):
-                value = value[part]
-            if value is None:
+    if cfg is None:
+        return
+    for name in (n for n in pipeline if n not in skip):
+        for key in NEEDS[name]:
+            if T.get(cfg, key.split(".")) is None:
                 raise UserError(f"stage '{name}' needs {key}, which is not set", key=f"{prefix}{key}",
                                 fix="set it (the new task's name: one of the dataset's tasks)", **where)
+
+
+def held_out_task(cfg: Any) -> str | None:
+    """The task training leaves out: adapt.task, when a stage that adapts to it is in the
+    pipeline (adapt, fewshot: the stages that need it); otherwise none."""
+    if any("adapt.task" in NEEDS.get(name, ()) for name in cfg["pipeline"]):
+        return cfg["adapt"]["task"]
+    return None

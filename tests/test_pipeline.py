@@ -275,6 +275,14 @@ def test_fewshot_scores_every_method_and_a_restart_skips_what_is_recorded(tmp_pa
     assert bad.returncode == 2 and "fewshot.stepz=1: expects SECTION.KEY=VALUE" in bad.stderr
 
 
+def test_a_new_task_the_dataset_lacks_is_a_clear_error(tmp_path):
+    cfg = config(tmp_path / "nt", ["adapt"], adapt={"task": "no_such_task"})
+    proc = train("--config", str(cfg), timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert "adapt.task: the new task must be one of the dataset's tasks, got 'no_such_task'" in proc.stderr
+    assert f"set adapt.task to one of: {', '.join(sorted(TASKS))}" in proc.stderr
+
+
 @pytest.mark.parametrize("stage", ["adapt", "fewshot"])
 def test_a_stage_without_its_held_out_task_fails_before_training(tmp_path, stage):
     cfg = config(tmp_path / "fs", ["train", stage], adapt={"task": None})

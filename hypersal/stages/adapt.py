@@ -59,14 +59,19 @@ def shots(arrays: SplitArrays, k: int, seed: int, key: str) -> SplitArrays:
                        paths=[arrays.paths[i] for i in idx])
 
 
+def new_task_name(job) -> str:
+    """adapt.task, the task adapt and fewshot learn from k pairs: one of the dataset's tasks."""
+    name, found = job.cfg.adapt.task, job.dataset().tasks
+    if name not in found:
+        raise UserError(f"the new task must be one of the dataset's tasks, got {name!r}", key="adapt.task",
+                        fix=f"set adapt.task to one of: {', '.join(found)}")
+    return name
+
+
 @stage("adapt", changes_model=True)
 def adapt(job) -> dict:
     cfg = job.cfg.adapt
-    name = cfg.task
-    found = job.dataset().tasks
-    if name is None or name not in found:
-        raise UserError(f"adapt needs the new task's name, one of the dataset's tasks, got {name!r}",
-                        key="adapt.task", fix=f"set adapt.task to one of: {', '.join(found)}")
+    name = new_task_name(job)
     model = model_for(job, job.train_tasks())
     if name not in model.task_names:
         model.add_task(name)

@@ -27,7 +27,7 @@ from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.stages import stage
-from hypersal.stages.adapt import NewTaskEmbedding, shots
+from hypersal.stages.adapt import NewTaskEmbedding, new_task_name, shots
 from hypersal.stages.evaluate import pick_split, predict, score_task, trained_model
 from hypersal.train.actions import FreezeHNETForCatchup
 from hypersal.train.fit import make_trainer
@@ -69,10 +69,7 @@ def section(job, lr: float, steps: int, batch: int) -> Config:
 def fewshot(job) -> dict:
     cfg = job.cfg.fewshot
     base = trained_model(job, "fewshot")
-    task = job.cfg.adapt.task
-    if task is None or task not in job.dataset().tasks:
-        raise UserError("fewshot compares methods on the held-out task, adapt.task", key="adapt.task",
-                        fix=f"set it to one of: {', '.join(job.dataset().tasks)}")
+    task = new_task_name(job)
     if task in base.task_names:
         raise UserError(f"the model was trained on '{task}': it is not held out", key="adapt.task",
                         fix="fewshot goes after a training stage that holds adapt.task out")

@@ -74,6 +74,7 @@ class Checkpointer:
         self.last_step: int | None = None       # the step of the newest checkpoint written or read
         self.log = log
         self.write = write          # False on every rank but 0: they read, never write
+
     @property
     def last(self) -> Path:
         return self.folder / "last.pt"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hypersal import stagelist
 from hypersal.config import Config
 from hypersal.data import cache, layout, synth
 from hypersal.data.provider import Augment
@@ -127,7 +128,7 @@ class Job:
         if unknown:
             raise UserError(f"no maps for task(s) {', '.join(unknown)}", key="tasks",
                             fix=f"the dataset has: {', '.join(found)}")
-        held_out = self.cfg.adapt.task if {"adapt", "fewshot"} & set(self.cfg.pipeline) else None
+        held_out = stagelist.held_out_task(self.cfg)
         return [t for t in wanted if t != held_out]
 
     def arrays(self, split: str, tasks: list[str] | None) -> cache.SplitArrays:
