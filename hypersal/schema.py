@@ -5,21 +5,54 @@ checked against it key by key: unknown keys are errors that list the valid ones;
 have the default's type (an int is fine where the default is a float; a default of `null`
 takes anything; a default of "auto" also takes a number); an empty mapping `{}` in the
 defaults takes any keys (free-form, e.g. loss weights by name). Sample specs stand for a value
-and are checked by the sampling module.
+and are checked by the sampling module. Allowed values (registry names, enums) are checked by
+hypersal.choices.
+
+The training stages (stagelist.TRAINING_STAGES) inherit from `train`: a layer may set any key of
+`train` under them, and once every layer is merged, `inherit` fills each stage with the train
+values it does not set itself. So `train.optim.lr` set anywhere reaches adapt too, while
+`adapt.epochs` (set by the defaults) stays adapt's own.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from hypersal import tree as T
+from hypersal import choices, tree as T
 from hypersal.errors import UserError, suggest
+from hypersal.stagelist import TRAINING_STAGES
 from hypersal.yamlio import line_of
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "shared" / "trainer" / "defaults.yaml"
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a mapping"}
+
+
+def inherit(cfg: dict) -> dict:
+    """A merged trainer tree whose training stages hold train's values under their own. Applied
+    after every layer is merged and every value drawn (a sampled train value is drawn once and
+    shared); applying it again changes nothing."""
+    if not isinstance(cfg.get("train"), dict):
+        return cfg
+    out = dict(cfg)
+    for stage in TRAINING_STAGES:
+        own = cfg.get(stage)
+        if own is None or isinstance(own, dict):
+            out[stage] = T.merge(cfg["train"], own or {})
+    return out
+
+
+def trainer_schema(defaults: dict) -> dict:
+    """The tree a trainer layer is checked against: the defaults, each training stage offering
+    every key of train besides its own."""
+    return inherit(defaults)
+
+
+def check_trainer(layer: Any, schema: dict, *, file=None, prefix: T.KeyPath = (), check_spec=None) -> None:
+    """A trainer layer's keys and types (against `trainer_schema(defaults)`), then its values."""
+    check(layer, schema, file=file, prefix=prefix, check_spec=check_spec)
+    choices.check(layer, file=file, prefix=prefix)
 
 
 def _type_ok(default: Any, value: Any) -> bool:

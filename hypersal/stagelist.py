@@ -14,6 +14,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "pretrain_one_task": (), "pretrain_weights": (), "train": (), "train_catchup": (),
     "adapt": ("adapt.task",), "fewshot": ("adapt.task",), "test": (), "run": (), "export": (),
 }
+# The stages that train with train's options: each inherits every key of `train` it does not
+# set itself (schema.inherit), after all layers are merged.
+TRAINING_STAGES = ("pretrain_weights", "pretrain_one_task", "train_catchup", "adapt")
 
 
 def check(pipeline: list, skip: list[str] = (), cfg: Any = None, prefix: str = "", file=None) -> None:

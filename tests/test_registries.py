@@ -187,3 +187,58 @@ def test_every_action_and_stage_is_known_to_the_tests():
     assert sorted(NEEDS) == STAGES.names()     # experiment.py checks pipelines with NEEDS
     assert STAGES.names() == ["adapt", "export", "fewshot", "pretrain_one_task", "pretrain_weights", "run", "test",
                               "train", "train_catchup"]
+
+
+def test_the_login_node_tables_equal_the_registries():
+    """experiment.py checks values with hypersal.choices, without torch; each table must be exactly
+    what train.py accepts, or a value would pass the login node and fail hours later (or a valid
+    one be refused)."""
+    import inspect
+
+    from hypersal import choices, metrics
+    from hypersal.data.tasks import TASKS
+    from hypersal.models.decoders import DECODERS
+    from hypersal.models.hyper import GENERATE
+    from hypersal.models.hypernet import HYPERNETS
+    from hypersal.stages.fewshot import METHODS
+    from hypersal.tracking import MODES
+    assert list(choices.DECODERS) == DECODERS.names()
+    assert list(choices.HYPERNETS) == HYPERNETS.names()
+    assert sorted(choices.GENERATE) == sorted(GENERATE)
+    assert list(choices.OPTIMIZERS) == OPTIMIZERS.names()
+    assert list(choices.SCHEDULES) == SCHEDULES.names()
+    assert list(choices.LOSSES) == LOSSES.names()
+    assert list(choices.METRICS) == sorted(metrics.METRICS)
+    assert list(choices.SYNTH_TASKS) == TASKS.names()
+    assert list(choices.FEWSHOT_METHODS) == sorted(METHODS)
+    assert list(choices.COMET_MODES) == sorted(MODES)
+    assert sorted(choices.ACTIONS) == A.ACTIONS.names()
+    for name, options in choices.ACTIONS.items():
+        params = [p.name for p in inspect.signature(A.ACTIONS.get(name).__init__).parameters.values()
+                  if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        assert list(options) == params, name
+    # Enums checked by the torch code: every allowed value is accepted there, a near miss is not.
+    from hypersal.train.steps import Precision
+    for name in choices.PRECISIONS:
+        Precision(name)
+    with pytest.raises(UserError):
+        Precision("fp8")
+    from hypersal.train.fit import scaled_lr
+    from hypersal.config import Config
+    for rule in choices.ONE_OF[("distributed", "lr_scaling")][1]:
+        scaled_lr(Config(lr_scaling=rule, reference_batch=8), Config(batch_size=8), 0.1)
+    from hypersal.train.job import pick_device
+    for device in choices.ONE_OF[("device",)][1]:
+        if device != "cuda" or torch.cuda.is_available():
+            pick_device(device)
+
+
+def test_training_stages_inherit_what_they_do_not_set():
+    from hypersal import schema, yamlio
+    defaults = yamlio.load(schema.DEFAULTS_FILE)
+    cfg = schema.inherit({**defaults, "train": {**defaults["train"], "optim": {**defaults["train"]["optim"], "lr": 0.123}},
+                          "train_catchup": {"optim": {"lr": 0.5}}})
+    assert cfg["adapt"]["optim"]["lr"] == 0.123 and cfg["pretrain_one_task"]["optim"]["lr"] == 0.123
+    assert cfg["train_catchup"]["optim"] == {**defaults["train"]["optim"], "lr": 0.5}   # its own value wins
+    assert cfg["adapt"]["epochs"] == defaults["adapt"]["epochs"] != defaults["train"]["epochs"]
+    assert schema.inherit(cfg) == cfg                                                   # idempotent

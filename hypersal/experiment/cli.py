@@ -1,6 +1,7 @@
 """experiment.py: plan, write and submit a sweep; then status, cancel, collect, upload.
 
     python experiment.py --experiment=exp.yaml --template=templates/sbatch.sh [--dry-run]
+                         [trainer.KEY=VALUE sbatch.KEY=VALUE experiment.KEY=VALUE ...]
     python experiment.py submit|status|cancel|collect|upload DIR
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from hypersal.errors import UserError
 from hypersal.log import say
-from hypersal.experiment import collect as collect_mod, executors, plan as plan_mod, repro, spec as spec_mod
+from hypersal.experiment import collect as collect_mod, executors, plan as plan_mod, repro, snapshot, spec as spec_mod
 from hypersal.experiment import status as status_mod, submit as submit_mod, write as write_mod
 from hypersal.experiment.render import Template
 
@@ -37,6 +38,16 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the sampling seed (overrides experiment.seed)")
     p.add_argument("--name", help="the experiment name (overrides experiment.name)")
     p.add_argument("--base-dir", help="where the experiment folder goes (overrides experiment.base_dir)")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="run the live checkout's train.py instead of a copy of the code made now (a "
+                        "queued or requeued job then runs whatever the checkout holds when it starts)")
+    p.add_argument("--recorded-code", action="store_true",
+                   help="rerunning an exp_i.yaml: run on the code snapshot it records "
+                        "(experiment.code_snapshot) instead of the current code")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                   help="one more layer after the run entries, values read as YAML: e.g. "
+                        "trainer.train.epochs=2 sbatch.partition=debug "
+                        "'trainer.train.optim.lr={sample: loguniform, from: [1e-4, 1e-2]}'")
     return p
 
 
@@ -52,9 +63,10 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
     overrides = {"name": args.name, "base_dir": args.base_dir and str(Path(args.base_dir).absolute()),
                  "mode": args.mode, "parallelism": args.parallelism}
-    spec = spec_mod.load(args.experiment, overrides)
+    spec = spec_mod.load(args.experiment, overrides, cli=args.overrides)
     template = Template(args.template)
     plan = plan_mod.make(spec, template, seed=args.seed)
+    plan.code_dir, plan.snapshot = code_for(spec, args)
     # Render once against the intended folder, so template errors stop us before any write.
     plan_mod.render(plan, spec.base_dir / spec.name)
     executor = None if args.dry_run else executors.choose(args.executor)
@@ -69,6 +81,29 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     submit_mod.submit(exp_dir, executor)
     say(f"follow it with: {_me()} status {shlex.quote(str(exp_dir))}")
     return 0
+
+
+def code_for(spec: spec_mod.ExperimentSpec, args: argparse.Namespace):
+    """Where the runs' train.py comes from: (folder, snapshot to copy there or None)."""
+    recorded = spec.code_snapshot
+    if args.recorded_code:
+        where = dict(file=spec.file, key="experiment.code_snapshot")
+        if not recorded:
+            raise UserError("--recorded-code, but this file records no code snapshot", **where,
+                            fix="rerun without --recorded-code (the current code), or use an exp_i.yaml "
+                                "of a sweep submitted with its code snapshot")
+        if not (Path(recorded) / snapshot.COMPLETE).is_file():
+            raise UserError(f"the recorded code snapshot {recorded} is gone", **where,
+                            fix="rerun without --recorded-code to use the current code")
+        say(f"rerun on the recorded code snapshot {recorded}")
+        return Path(recorded), None
+    if spec.rerun_of:
+        say(f"rerun of {spec.rerun_of} on the current code" + (
+            f" (it ran on {recorded}: --recorded-code reruns it there)" if recorded else ""))
+    if args.no_snapshot:
+        return repro.CODE_ROOT, None
+    snap = snapshot.collect()
+    return snap.folder(spec.base_dir), snap
 
 
 def run_command(command: str, argv: list[str]) -> int:

@@ -8,14 +8,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal import schema, stagelist, tree as T
+from hypersal import choices, schema, stagelist, tree as T
 from hypersal.errors import UserError
 from hypersal.experiment import sampling
 from hypersal.experiment.render import Template
 from hypersal.experiment.repro import CODE_ROOT
+from hypersal.experiment.snapshot import Snapshot
 from hypersal.experiment.spec import ExperimentSpec
 
-TRAIN_SCRIPT = CODE_ROOT / "train.py"
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Plan:
     runs: list[Run] = field(default_factory=list)
     exp_dir: Path | None = None
     array_script: str = ""  # array mode: the script submitted for the whole sweep
+    code_dir: Path = CODE_ROOT          # where exp.sh runs train.py from (a snapshot, normally)
+    snapshot: Snapshot | None = None    # the snapshot to copy there before anything is written
 
     @property
     def width(self) -> int:
@@ -55,19 +57,22 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
     seed = seed if seed is not None else spec.seed if spec.seed is not None else secrets.randbelow(2**31)
     plan = Plan(spec=spec, seed=seed, template=template)
     template.check_values(spec.sbatch, "sbatch", file=spec.file)
+    template.check_values(spec.cli_sbatch, "sbatch", file="command line")
     for entry in spec.runs:
         template.check_values(entry.sbatch, f"runs[{entry.index}].sbatch", file=spec.file)
     base = T.merge(spec.defaults, spec.config)
     for entry in spec.runs:
-        layered = {"trainer": T.merge(base, entry.trainer), "sbatch": T.merge(spec.sbatch, entry.sbatch)}
+        layered = {"trainer": T.merge(T.merge(base, entry.trainer), spec.cli_trainer),
+                   "sbatch": T.merge(T.merge(spec.sbatch, entry.sbatch), spec.cli_sbatch)}
         repeat = entry.repeat * spec.repeat
         for resolved, sampled in sampling.expand(layered, seed, entry.index, repeat):
-            prefix = ("runs", entry.index)
+            trainer = schema.inherit(resolved["trainer"])
+            where = dict(file=spec.file, prefix=("runs", entry.index, "trainer"))
             # Drawn values must fit the schema too (a list of strings for a float key, say).
-            schema.check(resolved["trainer"], spec.defaults, file=spec.file, prefix=prefix + ("trainer",))
-            stagelist.check(resolved["trainer"]["pipeline"], cfg=resolved["trainer"],
-                            prefix=f"runs[{entry.index}].trainer.", file=spec.file)
-            plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=resolved["trainer"],
+            schema.check(trainer, spec.schema, **where)
+            choices.check(trainer, **where)
+            stagelist.check(trainer["pipeline"], cfg=trainer, prefix=f"runs[{entry.index}].trainer.", file=spec.file)
+            plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=trainer,
                                  sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
                                  comet_key=uuid.uuid4().hex))
     if spec.mode == "array":
@@ -91,17 +96,18 @@ def render(plan: Plan, exp_dir: Path) -> None:
     """Render every run's exp.sh (and the array script) for the experiment folder `exp_dir`."""
     plan.exp_dir = exp_dir
     name = plan.spec.name
+    train_script = str(plan.code_dir / "train.py")
     for run in plan.runs:
         run.dir = exp_dir / plan.run_dir_name(run.index)
         job = dict(name=f"{name}-{run.index:0{plan.width}d}", dir=str(run.dir),
                    output=str(run.dir / "slurm-%j.out"), array=None, python=sys.executable,
-                   args=[str(TRAIN_SCRIPT), "--config", str(run.dir / "config.yaml")])
+                   args=[train_script, "--config", str(run.dir / "config.yaml")])
         run.script = plan.template.render(run.sbatch, job, file=plan.spec.file,
                                           key=f"runs[{run.entry}].sbatch")
     if plan.spec.mode == "array":
         job = dict(name=name, dir=str(exp_dir), array=array_spec(range(len(plan.runs)), plan.spec.parallelism),
                    output=str(exp_dir / f"run_%{plan.width}a" / "slurm-%A_%a.out"),
-                   python=sys.executable, args=[str(TRAIN_SCRIPT), "--sweep", str(exp_dir)])
+                   python=sys.executable, args=[train_script, "--sweep", str(exp_dir)])
         plan.array_script = plan.template.render(plan.runs[0].sbatch, job, file=plan.spec.file,
                                                  key="sbatch")
 

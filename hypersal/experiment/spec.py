@@ -16,6 +16,12 @@
         sbatch: {...}      # template values for this entry
         comet: {note: ..., tags: [...]}
         repeat: 1
+
+The trainer layers, later ones winning: the defaults file, experiment.config, the run entry's
+`trainer`, then the command line's `trainer.KEY=VALUE` overrides; sbatch likewise (experiment
+level, run entry, command line). Then every sampled value is drawn, and the training stages
+inherit from `train` (schema.inherit). Every layer is checked where it was written, so an error
+names its file, line and key ("command line" for an override).
 """
 from __future__ import annotations
 
@@ -24,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypersal import schema, tree as T, yamlio
+from hypersal import overrides as overrides_mod, schema, tree as T, yamlio
 from hypersal.errors import UserError
 from hypersal.experiment import sampling
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
-                   "rerun_of": None},
+                   "rerun_of": None, "code_snapshot": None},
     "sbatch": {},
     "runs": [],
 }
@@ -59,13 +65,19 @@ class ExperimentSpec:
     seed: int | None
     defaults_file: Path
     defaults: dict
+    schema: dict           # what a trainer layer may hold (schema.trainer_schema)
     config: dict           # the experiment-level trainer layer (paths resolved)
     repeat: int
     mode: str
     parallelism: int | None
     rerun_of: str | None
+    code_snapshot: str | None   # exp_i.yaml: the code folder the run ran on
+    base_dir_where: dict        # where base_dir was set (file, key, line), for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
+    cli_trainer: dict = field(default_factory=dict)   # the command line's trainer.* overrides
+    cli_sbatch: dict = field(default_factory=dict)    # and its sbatch.* ones
+    cli_items: list = field(default_factory=list)     # the overrides as typed
 
 
 def check_name(name: Any, **where) -> str:
@@ -93,7 +105,7 @@ def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) 
         return value, file, ("experiment", "config")
     if isinstance(value, str):
         path = Path(T.expand_path(value, base, file=file, key=key, line=line))
-        layer = yamlio.load(path)
+        layer = _load_named_file(path, file, key, line)
         if layer is None:
             return {}, path, ()
         if not isinstance(layer, dict):
@@ -104,9 +116,21 @@ def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) 
                     line=line, fix="write `config: path/to/config.yaml` or an indented mapping")
 
 
-def load(path: Path | str, overrides: dict | None = None) -> ExperimentSpec:
+def _load_named_file(path: Path, file: Path, key: str, line: int | None) -> Any:
+    """A YAML file an experiment file names: a missing one is said with the key that named it."""
+    if not path.is_file():
+        raise UserError(f"the file {path} does not exist", file=file, key=key, line=line,
+                        fix=f"correct the path (a relative one is read from {file.parent})")
+    return yamlio.load(path)
+
+
+def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -> ExperimentSpec:
     """Read and validate an experiment file; nothing is written. `overrides` (from the command
-    line: name, base_dir, seed, mode, parallelism) replace the file's `experiment` values."""
+    line's flags: name, base_dir, seed, mode, parallelism) replace the file's `experiment` values;
+    `cli` holds the command line's SECTION.KEY=VALUE overrides (hypersal.overrides)."""
+    cli_tree = overrides_mod.parse(cli, sections=("experiment", "trainer", "sbatch"))
+    schema.check({k: v for k, v in cli_tree.items() if k == "experiment"}, EXPERIMENT_SCHEMA,
+                 file=overrides_mod.PLACE)
     file = Path(path).absolute()
     doc = yamlio.load(file)
     if not isinstance(doc, dict):
@@ -115,9 +139,14 @@ def load(path: Path | str, overrides: dict | None = None) -> ExperimentSpec:
     schema.check(doc, EXPERIMENT_SCHEMA, file=file)
     base = file.parent
     exp = {**EXPERIMENT_SCHEMA["experiment"], **doc.get("experiment", {})}
+    # Paths typed on the command line are read from where they were typed.
+    exp.update({k: str(Path(v).expanduser().absolute()) if k in ("base_dir", "defaults", "config")
+                and isinstance(v, str) else v for k, v in cli_tree.get("experiment", {}).items()})
     exp.update({k: v for k, v in (overrides or {}).items() if v is not None})
 
     def where(key: str) -> dict:
+        if key in cli_tree.get("experiment", {}):
+            return dict(file=overrides_mod.PLACE, key=f"experiment.{key}", line=None)
         return dict(file=file, key=f"experiment.{key}", line=yamlio.line_of(doc, ("experiment", key)))
 
     for key in ("name", "base_dir"):
@@ -138,15 +167,17 @@ def load(path: Path | str, overrides: dict | None = None) -> ExperimentSpec:
 
     defaults_file = Path(T.expand_path(exp["defaults"], base, **where("defaults"))) \
         if exp["defaults"] else schema.DEFAULTS_FILE
-    defaults = yamlio.load(defaults_file)
+    defaults = _load_named_file(defaults_file, file, "experiment.defaults", where("defaults")["line"]) \
+        if exp["defaults"] else yamlio.load(defaults_file)
     if not isinstance(defaults, dict):
         raise UserError("the trainer defaults must be a mapping", file=defaults_file,
                         fix="point experiment.defaults at shared/trainer/defaults.yaml")
 
     config, config_file, config_prefix = _load_layer(exp["config"], base, file, "experiment.config",
                                                      where("config")["line"])
-    schema.check(config, defaults, file=config_file, prefix=config_prefix,
-                 check_spec=sampling.check_spec)
+    trainer_schema = schema.trainer_schema(defaults)
+    schema.check_trainer(config, trainer_schema, file=config_file, prefix=config_prefix,
+                         check_spec=sampling.check_spec)
     config = T.expand_paths(config, config_file.parent, file=config_file, prefix=config_prefix)
 
     runs_doc = doc.get("runs")
@@ -156,12 +187,25 @@ def load(path: Path | str, overrides: dict | None = None) -> ExperimentSpec:
                             "config as it is)")
     spec = ExperimentSpec(
         file=file, name=name, base_dir=base_dir, exp_desc=str(exp["exp_desc"] or ""),
-        seed=exp["seed"], defaults_file=defaults_file, defaults=defaults, config=config,
+        seed=exp["seed"], defaults_file=defaults_file, defaults=defaults, schema=trainer_schema, config=config,
         repeat=_positive_int(exp["repeat"], **where("repeat")), mode=exp["mode"],
         parallelism=_positive_int(exp["parallelism"], allow_none=True, **where("parallelism")),
-        rerun_of=exp["rerun_of"], sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
+        rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"], base_dir_where=(
+            dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
+        sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
     spec.runs = [_load_run(i, entry, spec, doc) for i, entry in enumerate(runs_doc)]
+    _load_cli(spec, cli_tree, list(cli))
     return spec
+
+
+def _load_cli(spec: ExperimentSpec, cli_tree: dict, items: list[str]) -> None:
+    """The command line's trainer.* and sbatch.* overrides, checked as a layer of their own."""
+    place = overrides_mod.PLACE
+    trainer = cli_tree.get("trainer", {})
+    schema.check_trainer(trainer, spec.schema, file=place, prefix=("trainer",), check_spec=sampling.check_spec)
+    spec.cli_trainer = T.expand_paths(trainer, Path.cwd(), file=place, prefix=("trainer",))
+    spec.cli_sbatch = _sbatch(cli_tree.get("sbatch"), place, ("sbatch",), {})
+    spec.cli_items = items
 
 
 def _sbatch(value: Any, file: Path, prefix: tuple, doc: dict) -> dict:
@@ -187,8 +231,8 @@ def _load_run(i: int, entry: Any, spec: ExperimentSpec, doc: dict) -> RunEntry:
                         key=T.fmt(prefix), line=line, fix="write `- trainer: {...}`")
     schema.check(entry, RUN_SCHEMA, file=file, prefix=prefix)
     trainer = entry.get("trainer") or {}
-    schema.check(trainer, spec.defaults, file=file, prefix=prefix + ("trainer",),
-                 check_spec=sampling.check_spec)
+    schema.check_trainer(trainer, spec.schema, file=file, prefix=prefix + ("trainer",),
+                         check_spec=sampling.check_spec)
     trainer = T.expand_paths(trainer, file.parent, file=file, prefix=prefix + ("trainer",))
     sbatch = _sbatch(entry.get("sbatch"), file, prefix + ("sbatch",), doc)
     comet = {**RUN_SCHEMA["comet"], **(entry.get("comet") or {})}

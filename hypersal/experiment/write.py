@@ -9,7 +9,7 @@
             exp_0.yaml      a one-run experiment file, every sampled value frozen: rerun it
             exp.sh          the rendered sbatch script
             run.yaml        what train.py needs besides the config: Comet key, tags, note
-            hash.txt        git commit, then "clean" or "dirty"
+            hash.txt        git commit, then "clean" or "dirty", then "code <folder train.py runs from>"
             diff.patch      `git diff HEAD` when dirty
             comet_url.txt   the Comet URL, known before the job starts
             env.yaml        who, where, when, with which packages
@@ -25,22 +25,33 @@ from pathlib import Path
 from hypersal import yamlio
 from hypersal.errors import UserError
 from hypersal.experiment.plan import Plan, Run, render
-from hypersal.experiment.repro import GitState
+from hypersal.experiment import snapshot as snapshot_mod
+from hypersal.experiment.repro import CODE_ROOT, GitState
 
 SUMMARY = "summary.yaml"
 JOBS = "jobs.tsv"
 
 
-def claim_folder(base_dir: Path, name: str) -> Path:
-    """Create <base_dir>/<name>, or <name>_1, <name>_2 ... if taken: never reuse a folder.
-
-    os.mkdir is atomic, so two experiment.py calls racing for one name get two folders.
-    """
+def check_base_dir(base_dir: Path, **where) -> None:
+    """The base folder exists (created if need be) and takes files; `where` names the key that
+    set it, for the error."""
     try:
         base_dir.mkdir(parents=True, exist_ok=True)
+        probe = base_dir / f".hypersal-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
     except OSError as e:
-        raise UserError(f"cannot create the base folder ({e.strerror})", file=base_dir,
-                        fix="check experiment.base_dir and its permissions") from None
+        raise UserError(f"cannot write in the base folder {base_dir} ({e.strerror or e})",
+                        fix="choose a folder you can write in, or fix its permissions", **where) from None
+
+
+def claim_folder(base_dir: Path, name: str, **where) -> Path:
+    """Create <base_dir>/<name>, or <name>_1, <name>_2 ... if taken: never reuse a folder.
+
+    os.mkdir is atomic, so two experiment.py calls racing for one name get two folders. `where`
+    names the experiment file's key that set base_dir, for errors.
+    """
+    check_base_dir(base_dir, **where)
     for n in range(10_000):
         candidate = base_dir / (name if n == 0 else f"{name}_{n}")
         try:
@@ -48,8 +59,8 @@ def claim_folder(base_dir: Path, name: str) -> Path:
             return candidate
         except FileExistsError:
             continue
-    raise UserError(f"10,000 folders named {name}_N exist already", file=base_dir,
-                    fix="choose another experiment.name")
+    raise UserError(f"10,000 folders named {name}_N exist already in {base_dir}",
+                    **dict(where, key="experiment.name"), fix="choose another experiment.name")
 
 
 def comet_url(run: Run) -> str:
@@ -91,7 +102,8 @@ def exp_file(plan: Plan, run: Run) -> dict:
     return {
         "experiment": {"name": spec.name, "base_dir": str(spec.base_dir), "exp_desc": spec.exp_desc,
                        "seed": plan.seed, "defaults": str(spec.defaults_file), "mode": "jobs",
-                       "rerun_of": str(run.dir)},
+                       "rerun_of": str(run.dir),
+                       "code_snapshot": str(plan.code_dir) if plan.code_dir != CODE_ROOT else None},
         "sbatch": run.sbatch,
         "runs": [{"comet": run.comet, "trainer": run.trainer}],
     }
@@ -117,7 +129,9 @@ def summary(plan: Plan, git: GitState, template: Path) -> dict:
     return {
         "name": plan.exp_dir.name, "experiment_file": str(plan.spec.file), "template": str(template),
         "seed": plan.seed, "mode": plan.spec.mode, "parallelism": plan.spec.parallelism,
+        "overrides": plan.spec.cli_items,
         "git": {"commit": git.commit, "dirty": git.dirty},
+        "code": {"folder": str(plan.code_dir), "snapshot": plan.code_dir != CODE_ROOT},
         "runs": [{"index": r.index, "dir": r.dir.name, "entry": r.entry, "comet_key": r.comet_key,
                   "sampled": r.sampled} for r in plan.runs],
     }
@@ -174,11 +188,17 @@ def write_runs(plan: Plan, shared: dict) -> None:
 
 def write(plan: Plan, git: GitState, env: dict) -> Path:
     """Claim the experiment folder, render into it and write everything. On any failure the
-    folder is removed again: an experiment is written whole or not at all."""
-    exp_dir = claim_folder(plan.spec.base_dir, plan.spec.name)
+    folder is removed again: an experiment is written whole or not at all. The code snapshot is
+    copied first (once per distinct code; it stays for the next sweep of the same code)."""
+    spec = plan.spec
+    where = spec.base_dir_where
+    check_base_dir(spec.base_dir, **where)
+    if plan.snapshot is not None:
+        snapshot_mod.materialize(plan.snapshot, spec.base_dir, **where)
+    exp_dir = claim_folder(spec.base_dir, spec.name, **where)
     try:
         render(plan, exp_dir)
-        shared = {"hash.txt": git.hash_txt(), "env.yaml": yamlio.dumps(env)}
+        shared = {"hash.txt": git.hash_txt() + f"code {plan.code_dir}\n", "env.yaml": yamlio.dumps(env)}
         if git.dirty:
             untracked = "".join(f"# untracked: {p}\n" for p in git.untracked)
             shared["diff.patch"] = untracked + git.diff + ("\n" if git.diff else "")

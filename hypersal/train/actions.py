@@ -17,14 +17,13 @@
 """
 from __future__ import annotations
 
-import inspect
 import time
 
 import numpy as np
 
 import torch
 
-from hypersal.errors import UserError
+from hypersal import choices
 from hypersal.log import say
 from hypersal.progress import fmt_duration
 from hypersal.registry import Registry
@@ -209,22 +208,7 @@ class MapsTracker(Action):
 
 
 def build(specs: list, key: str) -> list[Action]:
-    """Actions from a config list of {name: ..., option: value}; options are checked against
-    the action's signature, so a typo is an error that lists the valid ones."""
-    out = []
-    for i, spec in enumerate(specs or []):
-        where = f"{key}[{i}]"
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise UserError(f"an action must be a name or a mapping with `name`, got {spec!r}", key=where,
-                            fix="write e.g. {name: freeze_encoder, epochs: 1}")
-        cls = ACTIONS.get(spec["name"], key=f"{where}.name")
-        options = {k: v for k, v in spec.items() if k != "name"}
-        valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise UserError(f"action '{spec['name']}' has no option {', '.join(unknown)}", key=where,
-                            fix=f"its options are: {', '.join(valid) or 'none'}")
-        out.append(cls(**options))
-    return out
+    """Actions from a config list of names or {name: ..., option: value}; names and options are
+    checked against hypersal.choices.ACTIONS (which tests keep equal to this registry and to the
+    constructors' signatures), so a typo is an error that lists the valid ones."""
+    return [ACTIONS.get(name)(**options) for name, options in choices.action_specs(specs, key=key)]

@@ -1,7 +1,10 @@
 """train.py: run one run folder's pipeline (compute node).
 
-    python train.py --config RUN_DIR/config.yaml [--skip stage,stage]
+    python train.py --config RUN_DIR/config.yaml [--skip stage,stage] [KEY.PATH=VALUE ...]
     python train.py --sweep EXP_DIR     (in a job array: the run of SLURM_ARRAY_TASK_ID)
+
+KEY.PATH=VALUE items override config.yaml for this start only (e.g. test.split=val), checked
+like the file; a `train.K` also reaches the training stages that inherited train's K.
 
 Writes into the run folder (the folder of config.yaml) and resumes by itself when started
 again: finished stages are skipped, an unfinished one continues from its checkpoint.
@@ -34,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--config", type=Path, help="RUN_DIR/config.yaml")
     where.add_argument("--sweep", type=Path, help="an experiment folder; the run is SLURM_ARRAY_TASK_ID's")
     p.add_argument("--skip", default="", help="comma-separated stages not to run this time")
+    p.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
+                   help="config values for this start, read as YAML (e.g. test.split=val)")
     return p
 
 
@@ -86,12 +91,12 @@ def check_writable(folder: RunFolder) -> None:
                         fix="check the folder's permissions, its file system (read-only?) and free space") from None
 
 
-def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
+def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: list[str] = ()):
     """The config and the stage list, before anything opens; the error goes to state.json too
     (so `experiment.py status` can say why the run failed)."""
     check_writable(folder)
     try:
-        cfg = config_mod.load(path)
+        cfg = config_mod.load(path, cli=cli)
         stagelist.check(list(cfg.pipeline), skip, cfg)
         return cfg
     except UserError as e:
@@ -102,9 +107,9 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str]):
         raise
 
 
-def run(path: Path, skip: list[str]) -> dict:
+def run(path: Path, skip: list[str], cli: list[str] = ()) -> dict:
     folder = RunFolder(path.parent)
-    cfg = _check_before_start(folder, path, skip)
+    cfg = _check_before_start(folder, path, skip, cli)
     seed_everything(cfg.seed, cfg.deterministic)
     world = distributed.from_environment()
     set_rank(world.rank, world.size)
@@ -116,10 +121,14 @@ def run(path: Path, skip: list[str]) -> dict:
     job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device, world=world)
     say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)}"
         f"{f', rank {world.rank} of {world.size}' if world.active else ''})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
+    say(f"code: {Path(__file__).resolve().parents[2]}")
     try:
         tracker.log_params(cfg.to_dict())
         if cfg.notes:
             tracker.log_other("notes", cfg.notes)
+        if cli:
+            say(f"command-line overrides: {' '.join(cli)}")
+            tracker.log_other("overrides", " ".join(cli))
         for key, value in info.get("sampled", {}).items():
             tracker.log_other(f"sampled/{key}", value)
         results = pipeline.run(job, skip)
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         path = config_path(args)
-        run(path, [s for s in args.skip.split(",") if s])
+        run(path, [s for s in args.skip.split(",") if s], args.overrides)
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hypersal.errors import UserError
+from hypersal import choices
 from hypersal.registry import Registry
 
 LOSSES: Registry[Callable] = Registry("loss")
@@ -78,26 +78,9 @@ def huber(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def parse(expression: str, key: str = "train.loss") -> list[tuple[str, float]]:
-    """"bce + 0.5 * cc" -> [("bce", 1.0), ("cc", 0.5)]; unknown names are errors."""
-    terms = []
-    for term in str(expression).split("+"):
-        parts = [p.strip() for p in term.split("*")]
-        if len(parts) == 1 and parts[0]:
-            weight, name = 1.0, parts[0]
-        elif len(parts) == 2:
-            try:
-                weight, name = float(parts[0]), parts[1]
-            except ValueError:
-                weight = None
-        else:
-            weight = None
-        if weight is None or not name:
-            raise UserError(f"cannot read the loss '{expression}'", key=key,
-                            fix="write names joined by +, each with an optional weight: "
-                                "\"bce + 0.5 * cc\"")
-        LOSSES.get(name, key=key)
-        terms.append((name, weight))
-    return terms
+    """"bce + 0.5 * cc" -> [("bce", 1.0), ("cc", 0.5)]; unknown names are errors (the login
+    node's check, hypersal.choices, reads the same expressions without torch)."""
+    return choices.parse_loss(expression, key=key)
 
 
 def weighted(expression: str, key: str = "train.loss") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

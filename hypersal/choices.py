@@ -1,0 +1,151 @@
+"""Every allowed value of the trainer config, without torch: experiment.py checks every run with
+these tables on the login node, before anything is written, and train.py checks config.yaml
+again with the same ones. The registries that use the values at run time (decoders, losses,
+actions, ...) live beside the torch code; tests/test_registries.py proves each table here equals
+its registry, so the two cannot drift apart.
+
+A rule is keyed by its path in the trainer tree; the training stages that inherit from `train`
+(stagelist.TRAINING_STAGES) share train's rules.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from hypersal import tree as T
+from hypersal.errors import UserError, suggest, unknown_name
+from hypersal.stagelist import TRAINING_STAGES
+
+DECODERS = ("inception", "kdsalbox", "light")
+HYPERNETS = ("chunked", "simple")
+GENERATE = ("decoder", "decoder+encoder", "none")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "cyclic", "exponential", "none", "staircase")
+LOSSES = ("bce", "cc", "huber", "kld", "l1", "mse", "nss")
+PRECISIONS = ("bf16", "fp16", "fp32")
+METRICS = ("auc_borji", "auc_judd", "cc", "fbeta", "info_gain", "kld", "mae", "nss", "sauc", "sim")
+SYNTH_TASKS = ("boolean_map", "center_bias", "dog_contrast", "fine_grained", "frequency_tuned",
+               "image_signature", "spectral_residual")
+FEWSHOT_METHODS = ("finetune", "hnet", "scratch")
+COMET_MODES = ("disabled", "offline", "online")
+# Each action and its options (the keyword arguments of its constructor).
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "batch_logger": ("every",),
+    "early_stopping": ("patience", "min_delta", "monitor"),
+    "freeze_encoder": ("epochs",),
+    "freeze_hnet_for_catchup": ("epochs",),
+    "log_epoch_losses": (),
+    "lr_decay": ("factor", "every"),
+    "maps_tracker": ("every", "images"),
+    "weight_watcher": ("every",),
+}
+
+# path -> (what the value is called in messages, the allowed values)
+ONE_OF: dict[tuple, tuple[str, tuple]] = {
+    ("device",): ("device", ("auto", "cpu", "cuda")),
+    ("model", "decoder", "name"): ("decoder", DECODERS),
+    ("model", "hypernet", "name"): ("hypernet", HYPERNETS),
+    ("model", "hypernet", "generate"): ("value", GENERATE),
+    ("train", "optim", "name"): ("optimizer", OPTIMIZERS),
+    ("train", "schedule", "name"): ("schedule", SCHEDULES),
+    ("train", "precision"): ("precision", PRECISIONS),
+    ("train", "on_nan"): ("value", ("skip", "stop")),
+    ("test", "split"): ("split", ("test", "train", "val")),
+    ("fewshot", "split"): ("split", ("test", "train", "val")),
+    ("distributed", "lr_scaling"): ("value", ("linear", "none", "sqrt")),
+    ("comet", "mode"): ("Comet mode", COMET_MODES),
+}
+# path -> (what one item is called, the allowed items): lists whose every item must be allowed
+EACH_OF: dict[tuple, tuple[str, tuple]] = {
+    ("test", "metrics"): ("metric", METRICS),
+    ("fewshot", "methods"): ("fewshot method", FEWSHOT_METHODS),
+    ("data", "synth", "tasks"): ("saliency task", SYNTH_TASKS),
+}
+
+
+def rule_path(path: tuple) -> tuple:
+    """A training stage's keys follow train's rules: ("adapt", "optim", "name") -> ("train", ...)."""
+    return ("train",) + tuple(path[1:]) if path and path[0] in TRAINING_STAGES else tuple(path)
+
+
+def parse_loss(expression: Any, **where) -> list[tuple[str, float]]:
+    """"bce + 0.5 * cc" -> [("bce", 1.0), ("cc", 0.5)]; unknown names are errors."""
+    terms = []
+    for term in str(expression).split("+"):
+        parts = [p.strip() for p in term.split("*")]
+        weight, name = None, ""
+        if len(parts) == 1 and parts[0]:
+            weight, name = 1.0, parts[0]
+        elif len(parts) == 2:
+            try:
+                weight, name = float(parts[0]), parts[1]
+            except ValueError:
+                weight = None
+        if weight is None or not name:
+            raise UserError(f"cannot read the loss '{expression}'", **where,
+                            fix="write names joined by +, each with an optional weight: \"bce + 0.5 * cc\"")
+        if name not in LOSSES:
+            raise unknown_name("loss", name, LOSSES, **where)
+        terms.append((name, weight))
+    return terms
+
+
+def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
+    """An `actions:` list as (name, options) pairs; unknown names and options are errors."""
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise UserError(f"expects a list of actions, got {specs!r}", **where,
+                        fix="write e.g. [log_epoch_losses, {name: freeze_encoder, epochs: 1}]")
+    out, key = [], where.pop("key", "actions")
+    for i, spec in enumerate(specs):
+        at = dict(where, key=f"{key}[{i}]")
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise UserError(f"an action must be a name or a mapping with `name`, got {spec!r}", **at,
+                            fix="write e.g. {name: freeze_encoder, epochs: 1}")
+        if spec["name"] not in ACTIONS:
+            raise unknown_name("action", spec["name"], ACTIONS, **dict(at, key=f"{at['key']}.name"))
+        options = {k: v for k, v in spec.items() if k != "name"}
+        valid = ACTIONS[spec["name"]]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise UserError(f"action '{spec['name']}' has no option {', '.join(unknown)}", **at,
+                            fix=f"its options are: {', '.join(valid) or 'none'}.{suggest(unknown[0], valid)}")
+        out.append((spec["name"], options))
+    return out
+
+
+def check_value(path: tuple, value: Any, **where) -> None:
+    """Raise a UserError when the value at `path` (a trainer key path) is not allowed there."""
+    rule = rule_path(path)
+    if rule in ONE_OF:
+        kind, valid = ONE_OF[rule]
+        if value not in valid:
+            raise unknown_name(kind, value, valid, **where)
+    elif rule in EACH_OF and isinstance(value, list):
+        kind, valid = EACH_OF[rule]
+        for item in value:
+            if item not in valid:
+                raise unknown_name(kind, item, valid, **where)
+    elif rule == ("train", "loss"):
+        parse_loss(value, **where)
+    elif rule == ("train", "actions"):
+        action_specs(value, **where)
+
+
+def check(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) -> None:
+    """Every value of a trainer tree (a layer or a whole config) against the tables above.
+    Sampled values are checked item by item for `list` and `grid` (their candidates are known);
+    drawn numbers are checked after the draw. `root` is the tree as read from `file` (for lines).
+    """
+    root = tree if root is None else root
+    from hypersal.yamlio import line_of
+    for path, value in T.leaves(tree):
+        where = dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
+        if T.is_leaf_mapping(value):
+            if value.get("sample") in ("list", "grid") and isinstance(value.get("from"), list):
+                for item in value["from"]:
+                    check_value(path, item, **where)
+            continue
+        check_value(path, value, **where)
