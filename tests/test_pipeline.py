@@ -42,9 +42,11 @@ def config(folder: Path, pipeline: list[str], **sections) -> Path:
 def full_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline")
     cfg = config(folder, ["pretrain_one_task", "train", "train_catchup", "adapt", "test", "run", "export"],
-                 train={**SMALL, "actions": [{"name": "maps_tracker", "every": 1, "images": 2}]},
-                 pretrain_one_task={**SMALL, "epochs": 1, "steps_per_epoch": 2},
-                 train_catchup={**SMALL, "epochs": 1},
+                 train={**SMALL, "optim": {"lr": 0.0037},
+                        "actions": [{"name": "maps_tracker", "every": 1, "images": 2}]},
+                 # The other training stages inherit train's values (SMALL, the lr) unless they set their own.
+                 pretrain_one_task={"epochs": 1, "steps_per_epoch": 2, "actions": [], "optim": {"lr": 0.002}},
+                 train_catchup={"epochs": 1, "actions": []},
                  adapt={"task": "center_bias", "shots": 5, "epochs": 2, "steps_per_epoch": 3, "actions": []},
                  test={"grid_images": 3})
     proc = train("--config", str(cfg), timeout=600)
@@ -65,6 +67,20 @@ def test_every_stage_ran_and_reported(full_run):
     assert results["pretrain_one_task"]["task"] == "frequency_tuned"      # the first training task
     assert results["adapt"]["task"] == "center_bias" and len(results["adapt"]["images"]) == 5
     assert results["run"]["images"] == 3 and results["run"]["images_per_second"] > 0
+
+
+def test_a_train_value_reaches_the_stages_that_do_not_set_it(full_run):
+    folder, _ = full_run
+    logged = {}
+    for line in (folder / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        if "lr" in m:
+            logged.setdefault(m["stage"], set()).add(m["lr"])
+    assert logged["train"] == logged["train_catchup"] == logged["adapt"] == {0.0037}
+    assert logged["pretrain_one_task"] == {0.002}                      # its own value wins
+    steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()
+             if '"train_catchup"' in line and '"lr"' in line]
+    assert steps == [3]                                                 # SMALL's steps_per_epoch, inherited
 
 
 def test_the_maps_tracker_draws_every_epoch(full_run):

@@ -70,7 +70,12 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     # Render once against the intended folder, so template errors stop us before any write.
     plan_mod.render(plan, spec.base_dir / spec.name)
     executor = None if args.dry_run else executors.choose(args.executor)
+    shared = plan.snapshot is None or (plan.code_dir / snapshot.COMPLETE).is_file()
     exp_dir = write_mod.write(plan, repro.git_state(), repro.environment(argv))
+    if plan.code_dir == repro.CODE_ROOT:
+        say(f"code: the live checkout {repro.CODE_ROOT} (--no-snapshot: jobs run it as it is when they start)")
+    else:
+        say(f"code snapshot {plan.code_dir} ({'shared' if shared else 'new'})")
     say(f"wrote {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} to {exp_dir} (seed {plan.seed}, "
         f"{spec.mode} mode) in {time.perf_counter() - started:.2f} s")
     if exp_dir.name != spec.name:
