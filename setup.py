@@ -23,7 +23,7 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
         # cv2.saliency (spectral residual, fine grained) for task synthesis. The *contrib* build:
-        # a package pulling plain opencv-python-headless would overwrite it (DESIGN.md).
+        # a package pulling plain opencv-python-headless would overwrite it, and cv2.saliency with it.
         "opencv-contrib-python-headless>=4.8",
     ],
     extras_require={"dev": [

@@ -1,6 +1,8 @@
-"""Benchmark: a 1,000-run sampled sweep expanded, rendered and written with --dry-run, timed from
-the command line (interpreter start and imports included); then the same sweep in array mode
-submitted through a recording `sbatch`, to count the sbatch calls.
+"""Benchmark: a 1,000-run sampled sweep expanded, checked (keys, types and every allowed value),
+rendered and written with --dry-run, timed from the command line (interpreter start and imports
+included; the code snapshot made by the first repetition, shared by the others); the snapshot
+alone, made anew; then the same sweep in array mode submitted through a recording `sbatch`, to
+count the sbatch calls, and a 1,200-run one on a cluster whose MaxArraySize is 1001.
 
     python bench/sweep_dry_run.py [--runs 1000] [--repeat 3]
 
@@ -23,6 +25,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+FAKE_SCONTROL = """#!/bin/bash
+# `scontrol show config` of a cluster with Slurm's default MaxArraySize.
+echo "MaxArraySize            = 1001"
+"""
 FAKE_SBATCH = """#!/bin/bash
 # Records each call (one line of arguments) and answers like `sbatch --parsable`.
 echo "$*" >> "{log}"
@@ -99,20 +105,33 @@ def main() -> None:
                           "anchor_write_files_seconds": [round(t, 3) for t in floors],
                           "reported_by_experiment_py": proc.stderr.splitlines()[0], **machine}))
 
+        sys.path.insert(0, str(ROOT))
+        from hypersal.experiment import snapshot
+        t0 = time.perf_counter()
+        snap = snapshot.collect(ROOT)
+        snapshot.materialize(snap, folder / "fresh")
+        print(json.dumps({"bench": "code_snapshot", "files": len(snap.files),
+                          "bytes": sum((ROOT / f).stat().st_size for f in snap.files),
+                          "seconds": round(time.perf_counter() - t0, 3), **machine}))
+
         bin_dir = folder / "bin"
         bin_dir.mkdir()
         log = folder / "sbatch_calls.txt"
         (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log))
-        (bin_dir / "sbatch").chmod(0o755)
+        (bin_dir / "scontrol").write_text(FAKE_SCONTROL)
+        for name in ("sbatch", "scontrol"):
+            (bin_dir / name).chmod(0o755)
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-        seconds, proc = timed([sys.executable, str(ROOT / "experiment.py"), f"--experiment={exp}",
-                               "--mode=array", "--parallelism=50", "--executor=slurm"], env)
-        calls = log.read_text().splitlines()
-        exp_dir = sorted((folder / "out").iterdir())[-1]
-        jobs = (exp_dir / "jobs.tsv").read_text().splitlines()
-        print(json.dumps({"bench": "array_submit", "runs": args.runs, "sbatch_calls": len(calls),
-                          "sbatch_args": calls[0].split()[:2], "jobs_tsv_lines": len(jobs),
-                          "seconds": round(seconds, 3), **machine}))
+        for runs in (args.runs, 1200):
+            log.write_text("")
+            big = experiment_file(folder, runs)
+            seconds, proc = timed([sys.executable, str(ROOT / "experiment.py"), f"--experiment={big}",
+                                   "--mode=array", "--parallelism=50", "--executor=slurm", f"experiment.name=arr{runs}"], env)
+            calls = log.read_text().splitlines()
+            jobs = (folder / "out" / f"arr{runs}" / "jobs.tsv").read_text().splitlines()
+            print(json.dumps({"bench": "array_submit", "runs": runs, "max_array_size": 1001, "sbatch_calls": len(calls),
+                              "sbatch_args": [c.split()[1:3] for c in calls], "jobs_tsv_lines": len(jobs),
+                              "seconds": round(seconds, 3), **machine}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
 #                                   # an earlier cluster in this folder still had (CI uses it)
 #   scripts/local-slurm.sh status   # say whether it runs; exit 0 if it does
 #   scripts/local-slurm.sh stop     # stop the daemons (the state folder stays)
+#   scripts/local-slurm.sh restart  # stop, write slurm.conf anew, start (the queue stays); e.g.
+#                                   # HYPERSAL_SLURM_MAX_ARRAY_SIZE=10 ... restart sets MaxArraySize
+#                                   # (slurmctld reads it at start only, not on reconfigure)
 #
 # `start` prints `export SLURM_CONF=...` on stdout (progress goes to stderr), so
 # `eval "$(scripts/local-slurm.sh start)"` sets up the current shell. It also links
@@ -86,6 +89,7 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=10
 MinJobAge=300
+MaxArraySize=${HYPERSAL_SLURM_MAX_ARRAY_SIZE:-1001}
 NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -152,6 +156,7 @@ stop_daemons() {
 case "${1:-}" in
     start) start "${2:-}" ;;
     stop) stop_daemons; say "stopped" ;;
+    restart) stop_daemons; start ;;
     status)
         if running; then
             say "running: $(SLURM_CONF=$CONF sinfo -h -o '%n %c CPUs %m MB %T')"
@@ -159,5 +164,5 @@ case "${1:-}" in
         else
             say "not running"; exit 1
         fi ;;
-    *) echo "usage: $0 start [--fresh]|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start [--fresh]|stop|restart|status" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ level); `job` is set by hypersal:
   job.python   the Python that ran experiment.py       job.args   train.py and its arguments
 Copy this file to write your own; an sbatch value the template does not use is an error.
 
+`gpus` is per node (`gpu_type` names a kind, e.g. a100: --gres=gpu:a100:N).
 One run over several GPUs and nodes: `nodes` and `gpus` (per node) give one task per GPU
 (`tasks_per_node` to choose otherwise); srun starts them and train.py joins them with
 PyTorch DDP. `cpus` and `mem` are per task and per node.
@@ -16,6 +17,7 @@ PyTorch DDP. `cpus` and `mem` are per task and per node.
 {%- set cpus = cpus | default(4) -%}
 {%- set mem = mem | default("16G") -%}
 {%- set gpus = gpus | default(0) -%}
+{%- set gpu_type = gpu_type | default("") -%}
 {%- set nodes = nodes | default(1) -%}
 {%- set tasks_per_node = tasks_per_node | default(gpus if gpus else 1) -%}
 {%- set tasks = nodes * tasks_per_node -%}
@@ -43,7 +45,7 @@ PyTorch DDP. `cpus` and `mem` are per task and per node.
 #SBATCH --cpus-per-task={{ cpus }}
 #SBATCH --mem={{ mem }}
 {% if gpus %}
-#SBATCH --gres=gpu:{{ gpus }}
+#SBATCH --gres=gpu:{% if gpu_type %}{{ gpu_type }}:{% endif %}{{ gpus }}
 {% endif %}
 {% if time %}
 #SBATCH --time={{ time }}

@@ -71,8 +71,8 @@ CASES = [
      "fewshot, pretrain_one_task, pretrain_weights, run, test, train, train_catchup. Did you mean 'train'?", []),
     ("stage-needs-a-key", "adapt with no task to adapt to", HEAD + "runs:\n  - trainer: {pipeline: [train, adapt]}\n",
      "exp.yaml: runs[0].trainer.adapt.task: stage 'adapt' needs adapt.task, which is not set", []),
-    ("bad-tags", "comet tags that are not a list", HEAD + "runs:\n  - comet: {tags: demo}\n",
-     "exp.yaml:5: runs[0].comet.tags: expects a list, got 'demo'", []),
+    ("bad-tags", "comet tags that are not a list", HEAD + "runs:\n  - comet: {tags: 5}\n",
+     "exp.yaml:5: runs[0].comet.tags: expects a list, got 5", []),
     ("bad-tag-items", "comet tags that are not strings", HEAD + "runs:\n  - comet: {tags: [1, 2]}\n",
      "exp.yaml:5: runs[0].comet.tags: comet.tags must be a list of strings", []),
     ("missing-config-file", "experiment.config names no file",
@@ -87,8 +87,8 @@ CASES = [
     ("bad-key-in-config-file", "a typo inside the experiment's config file",
      HEAD + "  config: shared.yaml\n" + GOOD_RUNS,
      "shared.yaml:2: train.epochz: unknown key 'epochz'", []),
-    ("sbatch-key-not-in-template", "gpu instead of gpus", HEAD + "sbatch: {gpu: 1}\n" + GOOD_RUNS,
-     "exp.yaml: sbatch.gpu: the template sbatch.sh does not use the sbatch value 'gpu', so it "
+    ("sbatch-key-not-in-template", "gpuz instead of gpus", HEAD + "sbatch: {gpuz: 1}\n" + GOOD_RUNS,
+     "exp.yaml: sbatch.gpuz: the template sbatch.sh does not use the sbatch value 'gpuz', so it "
      "would be ignored. Fix: use one of:", []),
     ("template-not-found", "--template names no file", HEAD + GOOD_RUNS,
      "nope.sh: template not found", ["--template", "nope.sh"]),
@@ -101,6 +101,10 @@ CASES = [
      HEAD + "  mode: array\nruns:\n  - sbatch: {mem: 4G}\n  - sbatch: {mem: 8G}\n",
      "experiment.mode: array mode gives every run the same sbatch values, but run 1 differs from "
      "run 0 in mem", []),
+    ("omnigan-gpu", "omnigan's gpu spelling with a value it cannot read", HEAD + "sbatch: {gpu: two}\n" + GOOD_RUNS,
+     "exp.yaml:4: sbatch.gpu: cannot read sbatch.gpu 'two'. Fix: write gpus: N (and gpu_type: TYPE)", []),
+    ("omnigan-and-new-spelling", "cpu and cpus both set", HEAD + "sbatch: {cpu: 2, cpus: 4}\n" + GOOD_RUNS,
+     "exp.yaml:4: sbatch.cpu: both cpu (omnigan's spelling) and cpus are set. Fix: keep cpus only", []),
     # Allowed values, checked on the login node (hypersal/choices.py), not hours later on the node.
     ("unknown-metric", "a misspelt test metric", HEAD + "runs:\n  - trainer:\n      test: {metrics: [cc, auc_jud]}\n",
      "exp.yaml:6: runs[0].trainer.test.metrics: unknown metric 'auc_jud'. Fix: use one of: auc_borji, "
@@ -169,7 +173,7 @@ CASES = [
     ("override-no-value", "an override without =", HEAD + GOOD_RUNS,
      "command line: cannot read the override 'trainer.train.epochs'", ["trainer.train.epochs"]),
     ("override-sbatch-not-in-template", "an sbatch value the template does not use", HEAD + GOOD_RUNS,
-     "command line: sbatch.gpu: the template sbatch.sh does not use the sbatch value 'gpu'", ["sbatch.gpu=1"]),
+     "command line: sbatch.gpuz: the template sbatch.sh does not use the sbatch value 'gpuz'", ["sbatch.gpuz=1"]),
 ]
 
 

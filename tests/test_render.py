@@ -117,7 +117,8 @@ def test_hostile_paths_and_values_stay_inert_when_the_script_runs(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     subprocess.run(["bash", str(script)], check=True, cwd=tmp_path, capture_output=True)
     argv = (tmp_path / "argv.bin").read_bytes().split(b"\0")[:-1]
-    assert argv == [str(ROOT / "train.py").encode(), b"--config", str(run_dir / "config.yaml").encode()]
+    code = next((base / ".code").iterdir())                      # the hostile base_dir holds the snapshot too
+    assert argv == [str(code / "train.py").encode(), b"--config", str(run_dir / "config.yaml").encode()]
     assert (tmp_path / "env.bin").read_bytes() == hostile.encode()
     assert not marker.exists()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["notes"] == f"$(touch {marker})"

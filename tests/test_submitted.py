@@ -192,3 +192,70 @@ def test_queued_jobs_run_the_submitted_code_after_the_checkout_breaks(slurm, tmp
         assert f"code: {code}" in log and "the edited checkout ran" not in log
     status = run([PYTHON, str(code / "experiment.py"), "status", str(out)], check_rc=0).stdout
     assert "2 runs: 2 done" in status
+
+
+OMNIGAN = """
+experiment:
+  name: omni
+  base_dir: out
+  exp_desc: written for omnigan's experiment.py
+  config: trainer.yaml
+  no_comet: true
+  {dev_mode}
+sbatch:
+  cpu: 1
+  mem: 1G
+  duration: "0:20:00"
+  partition: debug
+runs:
+  - comet:
+      note: a first try
+      tags: first try, omnigan
+    trainer:
+      train:
+        optim:
+          lr:
+            sample: list
+            from: [0.001, 0.01]
+  - sbatch:
+      gpu: 0
+    trainer:
+      train:
+        batch_size: 2
+"""
+
+
+def omnigan_file(folder: Path, dev_mode: str = "") -> Path:
+    write(folder / "trainer.yaml", yaml.safe_dump({**TINY_TRAINER, "train": {**TINY_TRAINER["train"], "epochs": 1,
+                                                                            "steps_per_epoch": 2}}))
+    return write(folder / "exp.yaml", OMNIGAN.format(dev_mode=dev_mode))
+
+
+def test_omnigan_dev_mode_is_a_dry_run_and_old_keys_are_noted_once(tmp_path):
+    exp = omnigan_file(tmp_path, dev_mode="dev_mode: true")
+    proc = experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+    assert "experiment.dev_mode is set: a dry run" in proc.stderr and "dry run: nothing submitted" in proc.stderr
+    assert proc.stderr.count("sbatch.cpu is omnigan's spelling, read as sbatch.cpus") == 1
+    for old in ("sbatch.duration is omnigan's spelling, read as sbatch.time", "exp.yaml:24: sbatch.gpu is omnigan's",
+                "experiment.no_comet is omnigan's spelling", "comet.tags as a string is omnigan's spelling"):
+        assert old in proc.stderr, old
+    assert (tmp_path / "out" / "omni" / "jobs.tsv").read_text() == ""
+
+
+def test_an_omnigan_experiment_file_runs_end_to_end(slurm, tmp_path):
+    exp = omnigan_file(tmp_path)
+    experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+    out = tmp_path / "out" / "omni"
+    jobs = jobs_of(out)
+    wait_for(list(jobs.values()), timeout=300)
+    for i in range(2):
+        run_dir = out / f"run_00{i}"
+        script = (run_dir / "exp.sh").read_text()
+        assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --time=0:20:00" in script
+        assert "#SBATCH --partition=debug" in script and "--gres" not in script
+        assert json.loads((run_dir / "state.json").read_text())["state"] == "done"
+        assert read(run_dir / "config.yaml")["comet"]["mode"] == "disabled"
+        assert not (run_dir / "comet").exists()
+    assert read(out / "run_000" / "run.yaml")["comet"]["tags"] == ["first try", "omnigan"]
+    assert read(out / "run_000" / "config.yaml")["train"]["optim"]["lr"] in (0.001, 0.01)
+    assert read(out / "run_001" / "config.yaml")["train"]["batch_size"] == 2

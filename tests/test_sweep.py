@@ -117,8 +117,11 @@ def test_two_racing_calls_never_share_a_folder(tmp_path):
     cmd = [PYTHON, str(ROOT / "experiment.py"), f"--experiment={exp}", "--dry-run"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
-    folders = sorted(p.name for p in (tmp_path / "out").iterdir())
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
     assert folders == ["sw", "sw_1", "sw_2"]
+    # They raced for the code snapshot too: one whole copy, no temporary left.
+    snapshots = list((tmp_path / "out" / ".code").iterdir())
+    assert len(snapshots) == 1 and (snapshots[0] / ".complete").is_file() and (snapshots[0] / "train.py").is_file()
     for name in folders:
         assert len(yaml.safe_load((tmp_path / "out" / name / "summary.yaml").read_text())["runs"]) == 5
 

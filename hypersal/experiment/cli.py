@@ -56,6 +56,10 @@ def folder_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="the experiment folder (<base_dir>/<name>)")
     if command in ("submit", "resume", "status", "cancel"):
         p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto")
+    if command == "submit":
+        p.add_argument("--follow", action="store_true",
+                       help="when sbatch refuses for a submit limit, wait for jobs to end and submit the "
+                            "rest as room frees up (each run once)")
     return p
 
 
@@ -69,15 +73,18 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     plan.code_dir, plan.snapshot = code_for(spec, args)
     # Render once against the intended folder, so template errors stop us before any write.
     plan_mod.render(plan, spec.base_dir / spec.name)
+    if spec.dev_mode and not args.dry_run:
+        say("experiment.dev_mode is set: a dry run")
+        args.dry_run = True
     executor = None if args.dry_run else executors.choose(args.executor)
     shared = plan.snapshot is None or (plan.code_dir / snapshot.COMPLETE).is_file()
     exp_dir = write_mod.write(plan, repro.git_state(), repro.environment(argv))
+    say(f"wrote {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} to {exp_dir} (seed {plan.seed}, "
+        f"{spec.mode} mode) in {time.perf_counter() - started:.2f} s")
     if plan.code_dir == repro.CODE_ROOT:
         say(f"code: the live checkout {repro.CODE_ROOT} (--no-snapshot: jobs run it as it is when they start)")
     else:
         say(f"code snapshot {plan.code_dir} ({'shared' if shared else 'new'})")
-    say(f"wrote {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} to {exp_dir} (seed {plan.seed}, "
-        f"{spec.mode} mode) in {time.perf_counter() - started:.2f} s")
     if exp_dir.name != spec.name:
         say(f"{spec.base_dir / spec.name} exists already: this experiment is {exp_dir.name}")
     if args.dry_run:
@@ -116,7 +123,11 @@ def run_command(command: str, argv: list[str]) -> int:
     exp_dir = args.dir.absolute()
     submit_mod.load_summary(exp_dir)  # a clear error if it is not an experiment folder
     if command == "submit":
-        submit_mod.submit(exp_dir, executors.choose(args.executor))
+        executor = executors.choose(args.executor)
+        if args.follow:
+            submit_mod.follow(exp_dir, executor)
+        else:
+            submit_mod.submit(exp_dir, executor)
     elif command == "resume":
         submit_mod.submit(exp_dir, executors.choose(args.executor), again=True)
     elif command == "status":

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUBMIT_TIMEOUT_S = 120
+DEFAULT_MAX_ARRAY_SIZE = 1001   # Slurm's default
 
 
 class SubmitError(Exception):
@@ -40,6 +41,19 @@ class SlurmExecutor:
         if proc.returncode != 0:  # sbatch's own words, on one line
             raise SubmitError(" ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}")
         return proc.stdout.strip().split(";")[0]  # "123;cluster" on multi-cluster setups
+
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize (array task ids must be below it); Slurm's default, 1001,
+        when scontrol cannot say."""
+        try:
+            proc = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return DEFAULT_MAX_ARRAY_SIZE
+        for line in proc.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "MaxArraySize" and value.strip().isdigit():
+                return int(value.strip())
+        return DEFAULT_MAX_ARRAY_SIZE
 
     def queue(self) -> dict[str, QueueEntry]:
         """This user's jobs that Slurm still knows, one entry per array task (squeue -r).

@@ -67,6 +67,8 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
         repeat = entry.repeat * spec.repeat
         for resolved, sampled in sampling.expand(layered, seed, entry.index, repeat):
             trainer = schema.inherit(resolved["trainer"])
+            if spec.no_comet:
+                trainer["comet"] = {**trainer["comet"], "mode": "disabled"}
             where = dict(file=spec.file, prefix=("runs", entry.index, "trainer"))
             # Drawn values must fit the schema too (a list of strings for a float key, say).
             schema.check(trainer, spec.schema, **where)

@@ -32,12 +32,12 @@ from typing import Any
 
 from hypersal import overrides as overrides_mod, schema, tree as T, yamlio
 from hypersal.errors import UserError
-from hypersal.experiment import sampling
+from hypersal.experiment import omnigan, sampling
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
-                   "rerun_of": None, "code_snapshot": None},
+                   "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False},
     "sbatch": {},
     "runs": [],
 }
@@ -72,6 +72,8 @@ class ExperimentSpec:
     parallelism: int | None
     rerun_of: str | None
     code_snapshot: str | None   # exp_i.yaml: the code folder the run ran on
+    dev_mode: bool              # omnigan's: a dry run
+    no_comet: bool              # omnigan's: every run's comet.mode is disabled
     base_dir_where: dict        # where base_dir was set (file, key, line), for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
@@ -136,6 +138,7 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
     if not isinstance(doc, dict):
         raise UserError("an experiment file must hold a mapping with `experiment:` and `runs:`",
                         file=file, fix="see shared/experiment/demo.yaml for the shape")
+    doc = omnigan.translate(doc, file)
     schema.check(doc, EXPERIMENT_SCHEMA, file=file)
     base = file.parent
     exp = {**EXPERIMENT_SCHEMA["experiment"], **doc.get("experiment", {})}
@@ -190,7 +193,8 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         seed=exp["seed"], defaults_file=defaults_file, defaults=defaults, schema=trainer_schema, config=config,
         repeat=_positive_int(exp["repeat"], **where("repeat")), mode=exp["mode"],
         parallelism=_positive_int(exp["parallelism"], allow_none=True, **where("parallelism")),
-        rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"], base_dir_where=(
+        rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"],
+        dev_mode=exp["dev_mode"], no_comet=exp["no_comet"], base_dir_where=(
             dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
         sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
     spec.runs = [_load_run(i, entry, spec, doc) for i, entry in enumerate(runs_doc)]

@@ -6,8 +6,10 @@ without submitting any run twice.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from hypersal import yamlio
@@ -20,7 +22,26 @@ from hypersal.runfolder import RunFolder
 
 
 class SweepSubmitError(Exception):
-    """A submission failed part way; the message names the run and what was submitted."""
+    """A submission failed part way; the message names the run and what was submitted. `limit`
+    names the cluster limit sbatch hit, when its words say which (`submit --follow` waits on it)."""
+
+    def __init__(self, message: str, limit: str | None = None):
+        super().__init__(message)
+        self.limit = limit
+
+
+# sbatch's words for a limit -> what the limit is, in a user's words
+LIMITS = (
+    (("QOSMaxSubmitJob", "AssocMaxSubmitJob", "MaxSubmitJobs", "job submit limit"),
+     "your per-user submit limit (MaxSubmitJobs of your QOS or association)"),
+    (("Invalid job array specification",), "the cluster's MaxArraySize"),
+    (("MaxJobCount", "temporarily unable to accept job"), "the cluster's MaxJobCount (jobs Slurm holds at once)"),
+)
+FOLLOW_POLL_S = 30.0
+
+
+def limit_of(reason: str) -> str | None:
+    return next((what for words, what in LIMITS if any(w in reason for w in words)), None)
 
 
 def load_summary(exp_dir: Path) -> dict:
@@ -63,6 +84,24 @@ def unfinished_runs(exp_dir: Path, summary: dict, executor) -> list[dict]:
             and RunFolder(exp_dir / r["dir"]).state().get("state") != "done"]
 
 
+def follow(exp_dir: Path, executor, poll_s: float | None = None) -> list[tuple[str, str]]:
+    """`submit --follow`: submit what the cluster takes; when sbatch refuses for a limit, wait for
+    jobs to end and submit more, until every run is submitted (each once: jobs.tsv says which)."""
+    poll_s = float(os.environ.get("HYPERSAL_FOLLOW_POLL_S", FOLLOW_POLL_S)) if poll_s is None else poll_s
+    done = []
+    while True:
+        try:
+            return done + submit(exp_dir, executor)
+        except SweepSubmitError as e:
+            if e.limit is None:
+                raise
+            left = len(pending_runs(exp_dir, load_summary(exp_dir)))
+            print(f"hypersal: {left} run(s) to go, held back by {e.limit}; {len(executor.queue())} of your "
+                  f"jobs are queued: trying again in {poll_s:g} s (Ctrl-C stops; nothing is lost)",
+                  file=sys.stderr, flush=True)
+            time.sleep(poll_s)
+
+
 def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]]:
     """Submit every run of the folder not yet submitted: [(run folder, job id)]. With `again`
     (experiment.py resume), the unfinished runs instead: each resumes from its checkpoint."""
@@ -97,24 +136,65 @@ def _submit_jobs(exp_dir: Path, summary: dict, todo: list[dict], executor: Slurm
         try:
             job = executor.submit(exp_dir / run["dir"] / "exp.sh", cwd=exp_dir / run["dir"])
         except SubmitError as e:
-            raise SweepSubmitError(_failure(exp_dir, summary, run, str(e), done)) from None
+            raise SweepSubmitError(_failure(exp_dir, summary, run, str(e), done), limit_of(str(e))) from None
         _record(exp_dir, [(run["dir"], job)])
         done.append((run["dir"], job))
         print(f"hypersal: {run['dir']} submitted as job {job}", file=sys.stderr)
     return done
 
 
+def array_chunks(indices: list[int], max_array_size: int, width: int) -> list[tuple[int, list[int], str | None]]:
+    """Split run indices into job arrays Slurm accepts: array task ids must be below the
+    cluster's MaxArraySize. Each chunk is (offset, run indices, run folder pattern): its task id
+    is the run index minus the offset. Chunks are aligned to a power of ten, 10**k <= MaxArraySize,
+    so the folder pattern is a fixed prefix and %ka (run_1%3a: run_1000 ... run_1999), and every
+    task's Slurm log still lands in its own run folder. None: the array script's own pattern."""
+    indices = sorted(indices)
+    if not indices or indices[-1] < max_array_size:
+        return [(0, indices, None)]
+    k = max(0, min(width, len(str(max_array_size)) - 1))   # 10**k <= max_array_size
+    chunks: dict[int, list[int]] = {}
+    for index in indices:
+        chunks.setdefault(index // 10**k, []).append(index)
+    out = []
+    for block, members in sorted(chunks.items()):
+        prefix = f"run_{block:0{width - k}d}" if width > k else "run_"
+        out.append((block * 10**k, members, prefix + (f"%{k}a" if k else "")))
+    return out
+
+
 def _submit_array(exp_dir: Path, summary: dict, todo: list[dict], executor: SlurmExecutor):
-    indices = [r["index"] for r in todo]
-    extra = [f"--array={array_spec(indices, summary.get('parallelism'))}"]
-    try:
-        job = executor.submit(exp_dir / "array.sh", cwd=exp_dir, extra=extra)
-    except SubmitError as e:
-        raise SweepSubmitError(_failure(exp_dir, summary, None, str(e), [])) from None
-    lines = [(r["dir"], f"{job}_{r['index']}") for r in todo]
-    _record(exp_dir, lines)
-    print(f"hypersal: {len(todo)} runs submitted as job array {job} ({extra[0]})", file=sys.stderr)
-    return lines
+    """One job array, or several where the sweep is larger than the cluster's MaxArraySize.
+    With `parallelism`, each array waits for the one before (afterany), so at most that many run
+    at once over the whole sweep."""
+    by_index = {r["index"]: r for r in todo}
+    width = max(3, len(str(len(summary["runs"]) - 1)))
+    max_size = executor.max_array_size()
+    chunks = array_chunks(list(by_index), max_size, width)
+    if len(chunks) > 1:
+        print(f"hypersal: the cluster's MaxArraySize is {max_size}: {len(todo)} runs go as {len(chunks)} "
+              "job arrays", file=sys.stderr)
+    done, previous = [], None
+    for offset, indices, folder in chunks:
+        ids = [i - offset for i in indices]
+        extra = [f"--array={array_spec(ids, summary.get('parallelism'))}"]
+        if offset:
+            extra += [f"--export=ALL,HYPERSAL_ARRAY_OFFSET={offset}",
+                      f"--output={exp_dir / folder / 'slurm-%A_%a.out'}"]
+        if previous and summary.get("parallelism"):
+            extra.append(f"--dependency=afterany:{previous}")
+        try:
+            job = executor.submit(exp_dir / "array.sh", cwd=exp_dir, extra=extra)
+        except SubmitError as e:
+            raise SweepSubmitError(_failure(exp_dir, summary, None, str(e), done, len(indices)),
+                                   limit_of(str(e))) from None
+        lines = [(by_index[i]["dir"], f"{job}_{i - offset}") for i in indices]
+        _record(exp_dir, lines)
+        done += lines
+        previous = job
+        print(f"hypersal: {len(indices)} runs submitted as job array {job} ({extra[0]}"
+              f"{f', runs from {offset}' if offset else ''})", file=sys.stderr)
+    return done
 
 
 def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor):
@@ -138,11 +218,19 @@ def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor):
     return done
 
 
-def _failure(exp_dir: Path, summary: dict, run: dict | None, reason: str, done: list) -> str:
+def _failure(exp_dir: Path, summary: dict, run: dict | None, reason: str, done: list, array_runs: int = 0) -> str:
     total = len(summary["runs"])
-    what = f"{run['dir']} ({run['index'] + 1} of {total})" if run else f"the job array ({total} runs)"
+    what = f"{run['dir']} ({run['index'] + 1} of {total})" if run else f"a job array ({array_runs} of {total} runs)"
     before = read_jobs(exp_dir)
-    listed = ", ".join(f"{r} (job {j})" for r, j in before.items()) or "none"
+    if len(before) > 4:
+        names = sorted(before)
+        listed = f"{len(before)} runs ({names[0]} ... {names[-1]}, job ids in {JOBS})"
+    else:
+        listed = ", ".join(f"{r} (job {j})" for r, j in before.items()) or "none"
+    limit = limit_of(reason)
+    me = f"{shlex.quote(sys.executable)} {shlex.quote(str(CODE_ROOT / 'experiment.py'))}"
+    if limit:
+        return (f"sbatch refused {what}: {reason}. That is {limit}. Already submitted, and staying so: "
+                f"{listed}. Submit the rest as jobs end with: {me} submit {shlex.quote(str(exp_dir))} --follow")
     return (f"sbatch failed for {what}: {reason}. Already submitted: {listed}. Fix the cause, then "
-            f"submit the rest with: {shlex.quote(sys.executable)} {shlex.quote(str(CODE_ROOT / 'experiment.py'))} submit "
-            f"{shlex.quote(str(exp_dir))}")
+            f"submit the rest with: {me} submit {shlex.quote(str(exp_dir))}")

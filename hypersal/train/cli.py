@@ -49,11 +49,13 @@ def config_path(args: argparse.Namespace) -> Path:
     if task is None or not task.isdigit():
         raise UserError("--sweep needs SLURM_ARRAY_TASK_ID (it runs inside a job array)",
                         fix="use --config RUN_DIR/config.yaml outside an array")
+    # A sweep larger than the cluster's MaxArraySize goes as several arrays: task id + offset.
+    index = int(task) + int(os.environ.get("HYPERSAL_ARRAY_OFFSET") or 0)
     runs = {int(p.name.split("_")[1]): p for p in args.sweep.glob("run_*") if p.name.split("_")[1].isdigit()}
-    if int(task) not in runs:
-        raise UserError(f"no run folder for array task {task}", file=args.sweep,
-                        fix="submit the array with the run indices of this experiment")
-    return runs[int(task)] / "config.yaml"
+    if index not in runs:
+        raise UserError(f"no run folder for array task {task} (run {index})", file=args.sweep,
+                        fix="submit the array with `experiment.py submit` (it maps tasks to runs)")
+    return runs[index] / "config.yaml"
 
 
 def wants_requeue(cfg, signal_name: str | None) -> bool:

@@ -1,0 +1,130 @@
+"""Sweeps that fit the cluster's limits: several job arrays past MaxArraySize (on the real local
+Slurm, restarted with a small one), and `submit --follow` past a per-user submit limit."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hypersal.experiment.submit import array_chunks, limit_of
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ROOT, TINY_TRAINER, experiment, write  # noqa: E402
+from slurmtools import jobs_of, wait_for  # noqa: E402
+
+LOCAL_CONF = "/tmp/hypersal-slurm/slurm.conf"
+
+
+def test_array_chunks_fit_max_array_size_and_keep_logs_in_run_folders():
+    assert array_chunks(list(range(1000)), 1001, 3) == [(0, list(range(1000)), None)]   # fits: one array
+    chunks = array_chunks(list(range(1200)), 1001, 4)
+    assert [(o, len(i), f) for o, i, f in chunks] == [(0, 1000, "run_0%3a"), (1000, 200, "run_1%3a")]
+    # A resubmission of some runs: task ids are run index - offset, each below MaxArraySize.
+    chunks = array_chunks([3, 12, 15, 27], 10, 3)
+    assert chunks == [(0, [3], "run_00%1a"), (10, [12, 15], "run_01%1a"), (20, [27], "run_02%1a")]
+    assert all(i - o < 10 for o, ids, _ in chunks for i in ids)
+    assert array_chunks([0, 5, 6], 4, 3) == [(0, [0], "run_000"), (5, [5], "run_005"), (6, [6], "run_006")]
+
+
+def test_sbatch_words_name_the_limit():
+    assert "per-user submit limit" in limit_of("Batch job submission failed: Job violates accounting/QOS policy "
+                                               "(job submit limit, user's size and/or time limits)")
+    assert "per-user submit limit" in limit_of("error: QOSMaxSubmitJobPerUserLimit")
+    assert "MaxArraySize" in limit_of("Batch job submission failed: Invalid job array specification")
+    assert limit_of("Batch job submission failed: Invalid partition name specified") is None
+
+
+def tiny_sweep(folder: Path, runs: int, mode: str) -> Path:
+    trainer = {**TINY_TRAINER, "comet": {"mode": "disabled"}, "data": {**TINY_TRAINER["data"], "synth": {"n": 12, "size": [32, 32]}},
+               "train": {**TINY_TRAINER["train"], "epochs": 1, "steps_per_epoch": 1, "val_batches": 0}}
+    doc = {"experiment": {"name": "big", "base_dir": "out", "seed": 0, "mode": mode, "config": trainer},
+           "sbatch": {"cpus": 1, "mem": "1G"}, "runs": [{"repeat": runs}]}
+    return write(folder / "exp.yaml", yaml.safe_dump(doc))
+
+
+def restart_cluster(max_array_size: int | None) -> None:
+    env = {**os.environ}
+    if max_array_size:
+        env["HYPERSAL_SLURM_MAX_ARRAY_SIZE"] = str(max_array_size)
+    subprocess.run([str(ROOT / "scripts" / "local-slurm.sh"), "restart"], env=env, check=True,
+                   capture_output=True, timeout=120)
+
+
+def test_a_sweep_larger_than_max_array_size_goes_as_several_arrays(slurm, tmp_path):
+    if os.environ.get("SLURM_CONF") != LOCAL_CONF:
+        pytest.skip("needs the local cluster of scripts/local-slurm.sh (it is restarted with a small MaxArraySize)")
+    restart_cluster(10)
+    try:
+        exp = tiny_sweep(tmp_path, 12, "array")
+        proc = experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+        assert "the cluster's MaxArraySize is 10: 12 runs go as 2 job arrays" in proc.stderr
+        assert "10 runs submitted as job array" in proc.stderr and "(--array=0-1, runs from 10)" in proc.stderr
+        out = tmp_path / "out" / "big"
+        jobs = jobs_of(out)
+        assert len(jobs) == 12 and len({j.split("_")[0] for j in jobs.values()}) == 2
+        assert jobs["run_011"].endswith("_1")                            # task 1 of the second array
+        wait_for(list(jobs.values()), timeout=400)
+    finally:
+        restart_cluster(None)
+    for i in range(12):
+        run_dir = out / f"run_{i:03d}"
+        state = json.loads((run_dir / "state.json").read_text())
+        log = next(run_dir.glob("slurm-*.out")).read_text()              # each log in its own run folder
+        assert state["state"] == "done", (run_dir, log)
+        assert f"run {run_dir} on cpu" in log
+    status = experiment("status", str(out), check_rc=0).stdout
+    assert "12 runs: 12 done" in status
+
+
+FAKE_SBATCH = """#!/bin/bash
+# A recording stand-in for sbatch with a per-user submit limit of 2 queued jobs: the local
+# cluster has no accounting database, so it cannot enforce one.
+n=$(cat "$FAKE_DIR/queued" 2>/dev/null || echo 0)
+if [ "$n" -ge 2 ]; then
+    echo "refused $*" >> "$FAKE_DIR/calls"
+    echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
+    exit 1
+fi
+id=$(( $(cat "$FAKE_DIR/next" 2>/dev/null || echo 100) + 1 ))
+echo "$id" > "$FAKE_DIR/next"
+echo $((n + 1)) > "$FAKE_DIR/queued"
+echo "accepted $*" >> "$FAKE_DIR/calls"
+echo "$id"
+"""
+FAKE_SQUEUE = """#!/bin/bash
+# Lists the queued jobs, then lets one of them end (as time passes on a real cluster).
+n=$(cat "$FAKE_DIR/queued" 2>/dev/null || echo 0)
+for i in $(seq 1 "$n"); do echo "9$i|PENDING|Priority"; done
+if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE_DIR/queued"; fi
+"""
+
+
+def test_submit_follow_feeds_the_queue_past_a_submit_limit_never_twice(tmp_path):
+    exp = tiny_sweep(tmp_path, 5, "jobs")
+    experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0)
+    out = tmp_path / "out" / "big"
+    fake = tmp_path / "fake"
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE)):
+        write(fake / "bin" / name, text).chmod(0o755)
+    env = {"PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), "HYPERSAL_FOLLOW_POLL_S": "0.05"}
+    first = experiment("submit", str(out), "--executor=slurm", env=env, cwd=tmp_path)
+    assert first.returncode == 1
+    assert ("sbatch refused run_002 (3 of 5): sbatch: error: Batch job submission failed: Job violates "
+            "accounting/QOS policy") in first.stderr
+    assert "That is your per-user submit limit (MaxSubmitJobs of your QOS or association)" in first.stderr
+    assert "Already submitted, and staying so: run_000 (job 101), run_001 (job 102)" in first.stderr
+    assert f"submit {out} --follow" in first.stderr
+    assert len(jobs_of(out)) == 2
+    follow = experiment("submit", str(out), "--executor=slurm", "--follow", env=env, cwd=tmp_path, check_rc=0)
+    assert "held back by your per-user submit limit" in follow.stderr
+    jobs = jobs_of(out)
+    assert sorted(jobs) == [f"run_00{i}" for i in range(5)]
+    accepted = [line.split()[-1] for line in (fake / "calls").read_text().splitlines() if line.startswith("accepted")]
+    assert sorted(accepted) == [str(out / f"run_00{i}" / "exp.sh") for i in range(5)]   # each run once
+    again = experiment("submit", str(out), "--executor=slurm", "--follow", env=env, cwd=tmp_path, check_rc=0)
+    assert "is submitted already" in again.stderr
