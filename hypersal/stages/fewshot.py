@@ -30,7 +30,7 @@ from hypersal.stages import stage
 from hypersal.stages.adapt import NewTaskEmbedding, new_task_name, shots
 from hypersal.stages.evaluate import pick_split, predict, score_task, trained_model
 from hypersal.train.actions import FreezeHNETForCatchup
-from hypersal.train.fit import make_trainer
+from hypersal.train.fit import Fit, make_trainer, section_with
 from hypersal.yamlio import write_text_atomic
 
 METHODS = ("hnet", "finetune", "scratch")
@@ -59,10 +59,8 @@ def plain_from(job, base: HyperSaliency, task: str, keep_encoder: bool) -> Hyper
 
 def section(job, lr: float, steps: int, batch: int) -> Config:
     """adapt's training options with this method's steps, batch and learning rate."""
-    base = job.cfg.adapt.to_dict()
-    base.update(epochs=1, steps_per_epoch=steps, batch_size=batch, val_batches=0, actions=[],
-                optim={**base["optim"], "lr": lr}, checkpoint={**base["checkpoint"], "restore_best": False})
-    return Config(base)
+    return section_with(job.cfg.adapt, epochs=1, steps_per_epoch=steps, batch_size=batch, val_batches=0,
+                        actions=[], optim={"lr": lr}, checkpoint={"restore_best": False})
 
 
 @stage("fewshot")
@@ -98,8 +96,8 @@ def fewshot(job) -> dict:
                 provider = BatchAndTaskProvider(data, task_index, min(cfg.batch_size, k), seed=job.cfg.seed + seed,
                                                 aug=job.augment())
                 trainer = make_trainer(job, name, section(job, lrs[method], cfg.steps, min(cfg.batch_size, k)),
-                                       extra, provider, params,
-                                       extra_actions=[FreezeHNETForCatchup(None)] if method == "hnet" else [])
+                                       Fit(extra, provider, params,
+                                           actions=[FreezeHNETForCatchup(None)] if method == "hnet" else []))
                 trainer.fit()
                 preds = predict(extra, test_arrays, 0, task_index, 32, job.device)
                 done[key] = score_task(preds, maps, None, SCORES, seed)

@@ -11,7 +11,7 @@ from hypersal.models.hyper import HyperSaliency
 from hypersal.stages import stage
 from hypersal.train.actions import FreezeHNETForCatchup
 from hypersal.train.checkpoint import load
-from hypersal.train.fit import make_trainer, summary
+from hypersal.train.fit import Fit, make_trainer, summary
 from hypersal.train.steps import WeightsBatch, WeightsTrainStep
 
 
@@ -45,8 +45,8 @@ def train(job) -> dict:
     cfg = job.cfg.train
     tasks = job.train_tasks()
     model = model_for(job, tasks)
-    trainer = make_trainer(job, "train", cfg, model, multitask_provider(job, cfg, model, tasks),
-                           all_parameters(model), val_tasks=tasks)
+    trainer = make_trainer(job, "train", cfg, Fit(model, multitask_provider(job, cfg, model, tasks),
+                                                  all_parameters(model), val_tasks=tasks))
     trainer.fit()
     return summary(trainer)
 
@@ -64,8 +64,7 @@ def pretrain_one_task(job) -> dict:
     arrays = job.arrays("train", [task])
     provider = BatchAndTaskProvider(arrays, model.task_index(task), cfg.batch_size, seed=job.cfg.seed,
                                     aug=job.augment(), rank=job.rank, world_size=job.world_size)
-    trainer = make_trainer(job, "pretrain_one_task", cfg, model, provider, all_parameters(model),
-                           val_tasks=[task])
+    trainer = make_trainer(job, "pretrain_one_task", cfg, Fit(model, provider, all_parameters(model), val_tasks=[task]))
     trainer.fit()
     return {"task": task, **summary(trainer)}
 
@@ -78,8 +77,9 @@ def train_catchup(job) -> dict:
     tasks = job.train_tasks()
     model = model_for(job, tasks)
     needs_hypernet(model, "train_catchup")
-    trainer = make_trainer(job, "train_catchup", cfg, model, multitask_provider(job, cfg, model, tasks),
-                           all_parameters(model), val_tasks=tasks, extra_actions=[FreezeHNETForCatchup(None)])
+    trainer = make_trainer(job, "train_catchup", cfg, Fit(model, multitask_provider(job, cfg, model, tasks),
+                                                          all_parameters(model), val_tasks=tasks,
+                                                          actions=[FreezeHNETForCatchup(None)]))
     trainer.fit()
     return summary(trainer)
 
@@ -135,8 +135,7 @@ def pretrain_weights(job) -> dict:
     model = model_for(job, tasks)
     needs_hypernet(model, "pretrain_weights")
     provider = WeightsProvider(load_targets(model, cfg.weights_dir, tasks))
-    trainer = make_trainer(job, "pretrain_weights", cfg, model, provider, all_parameters(model),
-                           step=WeightsTrainStep())
-    trainer.prefetch = False
+    trainer = make_trainer(job, "pretrain_weights", cfg, Fit(model, provider, all_parameters(model),
+                                                             step=WeightsTrainStep(), prefetch=False))
     trainer.fit()
     return summary(trainer)

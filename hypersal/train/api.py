@@ -59,7 +59,8 @@ class Trainer:
                  epochs: int, steps_per_epoch: int, validate: Callable[["Trainer"], dict] | None = None,
                  actions: list[Action] = (), checkpointer=None, tracker=None, device=torch.device("cpu"),
                  log_every: int = 10, config: dict | None = None, prefetch: bool = True,
-                 on_nan: str = "stop", forward_model: torch.nn.Module | None = None, world: World = World()):
+                 on_nan: str = "stop", forward_model: torch.nn.Module | None = None, world: World = World(),
+                 job=None):
         self.name, self.model, self.train_step, self.provider = name, model, train_step, provider
         self.optimizer, self.scheduler, self.validate = optimizer, scheduler, validate
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
@@ -75,7 +76,7 @@ class Trainer:
         self.skipped_batches = 0
         self.forward_model = forward_model or model   # DDP's wrapper in a run over several processes
         self.world = world
-        self.job = None
+        self.job = job                         # the run (its folder, data, tracker), for actions
 
     @property
     def total_steps(self) -> int:

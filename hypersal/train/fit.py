@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 
+from hypersal import tree as T
+from hypersal.config import Config
 from hypersal.data.provider import sequential
 from hypersal.errors import UserError
 from hypersal.train import actions as A
@@ -55,29 +59,38 @@ def validation(job, tasks: list[str], cfg, loss_fn):
     return validate
 
 
-def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: list[str] = (),
-                 extra_actions: list = (), step=None, lr: float | None = None, epochs: int | None = None,
-                 validate=None) -> Trainer:
-    """A Trainer for stage `name` with the options in `cfg` (the stage's config section),
-    validated every epoch on `val_tasks` (none: no validation). `step` replaces the usual
-    MultitaskTrainStep; `lr` and `epochs` override the section's (adapt's fine-tuning)."""
+@dataclass
+class Fit:
+    """What a training stage trains, besides its config section: the model, its batches and the
+    parameters the optimizer moves. The section (already resolved: it holds train's values it
+    does not set itself) says how."""
+    model: Any
+    provider: Any
+    params: list
+    val_tasks: Sequence[str] = ()      # validated every epoch (none: no validation)
+    actions: Sequence = ()             # the stage's own actions, before the configured ones
+    step: Any = None                   # replaces the usual MultitaskTrainStep
+    validate: Callable | None = None   # replaces the usual per-task val_loss
+    prefetch: bool = True              # build the next batch while this one trains
+
+
+def make_trainer(job, name: str, cfg, fit: Fit) -> Trainer:
+    """A Trainer for stage `name` with the options of its config section `cfg`."""
     check_lengths(cfg, name)
     loss_fn = weighted(cfg.loss, key=f"{name}.loss")
-    if validate is None and val_tasks:
-        validate = validation(job, list(val_tasks), cfg, loss_fn)
-    optim_cfg = dict(cfg.optim, lr=scaled_lr(job.cfg.distributed, cfg, cfg.optim.lr if lr is None else lr))
-    optimizer = make_optimizer(param_groups, optim_cfg, key=f"{name}.optim")
-    epochs = cfg.epochs if epochs is None else epochs
-    total = epochs * cfg.steps_per_epoch
-    scheduler = make_schedule(optimizer, cfg.schedule, total, key=f"{name}.schedule")
+    validate = fit.validate
+    if validate is None and fit.val_tasks:
+        validate = validation(job, list(fit.val_tasks), cfg, loss_fn)
+    optim_cfg = dict(cfg.optim, lr=scaled_lr(job.cfg.distributed, cfg, cfg.optim.lr))
+    optimizer = make_optimizer(fit.params, optim_cfg, key=f"{name}.optim")
+    scheduler = make_schedule(optimizer, cfg.schedule, cfg.epochs * cfg.steps_per_epoch, key=f"{name}.schedule")
     precision = Precision(cfg.precision)
-    if cfg.on_nan not in ("stop", "skip"):
-        raise UserError(f"unknown value '{cfg.on_nan}'", key=f"{name}.on_nan", fix="use stop or skip")
-    step = step or MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
-                                      cfg.channels_last, skip_nonfinite=cfg.on_nan == "skip")
+    step = fit.step or MultitaskTrainStep(loss_fn, accumulation(cfg, name), precision, cfg.clip_grad,
+                                          cfg.channels_last, skip_nonfinite=cfg.on_nan == "skip")
     ck = cfg.checkpoint
     checkpointer = Checkpointer(job.folder.checkpoints / name, ck.every_steps, ck.every_minutes,
                                 restore_best=ck.restore_best and validate is not None, write=job.is_main)
+    model = fit.model
     target = getattr(model, "model", model)        # adapt's wrapper holds the model
     if cfg.channels_last:
         target.to(memory_format=torch.channels_last)
@@ -90,14 +103,18 @@ def make_trainer(job, name: str, cfg, model, provider, param_groups, val_tasks: 
         # must expect. BatchNorm buffers are per task and kept equal by the global statistics.
         forward_model = DDP(model, device_ids=[job.device.index] if job.device.type == "cuda" else None,
                             broadcast_buffers=False, find_unused_parameters=True)
-    trainer = Trainer(name=name, model=model, train_step=step, provider=provider, optimizer=optimizer,
-                      scheduler=scheduler, epochs=epochs, steps_per_epoch=cfg.steps_per_epoch,
-                      validate=validate, actions=list(extra_actions) + A.build(cfg.actions, f"{name}.actions"),
-                      checkpointer=checkpointer, tracker=job.tracker,
-                      device=job.device, log_every=cfg.log_every, config=job.cfg.to_dict(), on_nan=cfg.on_nan,
-                      forward_model=forward_model, world=job.world)
-    trainer.job = job
-    return trainer
+    return Trainer(name=name, model=model, train_step=step, provider=fit.provider, optimizer=optimizer,
+                   scheduler=scheduler, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                   validate=validate, actions=list(fit.actions) + A.build(cfg.actions, f"{name}.actions"),
+                   checkpointer=checkpointer, tracker=job.tracker, device=job.device, log_every=cfg.log_every,
+                   config=job.cfg.to_dict(), prefetch=fit.prefetch, on_nan=cfg.on_nan,
+                   forward_model=forward_model, world=job.world, job=job)
+
+
+def section_with(cfg, **changes):
+    """A copy of a stage's config section with some values changed (adapt's fine-tuning, the
+    few-shot methods): nested mappings merge, so `optim={"lr": x}` keeps the optimizer's name."""
+    return Config(T.merge(cfg.to_dict(), changes))
 
 
 def scaled_lr(dist_cfg, cfg, lr: float) -> float:
