@@ -83,6 +83,8 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, tmp_path):
     log = next(run.glob("slurm-*.out")).read_text()          # --open-mode=append kept both attempts
     assert "restart 0" in log and "restart 1" in log
     assert f"job {job} requeued: it resumes from its checkpoint" in log
+    code = next((tmp_path / ".code").iterdir())                 # both attempts ran the submitted code
+    assert log.count(f"code: {code}\n") == 2, log
     assert "train: resumed from last.pt at step" in log
     assert same_weights(exp / "run_000", run)
     assert job_state(job) == "COMPLETED"
