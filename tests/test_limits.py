@@ -85,7 +85,7 @@ FAKE_SBATCH = """#!/bin/bash
 # A recording stand-in for sbatch with a per-user submit limit of 2 queued jobs: the local
 # cluster has no accounting database, so it cannot enforce one.
 n=$(cat "$FAKE_DIR/queued" 2>/dev/null || echo 0)
-if [ "$n" -ge 2 ]; then
+if [ "$n" -ge "${FAKE_SUBMIT_LIMIT:-2}" ]; then
     echo "refused $*" >> "$FAKE_DIR/calls"
     echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
     exit 1
@@ -96,6 +96,11 @@ echo $((n + 1)) > "$FAKE_DIR/queued"
 echo "accepted $*" >> "$FAKE_DIR/calls"
 echo "$id"
 """
+FAKE_SCONTROL = """#!/bin/bash
+# `scontrol show config`: the limits the test gives the fake cluster.
+echo "MaxArraySize            = 1001"
+echo "MaxJobCount             = ${FAKE_MAX_JOB_COUNT:-10000}"
+"""
 FAKE_SQUEUE = """#!/bin/bash
 # Lists the queued jobs, then lets one of them end (as time passes on a real cluster).
 n=$(cat "$FAKE_DIR/queued" 2>/dev/null || echo 0)
@@ -104,17 +109,23 @@ if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE_DIR/queued"; fi
 """
 
 
-def test_submit_follow_feeds_the_queue_past_a_submit_limit_never_twice(tmp_path):
+def fake_cluster(tmp_path: Path, **limits: str) -> tuple[Path, Path, dict]:
+    """A dry-run sweep of 5 runs, and a PATH whose sbatch, squeue and scontrol are the fakes."""
     exp = tiny_sweep(tmp_path, 5, "jobs")
     experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0)
-    out = tmp_path / "out" / "big"
     fake = tmp_path / "fake"
-    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE)):
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE), ("scontrol", FAKE_SCONTROL)):
         write(fake / "bin" / name, text).chmod(0o755)
-    env = {"PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), "HYPERSAL_FOLLOW_POLL_S": "0.05"}
+    env = {"PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), "HYPERSAL_FOLLOW_POLL_S": "0.05",
+           **limits}
+    return tmp_path / "out" / "big", fake, env
+
+
+def test_submit_follow_feeds_the_queue_past_a_submit_limit_never_twice(tmp_path):
+    out, fake, env = fake_cluster(tmp_path)
     first = experiment("submit", str(out), "--executor=slurm", env=env, cwd=tmp_path)
     assert first.returncode == 1
-    assert ("sbatch refused run_002 (3 of 5): sbatch: error: Batch job submission failed: Job violates "
+    assert ("could not submit run_002 (3 of 5): sbatch: error: Batch job submission failed: Job violates "
             "accounting/QOS policy") in first.stderr
     assert "That is your per-user submit limit (MaxSubmitJobs of your QOS or association)" in first.stderr
     assert "Already submitted, and staying so: run_000 (job 101), run_001 (job 102)" in first.stderr
@@ -128,3 +139,17 @@ def test_submit_follow_feeds_the_queue_past_a_submit_limit_never_twice(tmp_path)
     assert sorted(accepted) == [str(out / f"run_00{i}" / "exp.sh") for i in range(5)]   # each run once
     again = experiment("submit", str(out), "--executor=slurm", "--follow", env=env, cwd=tmp_path, check_rc=0)
     assert "is submitted already" in again.stderr
+
+
+def test_a_full_cluster_is_said_at_once_instead_of_sbatch_hanging(tmp_path):
+    """Past MaxJobCount sbatch does not fail: it sleeps and retries. hypersal submits what fits."""
+    out, fake, env = fake_cluster(tmp_path, FAKE_MAX_JOB_COUNT="3", FAKE_SUBMIT_LIMIT="100")
+    first = experiment("submit", str(out), "--executor=slurm", env=env, cwd=tmp_path)
+    assert first.returncode == 1
+    assert ("could not submit run_003 (4 of 5): the cluster holds as many jobs as its MaxJobCount allows (3). "
+            "That is the cluster's MaxJobCount") in first.stderr
+    assert len(jobs_of(out)) == 3
+    experiment("submit", str(out), "--executor=slurm", "--follow", env=env, cwd=tmp_path, check_rc=0)
+    assert sorted(jobs_of(out)) == [f"run_00{i}" for i in range(5)]
+    accepted = [line for line in (fake / "calls").read_text().splitlines() if line.startswith("accepted")]
+    assert len(accepted) == 5

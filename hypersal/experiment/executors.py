@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUBMIT_TIMEOUT_S = 120
-DEFAULT_MAX_ARRAY_SIZE = 1001   # Slurm's default
+DEFAULT_LIMITS = {"MaxArraySize": 1001, "MaxJobCount": 10000}   # Slurm's defaults
 
 
 class SubmitError(Exception):
@@ -42,18 +42,29 @@ class SlurmExecutor:
             raise SubmitError(" ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}")
         return proc.stdout.strip().split(";")[0]  # "123;cluster" on multi-cluster setups
 
-    def max_array_size(self) -> int:
-        """The cluster's MaxArraySize (array task ids must be below it); Slurm's default, 1001,
-        when scontrol cannot say."""
+    def limits(self) -> dict[str, int]:
+        """The cluster's MaxArraySize (array task ids must be below it) and MaxJobCount (jobs
+        slurmctld holds at once), from `scontrol show config`; Slurm's defaults where it cannot say."""
+        out = dict(DEFAULT_LIMITS)
         try:
             proc = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
-            return DEFAULT_MAX_ARRAY_SIZE
+            return out
         for line in proc.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "MaxArraySize" and value.strip().isdigit():
-                return int(value.strip())
-        return DEFAULT_MAX_ARRAY_SIZE
+            key, _, value = (part.strip() for part in line.partition("="))
+            if key in out and value.isdigit():
+                out[key] = int(value)
+        return out
+
+    def max_array_size(self) -> int:
+        return self.limits()["MaxArraySize"]
+
+    def job_room(self) -> int:
+        """How many more jobs slurmctld takes now: MaxJobCount less the jobs it holds (everyone's;
+        a pending array counts once). Past it, sbatch does not fail: it waits and retries."""
+        proc = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True, timeout=60)
+        held = len(proc.stdout.splitlines()) if proc.returncode == 0 else 0
+        return max(0, self.limits()["MaxJobCount"] - held)
 
     def queue(self) -> dict[str, QueueEntry]:
         """This user's jobs that Slurm still knows, one entry per array task (squeue -r).

@@ -132,7 +132,11 @@ def _summary_job_ids(exp_dir: Path, summary: dict) -> None:
 
 def _submit_jobs(exp_dir: Path, summary: dict, todo: list[dict], executor: SlurmExecutor):
     done = []
-    for run in todo:
+    room = executor.job_room()
+    for k, run in enumerate(todo):
+        if k == room:   # sbatch would hang, retrying, until jobs end: stop here and say why
+            reason = f"the cluster holds as many jobs as its MaxJobCount allows ({executor.limits()['MaxJobCount']})"
+            raise SweepSubmitError(_failure(exp_dir, summary, run, reason, done), limit_of(reason))
         try:
             job = executor.submit(exp_dir / run["dir"] / "exp.sh", cwd=exp_dir / run["dir"])
         except SubmitError as e:
@@ -230,7 +234,7 @@ def _failure(exp_dir: Path, summary: dict, run: dict | None, reason: str, done: 
     limit = limit_of(reason)
     me = f"{shlex.quote(sys.executable)} {shlex.quote(str(CODE_ROOT / 'experiment.py'))}"
     if limit:
-        return (f"sbatch refused {what}: {reason}. That is {limit}. Already submitted, and staying so: "
+        return (f"could not submit {what}: {reason}. That is {limit}. Already submitted, and staying so: "
                 f"{listed}. Submit the rest as jobs end with: {me} submit {shlex.quote(str(exp_dir))} --follow")
     return (f"sbatch failed for {what}: {reason}. Already submitted: {listed}. Fix the cause, then "
             f"submit the rest with: {me} submit {shlex.quote(str(exp_dir))}")
