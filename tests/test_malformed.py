@@ -13,6 +13,7 @@ from conftest import experiment, write  # noqa: E402
 
 GOOD_RUNS = "runs:\n  - trainer: {train: {epochs: 1}}\n"
 HEAD = "experiment:\n  name: bad\n  base_dir: out\n"
+SEARCH_RUNS = "runs:\n  - trainer:\n      train: {optim: {lr: {sample: loguniform, from: [1.0e-4, 1.0e-2]}}}\n"
 
 # (id, what is wrong, experiment file text, expected fragment of the message, extra arguments)
 CASES = [
@@ -160,6 +161,29 @@ CASES = [
     ("config-file-bad-value", "a bad value inside the experiment's config file",
      HEAD + "  config: values.yaml\n" + GOOD_RUNS,
      "values.yaml:2: train.precision: unknown precision 'fp64'", []),
+    # Adaptive sweeps (experiment.search): checked before the study is created.
+    ("search-unknown-sampler", "sampler: bayes", HEAD + "  search: {sampler: bayes}\n" + SEARCH_RUNS,
+     "exp.yaml:4: experiment.search.sampler: unknown sampler 'bayes'. Fix: use one of: grid, random, tpe", []),
+    ("search-unknown-pruner", "pruner: hyperbnd", HEAD + "  search: {pruner: hyperbnd}\n" + SEARCH_RUNS,
+     "experiment.search.pruner: unknown pruner 'hyperbnd'. Fix: use one of: asha, hyperband, median, none. "
+     "Did you mean 'hyperband'?", []),
+    ("search-metric-never-logged", "a metric the train stage does not log per epoch",
+     HEAD + "  search: {metric: test_cc}\n" + SEARCH_RUNS,
+     "experiment.search.metric: the train stage never logs 'test_cc' per epoch. Fix: use val_loss, "
+     "val_loss/<task> or train_loss", []),
+    ("search-no-sampled-key", "a search with nothing to search", HEAD + "  search: {trials: 4}\n" + GOOD_RUNS,
+     "experiment.search: a search needs at least one sampled value in its run entry", []),
+    ("search-no-trials", "trials: 0", HEAD + "  search: {trials: 0}\n" + SEARCH_RUNS,
+     "experiment.search.trials: expects a whole number >= 1, got 0", []),
+    ("search-budget-out-of-reach", "min_epochs above the epochs trained",
+     HEAD + "  search: {min_epochs: 9}\n" + SEARCH_RUNS,
+     "experiment.search.min_epochs: min_epochs 9 is more than the 4 epochs a run trains", []),
+    ("search-spec-the-sampler-cannot-serve", "sample: normal with TPE",
+     HEAD + "  search: {sampler: tpe}\nruns:\n  - trainer:\n      train: {optim: {lr: {sample: normal, from: [0.01, 0.001]}}}\n",
+     "exp.yaml: runs[0].trainer.train.optim.lr: the tpe sampler cannot draw `sample: normal`. Fix: with sampler "
+     "tpe use one of: uniform, loguniform, randint, range, list", []),
+    ("search-two-entries", "a search with two run entries", HEAD + "  search: {}\n" + SEARCH_RUNS + "  - {}\n",
+     "exp.yaml: runs: a search takes exactly one run entry, without repeat", []),
     # Command-line overrides: checked like a file, "command line" as the place.
     ("override-unknown-key", "a misspelt key on the command line", HEAD + GOOD_RUNS,
      "command line: trainer.train.epochz: unknown key 'epochz'", ["trainer.train.epochz=2"]),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hypersal.errors import UserError
 from hypersal.log import say
-from hypersal.experiment import collect as collect_mod, executors, plan as plan_mod, repro, snapshot, spec as spec_mod
+from hypersal.experiment import adaptive, collect as collect_mod, executors, plan as plan_mod, repro, snapshot, spec as spec_mod
 from hypersal.experiment import status as status_mod, submit as submit_mod, write as write_mod
 from hypersal.experiment.render import Template
 
@@ -69,7 +69,10 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
                  "mode": args.mode, "parallelism": args.parallelism}
     spec = spec_mod.load(args.experiment, overrides, cli=args.overrides)
     template = Template(args.template)
-    plan = plan_mod.make(spec, template, seed=args.seed)
+    if spec.search:
+        plan = adaptive.make(spec, template, seed=plan_mod.choose_seed(spec, args.seed))
+    else:
+        plan = plan_mod.make(spec, template, seed=args.seed)
     plan.code_dir, plan.snapshot = code_for(spec, args)
     # Render once against the intended folder, so template errors stop us before any write.
     plan_mod.render(plan, spec.base_dir / spec.name)

@@ -34,13 +34,37 @@ def collect(exp_dir: Path) -> tuple[str, Path]:
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
     rows = []
+    values = trial_values(exp_dir, summary)
     for run in summary["runs"]:
         folder = RunFolder(exp_dir / run["dir"])
-        rows.append({"run": run["dir"], "state": folder.state().get("state", "-"),
-                     **run.get("sampled", {}), **figures(folder.results())})
+        info = folder.run_info() if folder.run_yaml.is_file() else {}
+        state = folder.state()
+        row = {"run": run["dir"], "state": state.get("state", "-")}
+        if "search" in summary:   # the trial, its value, and the values drawn when its job started
+            row["state"] = f"pruned@{state.get('pruned_epoch')}" if row["state"] == "pruned" else row["state"]
+            row.update(trial=info.get("trial", "-"), **{summary["search"]["metric"]: values.get(info.get("trial"), "-")})
+        rows.append({**row, **(info.get("sampled") or run.get("sampled", {})), **figures(folder.results())})
+    if "search" in summary:   # best first; runs without a value last
+        sign = 1 if summary["search"]["direction"] == "minimize" else -1
+        metric = summary["search"]["metric"]
+        rows.sort(key=lambda r: (not isinstance(r[metric], float), sign * r[metric] if isinstance(r[metric], float) else 0))
     csv_path = exp_dir / COLLECT_CSV
     yamlio.write_text_atomic(csv_path, to_csv(rows))
     return format_table(rows), csv_path
+
+
+def trial_values(exp_dir: Path, summary: dict) -> dict[int, float]:
+    """{trial number: its value (finished) or last reported value (pruned)} of an adaptive sweep."""
+    if "search" not in summary:
+        return {}
+    from hypersal import search as search_mod
+    out = {}
+    for trial in search_mod.load(exp_dir).get_trials(deepcopy=False):
+        if trial.value is not None:
+            out[trial.number] = float(trial.value)
+        elif trial.intermediate_values:
+            out[trial.number] = float(trial.intermediate_values[max(trial.intermediate_values)])
+    return out
 
 
 def archives(exp_dir: Path) -> list[Path]:

@@ -41,6 +41,7 @@ class Plan:
     array_script: str = ""  # array mode: the script submitted for the whole sweep
     code_dir: Path = CODE_ROOT          # where exp.sh runs train.py from (a snapshot, normally)
     snapshot: Snapshot | None = None    # the snapshot to copy there before anything is written
+    search: dict | None = None          # an adaptive sweep: section, space, keys (adaptive.py)
 
     @property
     def width(self) -> int:
@@ -51,10 +52,15 @@ class Plan:
         return f"run_{index:0{self.width}d}"
 
 
+def choose_seed(spec: ExperimentSpec, seed: int | None) -> int:
+    """The command line's seed, else the file's, else a drawn one (recorded in every file)."""
+    return seed if seed is not None else spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+
+
 def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> Plan:
     """Draw every run of the sweep and check it. `seed` overrides the file's; with neither, one
     is drawn (and recorded in every file written)."""
-    seed = seed if seed is not None else spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    seed = choose_seed(spec, seed)
     plan = Plan(spec=spec, seed=seed, template=template)
     template.check_values(spec.sbatch, "sbatch", file=spec.file)
     template.check_values(spec.cli_sbatch, "sbatch", file="command line")
@@ -108,8 +114,8 @@ def render(plan: Plan, exp_dir: Path) -> None:
                                           key=f"runs[{run.entry}].sbatch")
     if plan.spec.mode == "array":
         job = dict(name=name, dir=str(exp_dir), array=array_spec(range(len(plan.runs)), plan.spec.parallelism),
-                   output=str(exp_dir / f"run_%{plan.width}a" / "slurm-%A_%a.out"),
-                   python=sys.executable, args=[train_script, "--sweep", str(exp_dir)])
+                   output=str(exp_dir / f"run_%{plan.width}a" / "slurm-%A_%a.out"), python=sys.executable,
+                   args=[train_script, "--trial" if plan.search else "--sweep", str(exp_dir)])
         plan.array_script = plan.template.render(plan.runs[0].sbatch, job, file=plan.spec.file,
                                                  key="sbatch")
 

@@ -67,7 +67,7 @@ def _check_randint(args: Any) -> str | None:
     return None if args[0] <= args[1] else "needs low <= high"
 
 
-def _range_values(args: list) -> list:
+def range_values(args: list) -> list:
     start, stop, step = args
     count = math.ceil((stop - start) / step - 1e-9)
     as_int = all(isinstance(a, int) for a in args)
@@ -81,7 +81,7 @@ def _check_range(args: Any) -> str | None:
         return problem
     if args[2] == 0:
         return "needs a step other than 0"
-    return None if _range_values(args) else "gives no value (check the sign of step)"
+    return None if range_values(args) else "gives no value (check the sign of step)"
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _pick(rng: np.random.Generator, items: list) -> Any:
 
 SAMPLERS: dict[str, Sampler] = {
     "list": Sampler(_check_items, _pick),
-    "range": Sampler(_check_range, lambda rng, a: _pick(rng, _range_values(a))),
+    "range": Sampler(_check_range, lambda rng, a: _pick(rng, range_values(a))),
     "uniform": Sampler(_check_low_high, lambda rng, a: float(rng.uniform(a[0], a[1]))),
     "loguniform": Sampler(_check_loguniform, lambda rng, a: float(
         math.exp(rng.uniform(math.log(a[0]), math.log(a[1]))))),

@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypersal import overrides as overrides_mod, schema, tree as T, yamlio
+from hypersal import overrides as overrides_mod, schema, search as search_mod, tree as T, yamlio
 from hypersal.errors import UserError
 from hypersal.experiment import omnigan, sampling
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
-                   "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False},
+                   "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False,
+                   "search": None},
     "sbatch": {},
     "runs": [],
 }
@@ -74,6 +75,7 @@ class ExperimentSpec:
     code_snapshot: str | None   # exp_i.yaml: the code folder the run ran on
     dev_mode: bool              # omnigan's: a dry run
     no_comet: bool              # omnigan's: every run's comet.mode is disabled
+    search: Any                 # experiment.search (hypersal.search.Search), or None
     base_dir_where: dict        # where base_dir was set (file, key, line), for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
@@ -194,7 +196,9 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         repeat=_positive_int(exp["repeat"], **where("repeat")), mode=exp["mode"],
         parallelism=_positive_int(exp["parallelism"], allow_none=True, **where("parallelism")),
         rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"],
-        dev_mode=exp["dev_mode"], no_comet=exp["no_comet"], base_dir_where=(
+        dev_mode=exp["dev_mode"], no_comet=exp["no_comet"],
+        search=search_mod.check_section(exp["search"], **where("search")) if exp["search"] is not None else None,
+        base_dir_where=(
             dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
         sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
     spec.runs = [_load_run(i, entry, spec, doc) for i, entry in enumerate(runs_doc)]

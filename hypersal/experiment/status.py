@@ -26,6 +26,8 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
             word += f" ({queued.reason})"
         return word + again
     saved = state.get("state")
+    if saved == "pruned":
+        return f"pruned at epoch {state.get('pruned_epoch', '?')}" + again
     if saved == "requeued":
         return "requeued (waiting to be queued again)" if job != "local" else "stopped"
     if saved == "running":
@@ -51,12 +53,15 @@ def rows(exp_dir: Path, executor) -> list[dict]:
         folder = RunFolder(Path(exp_dir) / run["dir"])
         state = folder.state()
         job = jobs.get(run["dir"])
+        info = folder.run_info() if folder.run_yaml.is_file() else {}
         out.append({
             "run": run["dir"], "job": job or "-",
+            **({"trial": info.get("trial", "-")} if "search" in summary else {}),
             "status": run_status(job, queue.get(job), state, queue_known),
             "stage": state.get("stage") or "-",
             "progress": state.get("progress") or "-",
-            **{k: v for k, v in run.get("sampled", {}).items()},
+            # an adaptive sweep's values are drawn when its job starts: run.yaml has them
+            **{k: v for k, v in (info.get("sampled") or run.get("sampled", {})).items()},
         })
     return out
 
@@ -68,7 +73,23 @@ def status(exp_dir: Path, executor) -> str:
         word = row["status"].split(" (")[0]
         counts[word] = counts.get(word, 0) + 1
     total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-    return format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
+    text = format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
+    best = search_best(exp_dir)
+    return text + (f"best so far: {best}\n" if best else "")
+
+
+def search_best(exp_dir: Path) -> str | None:
+    """An adaptive sweep's best trial so far, from its study (None for a plain sweep)."""
+    summary = load_summary(exp_dir)
+    if "search" not in summary:
+        return None
+    from hypersal import search as search_mod
+    try:
+        study = search_mod.load(exp_dir)
+        best = study.best_trial
+    except (ValueError, KeyError):     # no trial finished yet
+        return "none yet (no trial has finished)"
+    return f"trial {best.number}, {summary['search']['metric']} {best.value:.6g}"
 
 
 def cancel(exp_dir: Path, executor) -> list[str]:

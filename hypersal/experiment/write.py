@@ -25,7 +25,7 @@ from pathlib import Path
 from hypersal import yamlio
 from hypersal.errors import UserError
 from hypersal.experiment.plan import Plan, Run, render
-from hypersal.experiment import snapshot as snapshot_mod
+from hypersal.experiment import adaptive, snapshot as snapshot_mod
 from hypersal.experiment.repro import CODE_ROOT, GitState
 
 SUMMARY = "summary.yaml"
@@ -64,9 +64,13 @@ def claim_folder(base_dir: Path, name: str, **where) -> Path:
 
 
 def comet_url(run: Run) -> str:
-    comet = run.trainer.get("comet", {})
+    return comet_url_for(run.trainer.get("comet", {}), run.comet_key)
+
+
+def comet_url_for(comet: dict, key: str) -> str:
+    """The Comet URL of an experiment key, known before the job starts (comet_url.txt)."""
     server, workspace = _comet_server_workspace(comet.get("workspace"))
-    return f"{server}/{workspace or '<workspace>'}/{comet.get('project') or 'general'}/{run.comet_key}\n"
+    return f"{server}/{workspace or '<workspace>'}/{comet.get('project') or 'general'}/{key}\n"
 
 
 _COMET_CONFIG: tuple | None = None
@@ -130,6 +134,7 @@ def summary(plan: Plan, git: GitState, template: Path) -> dict:
         "name": plan.exp_dir.name, "experiment_file": str(plan.spec.file), "template": str(template),
         "seed": plan.seed, "mode": plan.spec.mode, "parallelism": plan.spec.parallelism,
         "overrides": plan.spec.cli_items,
+        **({"search": plan.search["section"], "search_keys": plan.search["keys"]} if plan.search else {}),
         "git": {"commit": git.commit, "dirty": git.dirty},
         "code": {"folder": str(plan.code_dir), "snapshot": plan.code_dir != CODE_ROOT},
         "runs": [{"index": r.index, "dir": r.dir.name, "entry": r.entry, "comet_key": r.comet_key,
@@ -202,7 +207,12 @@ def write(plan: Plan, git: GitState, env: dict) -> Path:
         if git.dirty:
             untracked = "".join(f"# untracked: {p}\n" for p in git.untracked)
             shared["diff.patch"] = untracked + git.diff + ("\n" if git.diff else "")
-        write_runs(plan, shared)
+        if plan.search:   # each job writes its run folder when it starts (adaptive.py)
+            for run in plan.runs:
+                run.dir.mkdir()
+            adaptive.write_files(plan, exp_dir, shared)
+        else:
+            write_runs(plan, shared)
         if plan.array_script:
             (exp_dir / "array.sh").write_text(plan.array_script, encoding="utf-8")
         (exp_dir / JOBS).touch()

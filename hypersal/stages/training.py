@@ -45,8 +45,9 @@ def train(job) -> dict:
     cfg = job.cfg.train
     tasks = job.train_tasks()
     model = model_for(job, tasks)
+    reporter = [job.trial.reporter()] if job.trial is not None else []   # an adaptive sweep's trial
     trainer = make_trainer(job, "train", cfg, Fit(model, multitask_provider(job, cfg, model, tasks),
-                                                  all_parameters(model), val_tasks=tasks))
+                                                  all_parameters(model), val_tasks=tasks, actions=reporter))
     trainer.fit()
     return summary(trainer)
 

@@ -2,6 +2,7 @@
 
     python train.py --config RUN_DIR/config.yaml [--skip stage,stage] [KEY.PATH=VALUE ...]
     python train.py --sweep EXP_DIR     (in a job array: the run of SLURM_ARRAY_TASK_ID)
+    python train.py --trial EXP_DIR     (an adaptive sweep's job array: ask the study, then train)
 
 KEY.PATH=VALUE items override config.yaml for this start only (e.g. test.split=val), checked
 like the file; a `train.K` also reaches the training stages that inherited train's K.
@@ -24,7 +25,8 @@ from hypersal.errors import UserError
 from hypersal.log import say, set_rank
 from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker
-from hypersal.train import distributed, pipeline, signals
+from hypersal.train import distributed, pipeline, signals, trial
+from hypersal.train.trial import Pruned
 from hypersal.train.api import NonFiniteLoss
 from hypersal.train.checkpoint import CheckpointError
 from hypersal.train.signals import Stopped
@@ -36,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="RUN_DIR/config.yaml")
     where.add_argument("--sweep", type=Path, help="an experiment folder; the run is SLURM_ARRAY_TASK_ID's")
+    where.add_argument("--trial", type=Path, help="an adaptive sweep's folder: this job's trial (hypersal/search.py)")
+    p.add_argument("--index", type=int, help="with --trial: the run index (default: SLURM_ARRAY_TASK_ID + offset)")
     p.add_argument("--skip", default="", help="comma-separated stages not to run this time")
     p.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
                    help="config values for this start, read as YAML (e.g. test.split=val)")
@@ -109,7 +113,7 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
         raise
 
 
-def run(path: Path, skip: list[str], cli: list[str] = ()) -> dict:
+def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dict:
     folder = RunFolder(path.parent)
     cfg = _check_before_start(folder, path, skip, cli)
     seed_everything(cfg.seed, cfg.deterministic)
@@ -120,7 +124,7 @@ def run(path: Path, skip: list[str], cli: list[str] = ()) -> dict:
     distributed.init(world, device)
     info = folder.run_info()
     tracker = Tracker(folder, cfg.comet, info, active=world.is_main)
-    job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device, world=world)
+    job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device, world=world, trial=trial_run)
     say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)}"
         f"{f', rank {world.rank} of {world.size}' if world.active else ''})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
     say(f"code: {Path(__file__).resolve().parents[2]}")
@@ -140,6 +144,11 @@ def run(path: Path, skip: list[str], cli: list[str] = ()) -> dict:
         if not world.is_main:   # rank 0 keeps the run's state
             raise
         state = folder.state()
+        if isinstance(e, Pruned):    # the pruner's call, not a failure: exit 0, checkpoint kept
+            state.update(state="pruned", pruned_epoch=e.epoch, stage=None, updated=pipeline.now())
+            folder.write_state(state)
+            trial_run.tell(pruned=True)
+            raise
         word = "stopped" if isinstance(e, (Stopped, KeyboardInterrupt)) else "failed"
         state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=pipeline.now())
         if isinstance(e, Stopped) and wants_requeue(cfg, signals.requested()):
@@ -157,14 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signals.install()
     try:
-        path = config_path(args)
-        run(path, [s for s in args.skip.split(",") if s], args.overrides)
+        trial_run = None
+        if args.trial is not None:
+            path, trial_run = trial.prepare(args.trial, args.index)
+        else:
+            path = config_path(args)
+        run(path, [s for s in args.skip.split(",") if s], args.overrides, trial_run)
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLoss) as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 1
+    except Pruned as e:
+        say(f"{e}: the study's pruner stopped this trial (its checkpoint is kept)")
+        return 0
     except (KeyboardInterrupt, Stopped) as e:
         say(f"{e or 'interrupted'}: the run can resume from its last checkpoint")
         return 143 if isinstance(e, Stopped) else 130

@@ -1,6 +1,8 @@
 """What every stage of a run shares: config, run folder, tracker, device, data and the model."""
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import os
 import random
@@ -71,6 +73,7 @@ class Job:
     world: World = field(default_factory=World)
     model: HyperSaliency | None = None
     collective: bool = False   # True during stages every rank runs (barriers must pair up)
+    trial: Any = None          # an adaptive sweep's trial (train/trial.py): the train stage reports to it
     _index: layout.DatasetIndex | None = field(default=None, repr=False)
     _arrays: dict = field(default_factory=dict, repr=False)
 

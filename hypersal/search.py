@@ -1,0 +1,173 @@
+"""Adaptive sweeps: an Optuna study in a journal file proposes each run's values from the results
+so far and stops weak runs early. Shared by experiment.py (checks the section, creates the
+study) and train.py (asks, reports every epoch, tells); optuna is imported only when a search is.
+
+    experiment:
+      search:
+        sampler: tpe          # random | tpe | grid  (how new values are proposed)
+        pruner: asha          # none | asha | hyperband | median  (which runs stop early)
+        metric: val_loss      # a figure the train stage logs every epoch: val_loss, val_loss/<task>, train_loss
+        direction: minimize   # minimize | maximize
+        trials: 32            # runs in all
+        parallelism: 4        # at most this many running at once
+        min_epochs: 1         # the pruners' smallest budget (the resource is the train stage's epoch)
+        reduction_factor: 3   # asha / hyperband: keep the best 1/N at each rung
+
+The search space is the sample specs of the one run entry (a search takes exactly one entry,
+without `repeat`): uniform, loguniform, randint, range and list for random and tpe; grid (and
+list) for grid. Values are drawn when each job starts, not at submission. A trial's value is
+the best its train stage reported (the weights train keeps with restore_best).
+
+Where the study lives: <experiment>/search/study.journal, Optuna's JournalStorage in a file
+(no database server; appends under a file lock, checked here with 8 processes at once). Shared
+file systems that do not honour those locks (some NFS setups) are not supported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypersal import tree as T
+from hypersal.errors import UserError, unknown_name
+from hypersal.experiment import sampling
+
+SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("asha", "hyperband", "median", "none")
+DIRECTIONS = ("maximize", "minimize")
+DEFAULTS = {"sampler": "tpe", "pruner": "asha", "metric": "val_loss", "direction": "minimize", "trials": 16,
+            "parallelism": None, "min_epochs": 1, "reduction_factor": 3}
+# what each sampler can draw from
+SERVES = {"random": ("uniform", "loguniform", "randint", "range", "list"),
+          "tpe": ("uniform", "loguniform", "randint", "range", "list"),
+          "grid": ("grid", "list")}
+FOLDER = "search"
+JOURNAL = "study.journal"
+SPACE = "space.yaml"
+ENTRY = "entry.yaml"      # the run entry's sbatch values and Comet note and tags
+STUDY_NAME = "hypersal"
+
+
+@dataclass(frozen=True)
+class Search:
+    sampler: str
+    pruner: str
+    metric: str
+    direction: str
+    trials: int
+    parallelism: int | None
+    min_epochs: int
+    reduction_factor: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def check_section(value: Any, **where) -> Search:
+    """experiment.search, every value checked (the file, key and line come in `where`)."""
+    from hypersal import schema
+    base = where.pop("key")
+    if not isinstance(value, dict):
+        raise UserError(f"expects a mapping (keys {', '.join(DEFAULTS)}), got {value!r}", key=base, **where,
+                        fix="indent the search settings below `search:`")
+    schema.check(value, DEFAULTS, file=where.get("file"), prefix=tuple(base.split(".")))
+    s = {**DEFAULTS, **value}
+
+    def at(key: str) -> dict:
+        return dict(where, key=f"{base}.{key}")
+    for key, valid, kind in (("sampler", SAMPLERS, "sampler"), ("pruner", PRUNERS, "pruner"),
+                             ("direction", DIRECTIONS, "direction")):
+        if s[key] not in valid:
+            raise unknown_name(kind, s[key], valid, **at(key))
+    for key in ("trials", "min_epochs", "reduction_factor", "parallelism"):
+        if s[key] is None and key == "parallelism":
+            continue
+        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < (2 if key == "reduction_factor" else 1):
+            least = 2 if key == "reduction_factor" else 1
+            raise UserError(f"expects a whole number >= {least}, got {s[key]!r}", fix=f"write e.g. {least + 1}", **at(key))
+    metric = s["metric"]
+    if not isinstance(metric, str) or not (metric in ("val_loss", "train_loss") or metric.startswith("val_loss/")):
+        raise UserError(f"the train stage never logs '{metric}' per epoch", **at("metric"),
+                        fix="use val_loss, val_loss/<task> or train_loss")
+    return Search(**s)
+
+
+def space(tree: dict, search: Search, file=None, prefix: tuple = ()) -> dict[str, dict]:
+    """The sample specs of a layered trainer tree: {"train.optim.lr": spec}; each must be one the
+    sampler can draw from."""
+    found = {T.fmt(path): spec for path, spec in sampling.specs(tree)}
+    if not found:
+        raise UserError("a search needs at least one sampled value in its run entry", file=file,
+                        key="experiment.search", fix="sample a key, e.g. train.optim.lr: {sample: loguniform, "
+                                                    "from: [1.0e-4, 1.0e-2]}")
+    for key, spec in found.items():
+        if spec["sample"] not in SERVES[search.sampler]:
+            raise UserError(f"the {search.sampler} sampler cannot draw `sample: {spec['sample']}`", file=file,
+                            key=T.fmt(prefix + tuple(key.split("."))),
+                            fix=f"with sampler {search.sampler} use one of: {', '.join(SERVES[search.sampler])}")
+    return found
+
+
+def distributions(found: dict[str, dict]) -> dict:
+    """Optuna distributions for the specs (names are the key paths)."""
+    import optuna.distributions as D
+    out = {}
+    for key, spec in found.items():
+        kind, args = spec["sample"], spec["from"]
+        if kind in ("uniform", "loguniform"):
+            out[key] = D.FloatDistribution(float(args[0]), float(args[1]), log=kind == "loguniform")
+        elif kind == "randint":
+            out[key] = D.IntDistribution(args[0], args[1])
+        else:   # range, list, grid: the candidates, in order
+            values = sampling.range_values(args) if kind == "range" else list(args)
+            out[key] = D.CategoricalDistribution(values)
+    return out
+
+
+def storage(exp_dir: Path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    return JournalStorage(JournalFileBackend(str(Path(exp_dir) / FOLDER / JOURNAL)))
+
+
+def sampler(search: Search, found: dict, seed: int, index: int):
+    """A sampler for the job of run `index`: seeded by (seed, index), so runs started at once
+    do not propose the same values, and a rerun of the same sweep proposes the same."""
+    import optuna
+    rng_seed = (seed * 1_000_003 + index) % 2**32
+    if search.sampler == "grid":
+        grid = {key: (spec["from"] if spec["sample"] != "range" else sampling.range_values(spec["from"]))
+                for key, spec in found.items()}
+        return optuna.samplers.GridSampler(grid, seed=rng_seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=rng_seed)
+    return optuna.samplers.TPESampler(seed=rng_seed, n_startup_trials=min(10, max(2, search.trials // 4)))
+
+
+def pruner(search: Search, epochs: int):
+    import optuna
+    if search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=search.min_epochs - 1)
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=search.min_epochs, max_resource=epochs,
+                                              reduction_factor=search.reduction_factor)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=search.min_epochs,
+                                                  reduction_factor=search.reduction_factor)
+
+
+def study(exp_dir: Path, search: Search, found: dict, seed: int, index: int, epochs: int, create: bool = False):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir), sampler=sampler(search, found, seed, index),
+                  pruner=pruner(search, epochs))
+    if create:
+        return optuna.create_study(direction=search.direction, **kwargs)
+    return optuna.load_study(**kwargs)
+
+
+def load(exp_dir: Path):
+    """The study of an experiment folder, for reading (status, collect, optuna-dashboard's view)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage(exp_dir))

@@ -1,0 +1,160 @@
+"""A job of an adaptive sweep (hypersal/search.py): `train.py --trial EXP_DIR` in its job array.
+
+When the job starts it asks the study for its values and writes its run folder (run.yaml with
+the trial number first, then config.yaml, exp_i.yaml, comet_url.txt, hash.txt, env.yaml), before
+any training. A job started again (requeued, or `experiment.py resume`) finds the trial number
+in run.yaml and re-attaches to the same trial: `study.ask` would make a new one. The train stage
+reports the metric after every epoch (an epoch the trial has already is not reported twice);
+when the pruner says so, the stage checkpoints and stops, the run ends as `pruned` (exit 0) and
+the study is told. Otherwise the study is told the best value the train stage reported.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypersal import schema, search as search_mod, tree as T, yamlio
+from hypersal.errors import UserError
+from hypersal.experiment.write import comet_url_for
+from hypersal.yamlio import write_text_atomic
+from hypersal.log import say
+from hypersal.runfolder import RunFolder
+from hypersal.train.api import Action
+
+
+class Pruned(BaseException):
+    """The pruner stopped this trial; its checkpoint is kept."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned at epoch {epoch}")
+        self.epoch = epoch
+
+
+@dataclass
+class TrialRun:
+    exp_dir: Path
+    index: int
+    study: object
+    number: int
+    search: search_mod.Search
+
+    @property
+    def trial(self):
+        import optuna
+        frozen = self.frozen()
+        return optuna.trial.Trial(self.study, frozen._trial_id)   # re-attach: no public API for it
+
+    def frozen(self):
+        return next(t for t in self.study.get_trials(deepcopy=False) if t.number == self.number)
+
+    def finished(self) -> bool:
+        return self.frozen().state.is_finished()
+
+    def tell(self, value: float | None = None, pruned: bool = False) -> None:
+        import optuna
+        if self.finished():
+            return
+        if pruned:
+            self.study.tell(self.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(self.number, value)
+
+    def reporter(self) -> "Reporter":
+        return Reporter(self)
+
+
+class Reporter(Action):
+    """The train stage's metric to the study after every epoch; the pruner's verdict back."""
+    name = "search_reporter"
+
+    def __init__(self, run: TrialRun):
+        self.run, self.pruned_at = run, None
+
+    def on_epoch_end(self, trainer) -> None:
+        metric = self.run.search.metric
+        if metric not in trainer.metrics:
+            raise UserError(f"the train stage logged no '{metric}' (it logged {', '.join(sorted(trainer.metrics))})",
+                            key="experiment.search.metric", fix="search on a figure the train stage logs")
+        frozen = self.run.frozen()
+        if trainer.epoch in frozen.intermediate_values or frozen.state.is_finished():
+            return                                    # resumed: this epoch was reported before
+        trial = self.run.trial
+        trial.report(float(trainer.metrics[metric]), trainer.epoch)
+        if trainer.epoch < trainer.epochs and trial.should_prune():
+            self.pruned_at = trainer.epoch
+            trainer.stop(f"pruned at epoch {trainer.epoch}")
+
+    def on_end(self, trainer) -> None:
+        if self.pruned_at is not None:
+            raise Pruned(self.pruned_at)
+        values = list(self.run.frozen().intermediate_values.values())
+        if values:
+            best = min(values) if self.run.search.direction == "minimize" else max(values)
+            self.run.tell(best)
+            say(f"trial {self.run.number}: {self.run.search.metric} {best:.6g} told to the study")
+
+
+def task_index() -> int:
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task is None or not task.isdigit():
+        raise UserError("--trial needs SLURM_ARRAY_TASK_ID (it runs inside the search's job array) or --index",
+                        fix="submit with experiment.py, or pass --index N")
+    return int(task) + int(os.environ.get("HYPERSAL_ARRAY_OFFSET") or 0)
+
+
+def prepare(exp_dir: Path, index: int | None = None) -> tuple[Path, TrialRun]:
+    """The run folder of this job's trial, written now if the trial is new: (config.yaml, trial)."""
+    exp_dir = Path(exp_dir).absolute()
+    index = task_index() if index is None else index
+    summary = yamlio.load(exp_dir / "summary.yaml")
+    search = search_mod.Search(**summary["search"])
+    entry = next((r for r in summary["runs"] if r["index"] == index), None)
+    if entry is None:
+        raise UserError(f"the search has no run {index}", file=exp_dir, fix="check the array's task ids")
+    folder = RunFolder(exp_dir / entry["dir"])
+    space = yamlio.load(exp_dir / search_mod.FOLDER / search_mod.SPACE)
+    found = search_mod.space(space, search)
+    study = search_mod.study(exp_dir, search, found, summary["seed"], index, space["train"]["epochs"])
+    info = folder.run_info() if folder.run_yaml.is_file() else {}
+    if "trial" in info:
+        run = TrialRun(exp_dir, index, study, info["trial"], search)
+        say(f"trial {run.number} again (run {index}): resuming it")
+    else:
+        trial = study.ask(search_mod.distributions(found))
+        run = TrialRun(exp_dir, index, study, trial.number, search)
+        sampled = {key: trial.params[key] for key in sorted(found)}
+        info = {"experiment": summary["name"], "index": index, "trial": trial.number, "comet_key": entry["comet_key"],
+                "comet": yamlio.load(exp_dir / search_mod.FOLDER / search_mod.ENTRY)["comet"], "sampled": sampled,
+                "seed": summary["seed"]}
+        write_text_atomic(folder.run_yaml, yamlio.dumps(info))      # first: a restart re-attaches
+        say(f"trial {trial.number} (run {index}): {', '.join(f'{k}={v}' for k, v in sampled.items())}")
+    if not folder.config.is_file():
+        _write_run_folder(exp_dir, folder, space, info, summary)
+    return folder.config, run
+
+
+def _write_run_folder(exp_dir: Path, folder: RunFolder, space: dict, info: dict, summary: dict) -> None:
+    values = {tuple(k.split(".")): v for k, v in info["sampled"].items()}
+    trainer = schema.inherit(T.map_leaves(space, lambda p, v: values.get(p, v) if T.is_leaf_mapping(v) else v))
+    config_text = yamlio.dumps(trainer)
+    entry = yamlio.load(exp_dir / search_mod.FOLDER / search_mod.ENTRY)
+    exp_file = {"experiment": {"name": summary["name"], "base_dir": str(exp_dir.parent), "seed": summary["seed"],
+                               "mode": "jobs", "rerun_of": str(folder.path),
+                               "code_snapshot": summary["code"]["folder"] if summary["code"]["snapshot"] else None},
+                "sbatch": entry["sbatch"], "runs": [{"comet": entry["comet"], "trainer": trainer}]}
+    shared = exp_dir / search_mod.FOLDER / "shared"
+    files = {f"exp_{info['index']}.yaml": yamlio.dumps(exp_file),
+             "comet_url.txt": comet_url_for(trainer.get("comet", {}), info["comet_key"]),
+             **{p.name: p.read_text(encoding="utf-8") for p in shared.iterdir()}}
+    for name, text in files.items():
+        write_text_atomic(folder.path / name, text)
+    write_text_atomic(folder.config, config_text)                   # last: its presence means done
+
+
+def state_word(state: dict) -> str | None:
+    """status's word for a pruned run."""
+    if state.get("state") == "pruned":
+        return f"pruned at epoch {state.get('pruned_epoch', '?')}"
+    return None
+

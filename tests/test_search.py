@@ -1,0 +1,131 @@
+"""Adaptive sweeps (experiment.search): the Optuna journal under concurrent jobs, and a TPE + ASHA
+sweep end to end on the real local Slurm cluster."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHON, TINY_TRAINER, experiment, write  # noqa: E402
+from slurmtools import jobs_of, wait_for  # noqa: E402
+
+WORKER = """
+import sys
+import optuna
+from hypersal import search
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name=search.STUDY_NAME, storage=search.storage(sys.argv[1]))
+for _ in range(10):
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.report(trial.params["x"], 1)
+    study.tell(trial, trial.params["x"])
+"""
+
+
+def test_eight_processes_asking_and_telling_one_journal_lose_nothing(tmp_path):
+    import optuna
+    (tmp_path / "search").mkdir()
+    from hypersal import search
+    optuna.create_study(study_name=search.STUDY_NAME, storage=search.storage(tmp_path))
+    script = write(tmp_path / "worker.py", WORKER)
+    procs = [subprocess.Popen([PYTHON, str(script), str(tmp_path)], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    trials = search.load(tmp_path).get_trials()
+    assert len(trials) == 80 and sorted(t.number for t in trials) == list(range(80))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.intermediate_values == {1: t.value} for t in trials)
+
+
+def search_file(folder: Path, trials: int = 6, parallelism: int = 2, **search) -> Path:
+    trainer = {**TINY_TRAINER, "comet": {"mode": "disabled"}, "deterministic": True,
+               "train": {**TINY_TRAINER["train"], "epochs": 3, "steps_per_epoch": 3}}
+    doc = {"experiment": {"name": "srch", "base_dir": "out", "seed": 0, "config": trainer,
+                          "search": {"sampler": "tpe", "pruner": "asha", "metric": "val_loss", "trials": trials,
+                                     "parallelism": parallelism, "min_epochs": 1, "reduction_factor": 2, **search}},
+           "sbatch": {"cpus": 1, "mem": "1G"},
+           "runs": [{"trainer": {"train": {"optim": {"lr": {"sample": "loguniform", "from": [1e-6, 0.3]},
+                                                      "weight_decay": {"sample": "uniform", "from": [0.0, 0.1]}},
+                                             "batch_size": {"sample": "list", "from": [2, 4]}}}}]}
+    return write(folder / "exp.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_a_tpe_asha_search_prunes_some_trials_and_finishes_the_others(slurm, tmp_path):
+    exp = search_file(tmp_path)
+    proc = experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+    assert "6 runs submitted as job array" in proc.stderr and "--array=0-5%2" in proc.stderr
+    out = tmp_path / "out" / "srch"
+    jobs = jobs_of(out)
+    wait_for(list(jobs.values()), timeout=600)
+    states, trial_numbers = {}, set()
+    for i in range(6):
+        run_dir = out / f"run_00{i}"
+        state = json.loads((run_dir / "state.json").read_text())
+        info = yaml.safe_load((run_dir / "run.yaml").read_text())
+        trial_numbers.add(info["trial"])
+        states[run_dir.name] = state["state"]
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert cfg["train"]["optim"]["lr"] == info["sampled"]["train.optim.lr"] == cfg["adapt"]["optim"]["lr"]
+        log = next(run_dir.glob("slurm-*.out")).read_text()
+        if state["state"] == "pruned":
+            assert f"pruned at epoch {state['pruned_epoch']}" in log and state["pruned_epoch"] < 3
+            assert (run_dir / "checkpoints" / "train" / "last.pt").is_file()      # kept
+        else:
+            assert state["state"] == "done", log
+    assert trial_numbers == set(range(6))                                         # one trial per job
+    assert "pruned" in states.values() and "done" in states.values(), states
+    status = experiment("status", str(out), check_rc=0).stdout
+    assert "pruned at epoch" in status and "best so far: trial" in status
+    import optuna
+    from hypersal import search
+    study = search.load(out)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == list(states.values()).count("pruned")
+    collect = experiment("collect", str(out), check_rc=0).stdout.splitlines()
+    best_row = collect[1].split()
+    assert best_row[2] == str(study.best_trial.number)                            # collect sorts by the metric
+    assert float(best_row[3]) == float(f"{study.best_value:.4g}")
+    # Any trial reruns alone, as a plain run, from its exp_i.yaml.
+    best_dir = out / f"run_{int(best_row[0].split('_')[1]):03d}"
+    rerun = experiment(f"--experiment={next(best_dir.glob('exp_*.yaml'))}", "--dry-run", "--base-dir",
+                       str(tmp_path / "re"), cwd=tmp_path, check_rc=0)
+    assert "wrote 1 run" in rerun.stderr
+    assert (tmp_path / "re" / "srch" / "run_000" / "config.yaml").read_text() == (best_dir / "config.yaml").read_text()
+
+
+def test_a_stopped_trial_resumes_as_the_same_trial_without_reporting_an_epoch_twice(tmp_path):
+    import os
+    import signal
+    import time
+
+    import optuna
+    from hypersal import search
+    exp = search_file(tmp_path, trials=2, pruner="none")
+    experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0)
+    out = tmp_path / "out" / "srch"
+    cfg = yaml.safe_load((out / "search" / "space.yaml").read_text())
+    cfg["train"].update(epochs=40, steps_per_epoch=2)          # long enough to be stopped mid-way
+    (out / "search" / "space.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [PYTHON, str(Path(__file__).resolve().parents[1] / "train.py"), "--trial", str(out), "--index", "0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        trials = search.load(out).get_trials(deepcopy=False)
+        if trials and len(trials[0].intermediate_values) >= 2:
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)                            # what Slurm sends on preemption
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    reported = dict(search.load(out).get_trials()[0].intermediate_values)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert again.returncode == 0, again.stderr
+    assert "trial 0 again (run 0): resuming it" in again.stderr and "resumed from" in again.stderr
+    trials = search.load(out).get_trials()
+    assert len(trials) == 1 and trials[0].state == optuna.trial.TrialState.COMPLETE   # the same trial
+    values = trials[0].intermediate_values
+    assert sorted(values) == list(range(1, 41))                  # every epoch once
+    assert all(values[e] == v for e, v in reported.items())      # the first attempt's reports kept
