@@ -129,3 +129,49 @@ def test_a_stopped_trial_resumes_as_the_same_trial_without_reporting_an_epoch_tw
     values = trials[0].intermediate_values
     assert sorted(values) == list(range(1, 41))                  # every epoch once
     assert all(values[e] == v for e, v in reported.items())      # the first attempt's reports kept
+
+
+def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
+    import os
+    import signal
+
+    import optuna
+    from hypersal import search
+    from hypersal.train.checkpoint import load
+    from slurmtools import release_when_requeued, wait_until
+    exp = search_file(tmp_path, trials=2, pruner="none")
+    doc = yaml.safe_load(exp.read_text())
+    doc["experiment"]["config"]["train"].update(epochs=4, steps_per_epoch=15, batch_size=8,
+                                                checkpoint={"every_steps": 3})
+    doc["experiment"]["config"]["data"]["size"] = [48, 48]
+    doc["runs"][0]["trainer"]["train"].pop("batch_size")
+    exp.write_text(yaml.safe_dump(doc))
+    experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+    out = tmp_path / "out" / "srch"
+    jobs = jobs_of(out)
+
+    def step(run: str) -> int:
+        try:
+            return load(out / run / "checkpoints" / "train" / "last.pt")["step"]
+        except Exception:
+            return -1
+    for run in ("run_000", "run_001"):
+        wait_until(lambda: step(run) >= 6, 240, f"a checkpoint of {run}")
+    numbers = {run: yaml.safe_load((out / run / "run.yaml").read_text())["trial"] for run in ("run_000", "run_001")}
+    # run_001: Slurm requeues it (preemption); run_000: its node is lost (SIGKILL, no chance to save).
+    subprocess.run(["scontrol", "requeue", jobs["run_001"]], check=True)
+    os.kill(json.loads((out / "run_000" / "state.json").read_text())["pid"], signal.SIGKILL)
+    release_when_requeued(jobs["run_001"])
+    wait_for(list(jobs.values()), timeout=300)
+    assert "lost" in experiment("status", str(out), check_rc=0).stdout
+    resumed = experiment("resume", str(out), check_rc=0)
+    assert "1 runs submitted as job array" in resumed.stderr
+    wait_for([jobs_of(out)["run_000"]], timeout=300)
+    study = search.load(out)
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for run, number in numbers.items():
+        assert yaml.safe_load((out / run / "run.yaml").read_text())["trial"] == number
+        logs = "".join(p.read_text() for p in (out / run).glob("slurm-*.out"))
+        assert f"trial {number} again (run {int(run[-1])}): resuming it" in logs and "resumed from" in logs
+        assert sorted(study.trials[number].intermediate_values) == [1, 2, 3, 4]
+        assert json.loads((out / run / "state.json").read_text())["state"] == "done"
