@@ -1,4 +1,4 @@
-"""Data providers: the batches a training stage consumes (seed 000's train-api names).
+"""Data providers: the batches a training stage consumes (the original train-api's names).
 
 Every batch is a pure function of (seed, step): which task, which images, which flips. So a
 provider has no hidden position to save: resuming at step k gives exactly the batches an
@@ -28,7 +28,7 @@ from hypersal.errors import UserError
 
 
 class InfiniteSampler:
-    """An endless stream of indices into N items, reshuffled every epoch (seed 004's idea),
+    """An endless stream of indices into N items, reshuffled every epoch (an idea from the trainers we learned from),
     readable at any position: take(start, count)."""
 
     def __init__(self, n: int, seed: int, shuffle: bool = True):

@@ -1,4 +1,4 @@
-"""Actions (seed 000's callbacks), built from a stage's `actions:` list, e.g.
+"""Actions (the original hnet framework's callbacks), built from a stage's `actions:` list, e.g.
     actions: [{name: freeze_encoder, epochs: 1}, {name: weight_watcher, every: 50}]
 
 | name                     | what it does                                                   |

@@ -1,4 +1,4 @@
-"""The train-api (seed 000): a Trainer runs a TrainingStep over a DataProvider, calls Actions at
+"""The train-api (as the original hnet framework named it): a Trainer runs a TrainingStep over a DataProvider, calls Actions at
 fixed points, validates every epoch and lets a Checkpointer save and restore everything.
 
 What actions, trackers and the checkpointer may use of the trainer (the seed's ATrainer):
