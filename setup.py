@@ -39,5 +39,7 @@ setup(
         # The study: scikit-image's bundled photographs (hypersal.data.photos) and its plots.
         "scikit-image>=0.22",
         "matplotlib>=3.7",
+        # Reads an adaptive sweep's journal (tests/test_search.py checks that it does).
+        "optuna-dashboard>=0.15",
     ]},
 )

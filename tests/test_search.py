@@ -175,3 +175,42 @@ def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
         assert f"trial {number} again (run {int(run[-1])}): resuming it" in logs and "resumed from" in logs
         assert sorted(study.trials[number].intermediate_values) == [1, 2, 3, 4]
         assert json.loads((out / run / "state.json").read_text())["state"] == "done"
+
+
+def test_optuna_dashboard_reads_the_study_journal(tmp_path):
+    """`optuna-dashboard <experiment>/search/study.journal` shows the study (served on loopback)."""
+    import socket
+    import time
+    import urllib.request
+
+    import optuna
+    from hypersal import search
+    exp = search_file(tmp_path, trials=3)
+    experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0)
+    out = tmp_path / "out" / "srch"
+    study = search.load(out)
+    for x in (0.3, 0.1, 0.2):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, x)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = Path(PYTHON).parent / "optuna-dashboard"
+    proc = subprocess.Popen([str(dashboard), str(out / "search" / "study.journal"), "--host", "127.0.0.1",
+                             "--port", str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, answer = time.monotonic() + 60, None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    answer = json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, "optuna-dashboard did not answer in 60 s"
+        assert [s["study_name"] for s in answer["study_summaries"]] == ["hypersal"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/0", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == 3 and detail["best_trials"][0]["values"] == [0.1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
