@@ -2,7 +2,7 @@
 
 Three adaptive sweeps of the same space (learning rate, weight decay, batch size) and the same
 number of trials, each with several seeds: random sampling without pruning, random + ASHA, and
-TPE + ASHA. For each: the job-seconds spent (each job's wall time, from its state.json), the best
+TPE + ASHA. For each: the job-seconds spent (each job's wall time, from its log and state.json), the best
 final val_loss, and best-so-far against cumulative job-seconds (a PNG).
 
     python bench/search_cost.py [--trials 12] [--seeds 0 1 2] [--epochs 9] [--out results/]
@@ -66,7 +66,11 @@ def measure(exp_dir: Path) -> dict:
     for run in sorted(p for p in exp_dir.glob("run_*") if (p / "run.yaml").is_file()):
         state = json.loads((run / "state.json").read_text())
         trial = by_number[yaml.safe_load((run / "run.yaml").read_text())["trial"]]
-        runs.append({"end": state["updated"], "seconds": seconds(state["started"], state["updated"]),
+        # The job's wall time: from exp.sh's first line ("... at <date -Is>, restart 0"), which
+        # precedes Python's start and its imports, to train.py's last word in state.json.
+        log = next(run.glob("slurm-*.out")).read_text()
+        start = log.split(" at ", 1)[1].split(",", 1)[0]
+        runs.append({"end": state["updated"], "seconds": seconds(start, state["updated"]),
                      "value": trial.value, "state": state["state"]})
     runs.sort(key=lambda r: r["end"])
     curve, spent, best = [], 0.0, float("inf")

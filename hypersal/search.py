@@ -15,7 +15,7 @@ study) and train.py (asks, reports every epoch, tells); optuna is imported only 
 
 The search space is the sample specs of the one run entry (a search takes exactly one entry,
 without `repeat`): uniform, loguniform, randint, range and list for random and tpe; grid (and
-list) for grid. Values are drawn when each job starts, not at submission. A trial's value is
+list, range) for grid, which runs every combination in order (at most `trials` of them). Values are drawn when each job starts, not at submission. A trial's value is
 the best its train stage reported (the weights train keeps with restore_best).
 
 Where the study lives: <experiment>/search/study.journal, Optuna's JournalStorage in a file
@@ -40,7 +40,7 @@ DEFAULTS = {"sampler": "tpe", "pruner": "asha", "metric": "val_loss", "direction
 # what each sampler can draw from
 SERVES = {"random": ("uniform", "loguniform", "randint", "range", "list"),
           "tpe": ("uniform", "loguniform", "randint", "range", "list"),
-          "grid": ("grid", "list")}
+          "grid": ("grid", "list", "range")}
 FOLDER = "search"
 JOURNAL = "study.journal"
 SPACE = "space.yaml"
@@ -134,11 +134,7 @@ def sampler(search: Search, found: dict, seed: int, index: int):
     do not propose the same values, and a rerun of the same sweep proposes the same."""
     import optuna
     rng_seed = (seed * 1_000_003 + index) % 2**32
-    if search.sampler == "grid":
-        grid = {key: (spec["from"] if spec["sample"] != "range" else sampling.range_values(spec["from"]))
-                for key, spec in found.items()}
-        return optuna.samplers.GridSampler(grid, seed=rng_seed)
-    if search.sampler == "random":
+    if search.sampler in ("random", "grid"):   # grid: every combination is enqueued (grid_points)
         return optuna.samplers.RandomSampler(seed=rng_seed)
     return optuna.samplers.TPESampler(seed=rng_seed, n_startup_trials=min(10, max(2, search.trials // 4)))
 
@@ -162,8 +158,23 @@ def study(exp_dir: Path, search: Search, found: dict, seed: int, index: int, epo
     kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir), sampler=sampler(search, found, seed, index),
                   pruner=pruner(search, epochs))
     if create:
-        return optuna.create_study(direction=search.direction, **kwargs)
+        created = optuna.create_study(direction=search.direction, **kwargs)
+        if search.sampler == "grid":   # each job's ask takes the next one, atomically
+            for point in grid_points(found)[:search.trials]:
+                created.enqueue_trial(point)
+        return created
     return optuna.load_study(**kwargs)
+
+
+def grid_points(found: dict[str, dict]) -> list[dict]:
+    """Every combination of the candidates, in order (keys sorted): the grid sampler's trials.
+    Enqueued when the study is created rather than drawn by Optuna's GridSampler, whose choice
+    does not hold when each job builds its own sampler and asks with fixed distributions."""
+    import itertools
+    keys = sorted(found)
+    values = [sampling.range_values(found[k]["from"]) if found[k]["sample"] == "range" else list(found[k]["from"])
+              for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
 def load(exp_dir: Path):
@@ -171,3 +182,11 @@ def load(exp_dir: Path):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=STUDY_NAME, storage=storage(exp_dir))
+
+
+def tell(study, number: int, value: float | None = None, pruned: bool = False) -> None:
+    import optuna
+    if pruned:
+        study.tell(number, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(number, value)

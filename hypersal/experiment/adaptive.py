@@ -41,6 +41,10 @@ def make(spec: ExperimentSpec, template: Template, seed: int) -> Plan:
         raise UserError("a search samples trainer values only, not sbatch values", file=file, key="runs[0].sbatch",
                         fix="give the job's resources as plain values")
     found = search_mod.space(trainer, search, file=file, prefix=("runs", 0, "trainer"))
+    if search.sampler == "grid" and search.trials > len(search_mod.grid_points(found)):
+        raise UserError(f"the grid has {len(search_mod.grid_points(found))} combinations, fewer than the "
+                        f"{search.trials} trials", file=file, key="experiment.search.trials",
+                        fix=f"set trials to at most {len(search_mod.grid_points(found))}")
     _check_budget(trainer, search, file)
     probe = schema.inherit(T.map_leaves(trainer, lambda p, v: v["from"][0] if T.is_leaf_mapping(v) else v))
     where = dict(file=file, prefix=("runs", 0, "trainer"))

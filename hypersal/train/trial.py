@@ -52,13 +52,8 @@ class TrialRun:
         return self.frozen().state.is_finished()
 
     def tell(self, value: float | None = None, pruned: bool = False) -> None:
-        import optuna
-        if self.finished():
-            return
-        if pruned:
-            self.study.tell(self.number, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self.study.tell(self.number, value)
+        if not self.finished():
+            search_mod.tell(self.study, self.number, value, pruned)
 
     def reporter(self) -> "Reporter":
         return Reporter(self)
