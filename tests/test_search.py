@@ -158,9 +158,14 @@ def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
     for run in ("run_000", "run_001"):
         wait_until(lambda: step(run) >= 6, 240, f"a checkpoint of {run}")
     numbers = {run: yaml.safe_load((out / run / "run.yaml").read_text())["trial"] for run in ("run_000", "run_001")}
-    # run_001: Slurm requeues it (preemption); run_000: its node is lost (SIGKILL, no chance to save).
-    subprocess.run(["scontrol", "requeue", jobs["run_001"]], check=True)
+    # run_001: the time-limit warning (Slurm's --signal=B:USR2), then, in its second attempt, a
+    # requeue by Slurm (preemption); run_000: its node is lost (SIGKILL, no chance to save).
+    subprocess.run(["scancel", "-b", "--signal=USR2", jobs["run_001"]], check=True)
     os.kill(json.loads((out / "run_000" / "state.json").read_text())["pid"], signal.SIGKILL)
+    release_when_requeued(jobs["run_001"])
+    wait_until(lambda: json.loads((out / "run_001" / "state.json").read_text()).get("restarts") == 1
+               and step("run_001") >= 27, 240, "run_001 training again")
+    subprocess.run(["scontrol", "requeue", jobs["run_001"]], check=True)
     release_when_requeued(jobs["run_001"])
     wait_for(list(jobs.values()), timeout=300)
     assert "lost" in experiment("status", str(out), check_rc=0).stdout
@@ -172,7 +177,8 @@ def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
     for run, number in numbers.items():
         assert yaml.safe_load((out / run / "run.yaml").read_text())["trial"] == number
         logs = "".join(p.read_text() for p in (out / run).glob("slurm-*.out"))
-        assert f"trial {number} again (run {int(run[-1])}): resuming it" in logs and "resumed from" in logs
+        again = logs.count(f"trial {number} again (run {int(run[-1])}): resuming it")
+        assert again == (2 if run == "run_001" else 1) and "resumed from" in logs, logs
         assert sorted(study.trials[number].intermediate_values) == [1, 2, 3, 4]
         assert json.loads((out / run / "state.json").read_text())["state"] == "done"
 
