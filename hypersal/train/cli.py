@@ -75,9 +75,18 @@ def wants_requeue(cfg, signal_name: str | None) -> bool:
     return True
 
 
+def this_job() -> str:
+    """This job's id for scontrol: an array task as ARRAYID_TASK. Its bare SLURM_JOB_ID can equal
+    the array's id, and `scontrol requeue ARRAYID` requeues every task of the array, running,
+    finished or failed (seen on Slurm 22.05: a task's time-limit warning restarted its sibling)."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
 def requeue() -> bool:
     """`scontrol requeue` this job; it goes back to the queue and resumes when it runs again."""
-    job = os.environ["SLURM_JOB_ID"]
+    job = this_job()
     proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         say(f"scontrol requeue {job} failed: {' '.join(proc.stderr.split())}")
