@@ -245,3 +245,11 @@ def test_a_large_sweep_is_written_by_several_processes_completely(tmp_path):
         assert config["train"]["optim"]["lr"] == run["sampled"]["trainer.train.optim.lr"]
         assert load((folder / f"exp_{run['index']}.yaml").read_text())["runs"][0]["trainer"] == config
         assert load((folder / "run.yaml").read_text())["comet_key"] == run["comet_key"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "shared" / "experiment").glob("*.yaml")))
+def test_every_shipped_experiment_file_passes_the_login_node_checks(tmp_path, name):
+    proc = experiment(f"--experiment={ROOT / 'shared' / 'experiment' / name}", "--dry-run", "--base-dir",
+                      str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run: nothing submitted" in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypersal.experiment.collect import trial_values
 from hypersal.experiment.executors import QueueEntry, SubmitError
 from hypersal.experiment.submit import load_summary, read_jobs
 from hypersal.experiment.table import format_table
@@ -49,6 +50,7 @@ def rows(exp_dir: Path, executor) -> list[dict]:
             say(f"warning: {e}; showing what the run folders say")
             queue_known = False
     out = []
+    values = trial_values(exp_dir, summary)   # an adaptive sweep's trials: their values
     for run in summary["runs"]:
         folder = RunFolder(Path(exp_dir) / run["dir"])
         state = folder.state()
@@ -56,7 +58,8 @@ def rows(exp_dir: Path, executor) -> list[dict]:
         info = folder.run_info() if folder.run_yaml.is_file() else {}
         out.append({
             "run": run["dir"], "job": job or "-",
-            **({"trial": info.get("trial", "-")} if "search" in summary else {}),
+            **({"trial": info.get("trial", "-"), summary["search"]["metric"]: values.get(info.get("trial"), "-")}
+               if "search" in summary else {}),
             "status": run_status(job, queue.get(job), state, queue_known),
             "stage": state.get("stage") or "-",
             "progress": state.get("progress") or "-",
