@@ -33,6 +33,8 @@ def make(spec: ExperimentSpec, template: Template, seed: int) -> Plan:
                         fix="merge the entries into one (sample the key that told them apart), or drop the search")
     entry = spec.runs[0]
     trainer = T.merge(T.merge(T.merge(spec.defaults, spec.config), entry.trainer), spec.cli_trainer)
+    if spec.no_comet:
+        trainer["comet"] = {**trainer["comet"], "mode": "disabled"}
     sbatch = T.merge(T.merge(spec.sbatch, entry.sbatch), spec.cli_sbatch)
     template.check_values(spec.sbatch, "sbatch", file=file)
     template.check_values(entry.sbatch, "runs[0].sbatch", file=file)
@@ -72,7 +74,7 @@ def _check_budget(trainer: dict, search, file) -> None:
         raise UserError(f"min_epochs {search.min_epochs} is more than the {epochs} epochs a run trains",
                         file=file, key="experiment.search.min_epochs",
                         fix=f"lower it to at most {epochs}, or raise train.epochs")
-    if search.pruner != "none" and search.metric.startswith("val_loss") and trainer["train"]["val_batches"] == 0:
+    if search.metric.startswith("val_loss") and trainer["train"]["val_batches"] == 0:
         raise UserError(f"metric {search.metric} is never logged: train.val_batches is 0", file=file,
                         key="experiment.search.metric", fix="set train.val_batches >= 1, or use train_loss")
 
