@@ -97,7 +97,9 @@ def requeue() -> bool:
 
 def check_writable(folder: RunFolder) -> None:
     """A run folder that cannot take a file (read-only, full) is said at once, not mid-stage."""
-    probe = folder.path / ".hypersal-write-test"
+    # One probe per process: the ranks of a run over several processes check at the same time,
+    # and a shared name let one rank delete the other's probe (ENOENT, a false "cannot write").
+    probe = folder.path / f".hypersal-write-test-{os.getpid()}"
     try:
         probe.write_text("ok")
         probe.unlink()
