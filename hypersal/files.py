@@ -7,6 +7,15 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def probe_writable(folder: Path | str) -> None:
+    """Write and delete a small file in `folder`; raises OSError where it cannot take one
+    (read-only, full, missing). The name is per process: processes probing one folder at once
+    (the ranks of a DDP run) must not delete each other's probe."""
+    probe = Path(folder) / f".hypersal-write-test-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
+
+
 def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     """write(file) into a temporary file beside `path`, fsync, then rename over `path`: a crash
     or a full disk never leaves a half file, and a failed write frees its space at once (the

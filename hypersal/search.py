@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypersal import tree as T
+from hypersal import schema, tree as T
 from hypersal.errors import UserError, unknown_name
 from hypersal.experiment import sampling
 
@@ -65,7 +65,6 @@ class Search:
 
 def check_section(value: Any, **where) -> Search:
     """experiment.search, every value checked (the file, key and line come in `where`)."""
-    from hypersal import schema
     base = where.pop("key")
     if not isinstance(value, dict):
         raise UserError(f"expects a mapping (keys {', '.join(DEFAULTS)}), got {value!r}", key=base, **where,
@@ -129,7 +128,7 @@ def storage(exp_dir: Path):
     return JournalStorage(JournalFileBackend(str(Path(exp_dir) / FOLDER / JOURNAL)))
 
 
-def sampler(search: Search, found: dict, seed: int, index: int):
+def sampler(search: Search, seed: int, index: int):
     """A sampler for the job of run `index`: seeded by (seed, index), so runs started at once
     do not propose the same values, and a rerun of the same sweep proposes the same."""
     import optuna
@@ -155,7 +154,7 @@ def pruner(search: Search, epochs: int):
 def study(exp_dir: Path, search: Search, found: dict, seed: int, index: int, epochs: int, create: bool = False):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir), sampler=sampler(search, found, seed, index),
+    kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir), sampler=sampler(search, seed, index),
                   pruner=pruner(search, epochs))
     if create:
         created = optuna.create_study(direction=search.direction, **kwargs)

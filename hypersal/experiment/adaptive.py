@@ -87,6 +87,6 @@ def write_files(plan: Plan, exp_dir, shared: dict) -> None:
         (folder / "shared" / name).write_text(text, encoding="utf-8")
     yamlio.dump(plan.search["space"], folder / search_mod.SPACE)
     yamlio.dump({"sbatch": plan.runs[0].sbatch, "comet": plan.runs[0].comet}, folder / search_mod.ENTRY)
-    section = search_mod.Search(**plan.search["section"])
+    section = plan.spec.search
     found = search_mod.space(plan.search["space"], section)
     search_mod.study(exp_dir, section, found, plan.seed, 0, plan.search["space"]["train"]["epochs"], create=True)

@@ -17,7 +17,6 @@ from hypersal.experiment.snapshot import Snapshot
 from hypersal.experiment.spec import ExperimentSpec
 
 
-
 @dataclass
 class Run:
     index: int

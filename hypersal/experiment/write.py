@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hypersal import yamlio
 from hypersal.errors import UserError
+from hypersal.files import probe_writable
 from hypersal.experiment.plan import Plan, Run, render
 from hypersal.experiment import adaptive, snapshot as snapshot_mod
 from hypersal.experiment.repro import CODE_ROOT, GitState
@@ -37,9 +38,7 @@ def check_base_dir(base_dir: Path, **where) -> None:
     set it, for the error."""
     try:
         base_dir.mkdir(parents=True, exist_ok=True)
-        probe = base_dir / f".hypersal-write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(base_dir)
     except OSError as e:
         raise UserError(f"cannot write in the base folder {base_dir} ({e.strerror or e})",
                         fix="choose a folder you can write in, or fix its permissions", **where) from None
@@ -103,13 +102,22 @@ def _comet_server_workspace(workspace: str | None) -> tuple[str, str | None]:
 def exp_file(plan: Plan, run: Run) -> dict:
     """A complete experiment file for this run alone: passing it back reproduces config.yaml."""
     spec = plan.spec
+    return rerun_file(name=spec.name, base_dir=spec.base_dir, exp_desc=spec.exp_desc, seed=plan.seed,
+                      defaults=spec.defaults_file, rerun_of=run.dir,
+                      code_snapshot=str(plan.code_dir) if plan.code_dir != CODE_ROOT else None,
+                      sbatch=run.sbatch, comet=run.comet, trainer=run.trainer)
+
+
+def rerun_file(*, name: str, base_dir, seed: int, rerun_of, code_snapshot: str | None, sbatch: dict,
+               comet: dict, trainer: dict, exp_desc: str = "", defaults=None) -> dict:
+    """The one-run experiment file (exp_i.yaml) of a run, as written for a plain sweep's runs and
+    for an adaptive sweep's trials: a plain run, its trainer config complete."""
     return {
-        "experiment": {"name": spec.name, "base_dir": str(spec.base_dir), "exp_desc": spec.exp_desc,
-                       "seed": plan.seed, "defaults": str(spec.defaults_file), "mode": "jobs",
-                       "rerun_of": str(run.dir),
-                       "code_snapshot": str(plan.code_dir) if plan.code_dir != CODE_ROOT else None},
-        "sbatch": run.sbatch,
-        "runs": [{"comet": run.comet, "trainer": run.trainer}],
+        "experiment": {"name": name, "base_dir": str(base_dir), "exp_desc": exp_desc, "seed": seed,
+                       "defaults": str(defaults) if defaults else None, "mode": "jobs",
+                       "rerun_of": str(rerun_of), "code_snapshot": code_snapshot},
+        "sbatch": sbatch,
+        "runs": [{"comet": comet, "trainer": trainer}],
     }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hypersal import config as config_mod, stagelist
 from hypersal.errors import UserError
+from hypersal.files import probe_writable
 from hypersal.log import say, set_rank
 from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker
@@ -46,15 +47,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def array_index(flag: str, outside: str) -> int:
+    """This array task's run index. A sweep larger than the cluster's MaxArraySize goes as
+    several arrays: task id + offset (HYPERSAL_ARRAY_OFFSET, set by experiment.py)."""
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task is None or not task.isdigit():
+        raise UserError(f"{flag} needs SLURM_ARRAY_TASK_ID (it runs inside a job array)", fix=outside)
+    return int(task) + int(os.environ.get("HYPERSAL_ARRAY_OFFSET") or 0)
+
+
 def config_path(args: argparse.Namespace) -> Path:
     if args.config is not None:
         return args.config.absolute()
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    if task is None or not task.isdigit():
-        raise UserError("--sweep needs SLURM_ARRAY_TASK_ID (it runs inside a job array)",
-                        fix="use --config RUN_DIR/config.yaml outside an array")
-    # A sweep larger than the cluster's MaxArraySize goes as several arrays: task id + offset.
-    index = int(task) + int(os.environ.get("HYPERSAL_ARRAY_OFFSET") or 0)
+    index = array_index("--sweep", "use --config RUN_DIR/config.yaml outside an array")
+    task = os.environ["SLURM_ARRAY_TASK_ID"]
     runs = {int(p.name.split("_")[1]): p for p in args.sweep.glob("run_*") if p.name.split("_")[1].isdigit()}
     if index not in runs:
         raise UserError(f"no run folder for array task {task} (run {index})", file=args.sweep,
@@ -97,12 +103,8 @@ def requeue() -> bool:
 
 def check_writable(folder: RunFolder) -> None:
     """A run folder that cannot take a file (read-only, full) is said at once, not mid-stage."""
-    # One probe per process: the ranks of a run over several processes check at the same time,
-    # and a shared name let one rank delete the other's probe (ENOENT, a false "cannot write").
-    probe = folder.path / f".hypersal-write-test-{os.getpid()}"
     try:
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(folder.path)
     except OSError as e:
         raise UserError(f"cannot write in the run folder ({e.strerror or e})", file=folder.path,
                         fix="check the folder's permissions, its file system (read-only?) and free space") from None
@@ -179,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trial_run = None
         if args.trial is not None:
-            path, trial_run = trial.prepare(args.trial, args.index)
+            index = args.index if args.index is not None else array_index(
+                "--trial", "submit with experiment.py, or pass --index N")
+            path, trial_run = trial.prepare(args.trial, index)
         else:
             path = config_path(args)
         run(path, [s for s in args.skip.split(",") if s], args.overrides, trial_run)

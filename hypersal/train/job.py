@@ -1,13 +1,12 @@
 """What every stage of a run shares: config, run folder, tracker, device, data and the model."""
 from __future__ import annotations
 
-from typing import Any
-
 import hashlib
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch

@@ -10,13 +10,12 @@ the study is told. Otherwise the study is told the best value the train stage re
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hypersal import schema, search as search_mod, tree as T, yamlio
 from hypersal.errors import UserError
-from hypersal.experiment.write import comet_url_for
+from hypersal.experiment.write import comet_url_for, rerun_file
 from hypersal.yamlio import write_text_atomic
 from hypersal.log import say
 from hypersal.runfolder import RunFolder
@@ -90,18 +89,9 @@ class Reporter(Action):
             say(f"trial {self.run.number}: {self.run.search.metric} {best:.6g} told to the study")
 
 
-def task_index() -> int:
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    if task is None or not task.isdigit():
-        raise UserError("--trial needs SLURM_ARRAY_TASK_ID (it runs inside the search's job array) or --index",
-                        fix="submit with experiment.py, or pass --index N")
-    return int(task) + int(os.environ.get("HYPERSAL_ARRAY_OFFSET") or 0)
-
-
-def prepare(exp_dir: Path, index: int | None = None) -> tuple[Path, TrialRun]:
-    """The run folder of this job's trial, written now if the trial is new: (config.yaml, trial)."""
+def prepare(exp_dir: Path, index: int) -> tuple[Path, TrialRun]:
+    """The run folder of run `index`'s trial, written now if the trial is new: (config.yaml, trial)."""
     exp_dir = Path(exp_dir).absolute()
-    index = task_index() if index is None else index
     summary = yamlio.load(exp_dir / "summary.yaml")
     search = search_mod.Search(**summary["search"])
     entry = next((r for r in summary["runs"] if r["index"] == index), None)
@@ -112,6 +102,7 @@ def prepare(exp_dir: Path, index: int | None = None) -> tuple[Path, TrialRun]:
     found = search_mod.space(space, search)
     study = search_mod.study(exp_dir, search, found, summary["seed"], index, space["train"]["epochs"])
     info = folder.run_info() if folder.run_yaml.is_file() else {}
+    entry_values = yamlio.load(exp_dir / search_mod.FOLDER / search_mod.ENTRY)   # sbatch, comet
     if "trial" in info:
         run = TrialRun(exp_dir, index, study, info["trial"], search)
         say(f"trial {run.number} again (run {index}): resuming it")
@@ -120,24 +111,21 @@ def prepare(exp_dir: Path, index: int | None = None) -> tuple[Path, TrialRun]:
         run = TrialRun(exp_dir, index, study, trial.number, search)
         sampled = {key: trial.params[key] for key in sorted(found)}
         info = {"experiment": summary["name"], "index": index, "trial": trial.number, "comet_key": entry["comet_key"],
-                "comet": yamlio.load(exp_dir / search_mod.FOLDER / search_mod.ENTRY)["comet"], "sampled": sampled,
-                "seed": summary["seed"]}
+                "comet": entry_values["comet"], "sampled": sampled, "seed": summary["seed"]}
         write_text_atomic(folder.run_yaml, yamlio.dumps(info))      # first: a restart re-attaches
         say(f"trial {trial.number} (run {index}): {', '.join(f'{k}={v}' for k, v in sampled.items())}")
     if not folder.config.is_file():
-        _write_run_folder(exp_dir, folder, space, info, summary)
+        _write_run_folder(exp_dir, folder, space, info, summary, entry_values)
     return folder.config, run
 
 
-def _write_run_folder(exp_dir: Path, folder: RunFolder, space: dict, info: dict, summary: dict) -> None:
+def _write_run_folder(exp_dir: Path, folder: RunFolder, space: dict, info: dict, summary: dict, entry: dict) -> None:
     values = {tuple(k.split(".")): v for k, v in info["sampled"].items()}
     trainer = schema.inherit(T.map_leaves(space, lambda p, v: values.get(p, v) if T.is_leaf_mapping(v) else v))
     config_text = yamlio.dumps(trainer)
-    entry = yamlio.load(exp_dir / search_mod.FOLDER / search_mod.ENTRY)
-    exp_file = {"experiment": {"name": summary["name"], "base_dir": str(exp_dir.parent), "seed": summary["seed"],
-                               "mode": "jobs", "rerun_of": str(folder.path),
-                               "code_snapshot": summary["code"]["folder"] if summary["code"]["snapshot"] else None},
-                "sbatch": entry["sbatch"], "runs": [{"comet": entry["comet"], "trainer": trainer}]}
+    exp_file = rerun_file(name=summary["name"], base_dir=exp_dir.parent, seed=summary["seed"], rerun_of=folder.path,
+                          code_snapshot=summary["code"]["folder"] if summary["code"]["snapshot"] else None,
+                          sbatch=entry["sbatch"], comet=entry["comet"], trainer=trainer)
     shared = exp_dir / search_mod.FOLDER / "shared"
     files = {f"exp_{info['index']}.yaml": yamlio.dumps(exp_file),
              "comet_url.txt": comet_url_for(trainer.get("comet", {}), info["comet_key"]),
@@ -146,10 +134,4 @@ def _write_run_folder(exp_dir: Path, folder: RunFolder, space: dict, info: dict,
         write_text_atomic(folder.path / name, text)
     write_text_atomic(folder.config, config_text)                   # last: its presence means done
 
-
-def state_word(state: dict) -> str | None:
-    """status's word for a pruned run."""
-    if state.get("state") == "pruned":
-        return f"pruned at epoch {state.get('pruned_epoch', '?')}"
-    return None
 
