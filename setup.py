@@ -3,6 +3,8 @@
 Install for development (the layout expects an editable install: experiment.py, train.py,
 templates/ and shared/ are read from this checkout):
     python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"
+The browser tests of the sweep page also need Debian's chromium and its driver:
+    sudo apt-get install -y chromium chromium-driver
 """
 from setuptools import find_packages, setup
 
@@ -11,6 +13,7 @@ setup(
     version="0.1.0",
     description="Hypernetwork saliency models and a Slurm sweep orchestrator",
     packages=find_packages(include=["hypersal", "hypersal.*"]),
+    package_data={"hypersal.experiment": ["report.html"]},   # the sweep page's template
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.2",
@@ -28,6 +31,9 @@ setup(
         # Adaptive sweeps (hypersal/search.py): samplers, pruners, ask-and-tell, and the journal
         # storage in a file (optuna.storages.journal.JournalFileBackend, new in 4.0).
         "optuna>=4.0",
+        # The sweep page (experiment.py report): parallel coordinates and curves, plotly.js inlined
+        # (plotly.offline.get_plotlyjs) so that the page opens offline.
+        "plotly>=5.0",
     ],
     extras_require={"dev": [
         "pytest>=7",
@@ -41,5 +47,8 @@ setup(
         "matplotlib>=3.7",
         # Reads an adaptive sweep's journal (tests/test_search.py checks that it does).
         "optuna-dashboard>=0.15",
+        # Drives Debian's chromium (tests/browser.py) through the chromedriver on PATH; 4.10+ takes
+        # Service(executable_path=...), so its driver manager never downloads a browser.
+        "selenium>=4.10",
     ]},
 )

@@ -16,6 +16,10 @@ def probe_writable(folder: Path | str) -> None:
     probe.unlink()
 
 
+_UMASK = os.umask(0o022)   # the process umask: reading it means setting it, so it is put back at once
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     """write(file) into a temporary file beside `path`, fsync, then rename over `path`: a crash
     or a full disk never leaves a half file, and a failed write frees its space at once (the
@@ -23,6 +27,7 @@ def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)   # as open() would make it (mkstemp's 0600 hides it from colleagues)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -43,7 +43,9 @@ def check_run_folder(run: Path, index: int) -> dict:
 
 
 def test_demo_runs_here_with_the_local_executor(tmp_path):
-    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--base-dir", str(tmp_path), timeout=600)
+    # Shortened (the full demo runs on Slurm in test_report.py): 20 steps a run.
+    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--base-dir", str(tmp_path),
+                      "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "[4/4] running run_003 here" in proc.stderr
     exp = tmp_path / "demo"
@@ -53,7 +55,7 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
     status = experiment("status", str(exp), check_rc=0).stdout
     assert "4 runs: 4 done" in status
     assert status.splitlines()[1].split()[:6] == ["run_000", "local", "done", "-", "stages", "3/3"]
-    table = experiment("collect", str(exp), check_rc=0)
+    table = experiment("collect", str(exp), "--all", check_rc=0)
     csv = (exp / "collect.csv").read_text().splitlines()
     assert csv[0].startswith("run,state,trainer.train.batch_size,trainer.train.optim.lr,train.")
     assert len(csv) == 5 and all(",done," in row for row in csv[1:])
@@ -98,7 +100,8 @@ def test_without_sbatch_on_the_path_the_sweep_runs_here(tmp_path):
 @pytest.mark.slurm
 @pytest.mark.parametrize("mode", ["array", "jobs"])
 def test_demo_sweep_on_slurm(slurm, tmp_path, mode):
-    proc = experiment(f"--experiment={DEMO}", f"--mode={mode}", "--base-dir", str(tmp_path), check_rc=0)
+    proc = experiment(f"--experiment={DEMO}", f"--mode={mode}", "--base-dir", str(tmp_path),
+                      "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", check_rc=0)
     exp = tmp_path / "demo"
     jobs = jobs_of(exp)
     assert sorted(jobs) == [f"run_00{i}" for i in range(4)]

@@ -1,12 +1,13 @@
-"""experiment.py: plan, write and submit a sweep; then status, cancel, collect, upload.
+"""experiment.py: plan, write and submit a sweep; then status, cancel, collect, report, upload.
 
     python experiment.py --experiment=exp.yaml --template=templates/sbatch.sh [--dry-run]
                          [trainer.KEY=VALUE sbatch.KEY=VALUE experiment.KEY=VALUE ...]
-    python experiment.py submit|status|cancel|collect|upload DIR
+    python experiment.py submit|resume|status|cancel|collect|report|upload DIR
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -19,7 +20,7 @@ from hypersal.experiment import status as status_mod, submit as submit_mod, writ
 from hypersal.experiment.render import Template
 
 DEFAULT_TEMPLATE = repro.CODE_ROOT / "templates" / "sbatch.sh"
-COMMANDS = ("submit", "resume", "status", "cancel", "collect", "upload")
+COMMANDS = ("submit", "resume", "status", "cancel", "collect", "report", "upload")
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,18 @@ def folder_parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path, help="the experiment folder (<base_dir>/<name>)")
     if command in ("submit", "resume", "status", "cancel"):
         p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto")
+    if command == "status":
+        p.add_argument("--watch", nargs="?", type=float, const=10.0, metavar="SECONDS",
+                       help="redraw every SECONDS (default 10) until every run has ended")
+    if command in ("collect", "report"):
+        p.add_argument("--metric", help="the headline metric, a column of `collect --all` (default: the "
+                                        "search metric, else test.mean.cc, else train.best_val_loss)")
+    if command == "collect":
+        p.add_argument("--all", action="store_true", help="every column (the table gets wide)")
+        p.add_argument("--json", action="store_true", help="every column of every run as JSON on stdout")
+    if command == "report":
+        p.add_argument("--out", type=Path, help="the page to write (default: DIR/report.html)")
+        p.add_argument("--best", type=int, default=3, help="runs whose test pictures the page shows (default 3)")
     if command == "submit":
         p.add_argument("--follow", action="store_true",
                        help="when sbatch refuses for a submit limit, wait for jobs to end and submit the "
@@ -134,14 +147,24 @@ def run_command(command: str, argv: list[str]) -> int:
     elif command == "resume":
         submit_mod.submit(exp_dir, executors.choose(args.executor), again=True)
     elif command == "status":
-        print(status_mod.status(exp_dir, _quiet_executor(args.executor)), end="")
+        if args.watch is not None:
+            if args.watch <= 0:
+                raise UserError("--watch takes a positive number of seconds", key="--watch", fix="e.g. --watch 5")
+            status_mod.watch(exp_dir, _quiet_executor(args.executor), args.watch)
+        else:
+            print(status_mod.status(exp_dir, _quiet_executor(args.executor)), end="")
     elif command == "cancel":
         cancelled = status_mod.cancel(exp_dir, _quiet_executor(args.executor))
         say(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
     elif command == "collect":
-        table, csv_path = collect_mod.collect(exp_dir)
-        print(table)
+        table, full, csv_path = collect_mod.collect(exp_dir, args.metric, every_column=args.all)
+        print(json.dumps(full, indent=1) if args.json else table)
         say(f"written to {csv_path}")
+    elif command == "report":
+        from hypersal.experiment import report as report_mod   # plotly: only this command needs it
+        page = report_mod.write(exp_dir, args.out, metric=args.metric, best=args.best)
+        print(page)
+        say(f"open {page.as_uri()}")
     elif command == "upload":
         uploaded = collect_mod.upload(exp_dir)
         say(f"uploaded {len(uploaded)} offline Comet archive(s)" if uploaded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,11 +86,16 @@ class SlurmExecutor:
 
 
 class LocalExecutor:
-    """Runs each exp.sh with bash on this machine, one after another, output in local.out."""
+    """Runs each exp.sh with bash on this machine, one after another, output in local.out,
+    with the CPUs its `#SBATCH --cpus-per-task` asks for (HYPERSAL_CPUS: train.py sizes its
+    thread pools by it, as it does by Slurm's allocation)."""
     name = "local"
 
     def run(self, script: Path, cwd: Path) -> int:
         env = {**os.environ, "HYPERSAL_EXECUTOR": "local"}
+        cpus = re.search(r"^#SBATCH --cpus-per-task=(\d+)\s*$", Path(script).read_text(), re.M)
+        if cpus:
+            env["HYPERSAL_CPUS"] = cpus.group(1)
         with open(cwd / "local.out", "ab") as log:
             return subprocess.run(["bash", str(script)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                   env=env).returncode

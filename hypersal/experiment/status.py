@@ -1,10 +1,17 @@
 """`experiment.py status|cancel DIR`: what each run of a sweep is doing, from squeue and from
-what train.py wrote into the run folder (state.json), never from sacct."""
+what train.py wrote into the run folder (state.json, the tail of metrics.jsonl), never from
+sacct. `status --watch` redraws the table until every run has ended."""
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import time
 from pathlib import Path
 
-from hypersal.experiment.collect import trial_values
+from hypersal import yamlio
+from hypersal.experiment.runs import metric_records, short_names, trial_values
+from hypersal.progress import fmt_duration
 from hypersal.experiment.executors import QueueEntry, SubmitError
 from hypersal.experiment.submit import load_summary, read_jobs
 from hypersal.experiment.table import format_table
@@ -18,7 +25,8 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
     requeues = state.get("requeues", 0)
     again = f" (requeued {requeues}x)" if requeues else ""
     if job is None:
-        return "not submitted"
+        # The local executor records a run once it has ended: one running now is not yet recorded.
+        return "running" if state.get("state") == "running" and _alive_here(state) else "not submitted"
     if not queue_known and state.get("state") in (None, "running", "requeued"):
         return f"unknown (squeue failed; its folder says {state.get('state') or 'nothing yet'})"
     if queued is not None:
@@ -27,6 +35,8 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
             word += f" ({queued.reason})"
         return word + again
     saved = state.get("state")
+    if saved == "running" and job == "local" and _alive_here(state):   # rerun by `submit`, here
+        return "running"
     if saved == "pruned":
         return f"pruned at epoch {state.get('pruned_epoch', '?')}" + again
     if saved == "requeued":
@@ -50,12 +60,16 @@ def rows(exp_dir: Path, executor) -> list[dict]:
             say(f"warning: {e}; showing what the run folders say")
             queue_known = False
     out = []
+    sampled_keys = []
     values = trial_values(exp_dir, summary)   # an adaptive sweep's trials: their values
     for run in summary["runs"]:
         folder = RunFolder(Path(exp_dir) / run["dir"])
         state = folder.state()
         job = jobs.get(run["dir"])
         info = folder.run_info() if folder.run_yaml.is_file() else {}
+        # an adaptive sweep's values are drawn when its job starts: run.yaml has them
+        sampled = info.get("sampled") or run.get("sampled", {})
+        sampled_keys += [k for k in sampled if k not in sampled_keys]
         out.append({
             "run": run["dir"], "job": job or "-",
             **({"trial": info.get("trial", "-"), summary["search"]["metric"]: values.get(info.get("trial"), "-")}
@@ -63,14 +77,81 @@ def rows(exp_dir: Path, executor) -> list[dict]:
             "status": run_status(job, queue.get(job), state, queue_known),
             "stage": state.get("stage") or "-",
             "progress": state.get("progress") or "-",
-            # an adaptive sweep's values are drawn when its job starts: run.yaml has them
-            **{k: v for k, v in (info.get("sampled") or run.get("sampled", {})).items()},
+            **latest(folder, state),
+            **sampled,
         })
+    names = short_names(sampled_keys)   # trainer.train.optim.lr -> lr where no other key ends so
+    return [{names.get(k, k): v for k, v in row.items()} for row in out]
+
+
+def _alive_here(state: dict) -> bool:
+    """A run of the local executor still running: its process lives on this machine."""
+    if state.get("host") != socket.gethostname() or not state.get("pid"):
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+    return True
+
+
+def latest(folder: RunFolder, state: dict) -> dict:
+    """The latest training loss and the running stage's ETA, from the tail of metrics.jsonl:
+    the rate between its first and last loss records of that stage, against the stage's
+    epochs x steps_per_epoch in config.yaml."""
+    records = [r for r in metric_records(folder, whole=False) if "loss" in r]
+    if not records:
+        return {"loss": "-", "eta": "-"}
+    last = records[-1]
+    out = {"loss": f"{last['loss']:.4g}", "eta": "-"}
+    stage = state.get("stage")
+    if state.get("state") != "running" or stage != last.get("stage"):
+        return out
+    mine = [r for r in records if r.get("stage") == stage]
+    first = mine[0]
+    try:
+        section = yamlio.load(folder.config).get(stage) or {}
+        total = int(section["epochs"]) * int(section["steps_per_epoch"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return out
+    if last["step"] > first["step"] and last["time"] > first["time"]:
+        rate = (last["step"] - first["step"]) / (last["time"] - first["time"])
+        out["eta"] = fmt_duration((total - last["step"]) / rate)
     return out
 
 
+LIVE = ("pending", "running", "configuring", "completing", "requeued", "suspended", "unknown", "resizing")
+
+
 def status(exp_dir: Path, executor) -> str:
-    table = rows(exp_dir, executor)
+    return render(exp_dir, rows(exp_dir, executor))
+
+
+def live(table: list[dict]) -> int:
+    """How many runs have not ended (queued, running, waiting to be requeued)."""
+    return sum(row["status"].startswith(LIVE) for row in table)
+
+
+def watch(exp_dir: Path, executor, every_s: float, stream=None) -> None:
+    """Redraw the status every `every_s` seconds, in place on a terminal (one table after
+    another in a file), until no run is queued or running."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    while True:
+        table = rows(exp_dir, executor)
+        text = render(exp_dir, table)
+        left = live(table)
+        stamp = time.strftime("%H:%M:%S")
+        footer = (f"{stamp}: {left} run{'s' * (left != 1)} still queued or running; refreshing every "
+                  f"{every_s:g} s (Ctrl-C stops watching, not the runs)" if left else f"{stamp}: every run has ended")
+        stream.write(("\033[H\033[J" if tty else "") + text + footer + "\n" + ("" if tty else "\n"))
+        stream.flush()
+        if not left:
+            return
+        time.sleep(every_s)
+
+
+def render(exp_dir: Path, table: list[dict]) -> str:
     counts: dict[str, int] = {}
     for row in table:
         word = row["status"].split(" (")[0]
