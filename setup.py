@@ -31,6 +31,8 @@ setup(
         # Adaptive sweeps (hypersal/search.py): samplers, pruners, ask-and-tell, and the journal
         # storage in a file (optuna.storages.journal.JournalFileBackend, new in 4.0).
         "optuna>=4.0",
+        # The benchmarks' .mat fixation files (hypersal.data.convert: SALICON, CAT2000).
+        "scipy>=1.10",
         # The sweep page (experiment.py report): parallel coordinates and curves, plotly.js inlined
         # (plotly.offline.get_plotlyjs) so that the page opens offline.
         "plotly>=5.0",

@@ -3,6 +3,7 @@ sweep end to end on the real local Slurm cluster."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+import browser  # noqa: E402
 from conftest import PYTHON, TINY_TRAINER, experiment, write  # noqa: E402
 from slurmtools import jobs_of, wait_for  # noqa: E402
 
@@ -85,11 +87,29 @@ def test_a_tpe_asha_search_prunes_some_trials_and_finishes_the_others(slurm, tmp
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(pruned) == list(states.values()).count("pruned")
     collect = experiment("collect", str(out), check_rc=0).stdout.splitlines()
-    best_row = collect[1].split()
-    assert best_row[2] == str(study.best_trial.number)                            # collect sorts by the metric
-    assert float(best_row[3]) == float(f"{study.best_value:.4g}")
+    best_row = dict(zip(collect[0].split(), collect[1].split()))
+    assert best_row["trial"] == str(study.best_trial.number)                      # collect sorts by the metric
+    assert float(best_row["val_loss"]) == float(f"{study.best_value:.4g}")
+    assert sum(line.split()[1].startswith("pruned@") for line in collect[1:7]) == len(pruned)
+    # The sweep page: trials, pruned runs, best so far; best first.
+    page = Path(experiment("report", str(out), check_rc=0).stdout.strip())
+    html = page.read_text()
+    assert f"Best so far: trial {study.best_trial.number}, val_loss" in html
+    rows = re.findall(r'<td class="text"><a href="(run_\d+)/">', html)
+    assert len(rows) == 6 and rows[0] == best_row["run"]
+    assert len(re.findall(r">pruned@\d", html)) == len(pruned)
+    if browser.missing() is None:
+        driver = browser.open_browser()
+        try:
+            browser.load(driver, page)
+            assert browser.errors(driver) == []
+            lines = driver.execute_script("return document.getElementById('parcoords').data[0].dimensions"
+                                          ".map(d => d.values.length)")
+            assert lines == [6, 6, 6, 6]          # lr, weight decay, batch size, val_loss: every trial has a value
+        finally:
+            driver.quit()
     # Any trial reruns alone, as a plain run, from its exp_i.yaml.
-    best_dir = out / f"run_{int(best_row[0].split('_')[1]):03d}"
+    best_dir = out / best_row["run"]
     rerun = experiment(f"--experiment={next(best_dir.glob('exp_*.yaml'))}", "--dry-run", "--base-dir",
                        str(tmp_path / "re"), cwd=tmp_path, check_rc=0)
     assert "wrote 1 run" in rerun.stderr
