@@ -42,6 +42,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 # path -> (what the value is called in messages, the allowed values)
 ONE_OF: dict[tuple, tuple[str, tuple]] = {
     ("device",): ("device", ("auto", "cpu", "cuda")),
+    ("data", "task_images"): ("value", ("all", "own")),
     ("model", "decoder", "name"): ("decoder", DECODERS),
     ("model", "hypernet", "name"): ("hypernet", HYPERNETS),
     ("model", "hypernet", "generate"): ("value", GENERATE),

@@ -125,7 +125,8 @@ def test_missing_maps_are_counted_and_named(tmp_path, dataset):
         index.map_files("train", "center_bias")
     assert str(e.value) == (f"{d / 'maps' / 'center_bias'}: 4 of 8 'train' images have no 'center_bias' map "
                             f"(first: img_00001, img_00003, img_00005). Fix: add <stem>.png maps for them to "
-                            f"{d / 'maps' / 'center_bias'}, or remove those images.")
+                            f"{d / 'maps' / 'center_bias'}, or remove those images; if each task has images "
+                            f"of its own (datasets as tasks), set data.task_images: own.")
 
 
 def test_mismatched_stems_are_missing_maps(tmp_path, dataset):

@@ -123,6 +123,8 @@ CASES = [
     ("unreadable-loss", "a loss expression that is not a weighted sum",
      HEAD + "runs:\n  - trainer:\n      train: {loss: 0.5 * cc * 2}\n",
      "runs[0].trainer.train.loss: cannot read the loss '0.5 * cc * 2'", []),
+    ("unknown-task-images", "mine", HEAD + "runs:\n  - trainer:\n      data: {task_images: mine}\n",
+     "runs[0].trainer.data.task_images: unknown value 'mine'. Fix: use one of: all, own", []),
     ("unknown-precision", "fp8", HEAD + "runs:\n  - trainer:\n      train: {precision: fp8}\n",
      "runs[0].trainer.train.precision: unknown precision 'fp8'. Fix: use one of: bf16, fp16, fp32", []),
     ("unknown-decoder", "lite instead of light",

@@ -46,9 +46,21 @@ class SplitArrays:
     stems: list[str]
     sizes: list[tuple[int, int]]  # original (H, W) of each image
     paths: list[str]
+    # Per task, the image rows it has maps for (ascending), its maps array holding those rows
+    # only; None: every task has every image (data.task_images: all).
+    rows: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.stems)
+
+    def task_rows(self, array_task: int) -> np.ndarray:
+        """The image rows of one task of the arrays."""
+        return np.arange(len(self)) if self.rows is None else self.rows[array_task]
+
+    def map_positions(self, array_task: int, image_rows: np.ndarray) -> np.ndarray:
+        """Where the maps of these image rows sit in the task's maps array."""
+        rows = np.asarray(image_rows)
+        return rows if self.rows is None else np.searchsorted(self.rows[array_task], rows)
 
 
 def read_image(path: Path | str) -> np.ndarray:
@@ -102,8 +114,10 @@ def load_split(index: DatasetIndex, split: str, tasks: list[str] | None, hw: tup
     """The split's images (and the maps of `tasks`) at size hw, from the cache.
 
     An unreadable image is an error naming it; with `skip_bad` it is left out, with a warning
-    that counts and names them, and the index forgets it (so no map is asked for it)."""
-    images = index.split(split)
+    that counts and names them, and the index forgets it (so no map is asked for it).
+    With data.task_images `own`, the images are those the tasks have maps for, and `rows`
+    says which are whose."""
+    images = index.images_for(split, tasks)
     root = Path(cache_dir or default_cache_dir())
     folder = root / _key("images", images, hw)
     if not (folder / "meta.json").is_file():
@@ -114,22 +128,28 @@ def load_split(index: DatasetIndex, split: str, tasks: list[str] | None, hw: tup
         if not skip_bad:  # built by a run that skipped them; this one wants them
             raise UserError(f"{len(meta['skipped'])} image(s) are unreadable, e.g. {meta['skipped'][0]}",
                             key="data.skip_bad_images", fix="replace them, or set data.skip_bad_images: true")
-        index.images[split] = [p for p in images if str(p) not in set(meta["skipped"])]
-        images = index.images[split]
+        skipped = set(meta["skipped"])
+        index.images[split] = [p for p in index.images[split] if str(p) not in skipped]
+        images = [p for p in images if str(p) not in skipped]
         say(f"{split}: left out {len(meta['skipped'])} unreadable image(s): "
             f"{', '.join(Path(p).name for p in meta['skipped'][:3])}{' ...' if len(meta['skipped']) > 3 else ''}")
-    maps = []
+    maps, rows = [], []
+    position = {str(p): i for i, p in enumerate(images)}
     for task in tasks or []:
         files = index.map_files(split, task)
-        sizes = [tuple(s) for s in meta["sizes"]]
-        task_folder = root / _key("maps", images + files, hw)
+        mine = [p for p in index.task_images_of(split, task) if str(p) in position]
+        rows.append(np.array([position[str(p)] for p in mine], dtype=np.int64))
+        sizes = [tuple(meta["sizes"][i]) for i in rows[-1]]
+        task_folder = root / _key("maps", mine + files, hw)
         if not (task_folder / "maps.npy").is_file():
             _build(task_folder, "maps.npy", files, (len(files), *hw), _map_filler(files, sizes, hw),
                    workers, quiet, f"caching {split} {task} maps")
         maps.append(np.load(task_folder / "maps.npy", mmap_mode="r"))
+    own = index.task_images == "own" and bool(tasks)
     return SplitArrays(images=np.load(folder / "images.npy", mmap_mode="r"), maps=maps or None,
                        tasks=list(tasks or []), stems=meta["stems"],
-                       sizes=[tuple(s) for s in meta["sizes"]], paths=[str(p) for p in images])
+                       sizes=[tuple(s) for s in meta["sizes"]], paths=[str(p) for p in images],
+                       rows=rows if own else None)
 
 
 def _image_filler(files: list[Path], hw, skip_bad: bool):

@@ -81,7 +81,8 @@ def to_batch(arrays: SplitArrays, array_task: int | None, indices: np.ndarray, t
     if array_task is None or arrays.maps is None:
         maps = torch.zeros(0, dtype=torch.uint8)
     else:
-        maps = torch.from_numpy(np.ascontiguousarray(arrays.maps[array_task][rows]))[inverse]
+        where = arrays.map_positions(array_task, rows)   # the task's own rows (data.task_images: own)
+        maps = torch.from_numpy(np.ascontiguousarray(arrays.maps[array_task][where]))[inverse]
         maps = maps.unsqueeze(1)                                                # (B, 1, H, W)
     return Batch(task=task, images=images, maps=maps, indices=np.asarray(indices))
 
@@ -130,7 +131,8 @@ class MultitaskBatchProvider:
         self.arrays, self.tasks, self.batch_size = arrays, list(tasks), batch_size
         self.batches_per_task, self.seed, self.aug = batches_per_task, seed, aug
         self.rank, self.world_size = rank, world_size
-        self.samplers = [InfiniteSampler(len(arrays), seed * 1000 + t) for t in range(len(self.tasks))]
+        # Each task draws from its own images (all of them, unless data.task_images is own).
+        self.samplers = [InfiniteSampler(len(arrays.task_rows(t)), seed * 1000 + t) for t in range(len(self.tasks))]
 
     def plan(self, step: int) -> tuple[int, np.ndarray]:
         """(position of the task in the arrays, global batch indices) for a step."""
@@ -140,7 +142,8 @@ class MultitaskBatchProvider:
         order = np.random.default_rng([self.seed, round_, 1]).permutation(len(self.tasks))
         array_task = int(order[slot])
         nth = round_ * self.batches_per_task + k           # batches of this task so far
-        return array_task, self.samplers[array_task].take(nth * self.batch_size, self.batch_size)
+        drawn = self.samplers[array_task].take(nth * self.batch_size, self.batch_size)
+        return array_task, drawn if self.arrays.rows is None else self.arrays.task_rows(array_task)[drawn]
 
     def batch(self, step: int) -> Batch:
         array_task, indices = self.plan(step)
@@ -157,7 +160,8 @@ class MultitaskBatchProvider:
 def BatchAndTaskProvider(arrays: SplitArrays, task: int, batch_size: int, array_task: int = 0, **kw):
     """Batches of one task of the arrays, labelled with the model's task index `task`."""
     sub = SplitArrays(arrays.images, [arrays.maps[array_task]], [arrays.tasks[array_task]],
-                      arrays.stems, arrays.sizes, arrays.paths)
+                      arrays.stems, arrays.sizes, arrays.paths,
+                      rows=None if arrays.rows is None else [arrays.rows[array_task]])
     return MultitaskBatchProvider(sub, [task], batch_size, 1, **kw)
 
 
@@ -168,10 +172,11 @@ def BatchProvider(arrays: SplitArrays, batch_size: int, **kw):
 
 def sequential(arrays: SplitArrays, array_task: int | None, task: int, batch_size: int,
                limit: int | None = None) -> Iterator[Batch]:
-    """Every item of the split once, in order (validation, test, run)."""
-    n = len(arrays) if limit is None else min(limit, len(arrays))
-    for start in range(0, n, batch_size):
-        yield to_batch(arrays, array_task, np.arange(start, min(n, start + batch_size)), task)
+    """Every item of the split once (every item the task has), in order (validation, test, run)."""
+    rows = np.arange(len(arrays)) if array_task is None else arrays.task_rows(array_task)
+    rows = rows[:limit] if limit is not None else rows
+    for start in range(0, len(rows), batch_size):
+        yield to_batch(arrays, array_task, rows[start:start + batch_size], task)
 
 
 class Prefetcher:

@@ -114,7 +114,7 @@ class Job:
             elif maps_dir is None:
                 raise UserError("data.images_dir is set but data.maps_dir is not", key="data.maps_dir",
                                 fix="point it at the folder with one subfolder of maps per task")
-            self._index = layout.scan(images_dir, maps_dir, None, data.fixations_dir)
+            self._index = layout.scan(images_dir, maps_dir, None, data.fixations_dir, data.task_images)
         return self._index
 
     def _synth(self) -> tuple[Path, Path]:
