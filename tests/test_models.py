@@ -151,3 +151,46 @@ def test_compiled_model_equals_eager_and_never_recompiles_across_tasks():
             assert torch.allclose(out, eager[task], atol=1e-5)
     finally:
         torch._dynamo.config.error_on_recompile = False
+
+
+def test_a_decoder_skip_predicts_on_a_finer_grid_generated_and_exported():
+    """model.decoder.skip: the light decoder adds an early encoder block's output; the
+    hypernetwork generates the new layers with the rest of the decoder; export keeps them."""
+    torch.manual_seed(0)
+    options = dict(SMALL, chunk_size=512, chunk_embedding_dim=4)
+    model = HyperSaliency(MainNet(cutoff=7, decoder="light", width=16, skip=4), ["t0", "t1"],
+                          hypernet_options=options)
+    assert {"decoder.lateral.0.weight", "decoder.fuse.0.weight"} <= set(model.generated)
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x, task=1)
+    assert out.shape == (2, 1, 64, 64) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert model.hnet.task_embeddings.grad[1].abs().sum() > 0
+    # The prediction's own grid with the default cutoff (stride 16): 16x16 at 64x64 (stride 4),
+    # where the plain light decoder predicts on 8x8.
+    grid = {}
+    for skip in (None, 4):
+        net = MainNet(cutoff=14, decoder="light", width=16, skip=skip).eval()
+        seen = []
+        net.decoder.head.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+        with torch.no_grad():
+            net(x)
+        grid[skip] = seen[0]
+    assert grid == {None: (8, 8), 4: (16, 16)}, grid
+    model.eval()
+    plain = MainNet(cutoff=7, decoder="light", width=16, skip=4)
+    plain.load_state_dict(model.export("t1"))
+    plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x, task=1), plain(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder, skip, cutoff, words", [
+    ("kdsalbox", 4, 14, "the kdsalbox decoder takes no skip"),
+    ("light", 14, 14, "skip 14 must be a number of encoder blocks, at least 1, before the cutoff 14"),
+    ("light", 8, 10, "at a finer stride than the last block's 16"),
+])
+def test_a_bad_skip_says_why(decoder, skip, cutoff, words):
+    with pytest.raises(UserError, match="model.decoder.skip") as e:
+        MainNet(cutoff=cutoff, decoder=decoder, skip=skip)
+    assert words in str(e.value)

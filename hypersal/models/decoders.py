@@ -2,7 +2,9 @@
 
 | name      | what                                                                  |
 |-----------|-----------------------------------------------------------------------|
-| light     | (default) predicts at 2/stride of the image, upsamples bilinearly     |
+| light     | (default) predicts at 2/stride of the image, upsamples bilinearly;    |
+|           | with `skip` N, adds the first N encoder blocks' output and predicts   |
+|           | at their stride (e.g. N = 4: a quarter of the image's size)           |
 | kdsalbox  | the seed's decoder: 7 conv3x3+BN+ReLU blocks, five x2 upsamplings     |
 | inception | QUICKSAL-style: dilated inception blocks, two x2 upsamplings          |
 
@@ -38,17 +40,24 @@ def to_size(x: torch.Tensor, size) -> torch.Tensor:
 
 @DECODERS.register("light")
 class LightDecoder(nn.Module):
-    def __init__(self, in_channels: int, width: int | None = None):
+    SKIPS = True     # takes a higher-resolution encoder output (model.decoder.skip)
+
+    def __init__(self, in_channels: int, width: int | None = None, skip_channels: int | None = None):
         super().__init__()
         width = width or 32
         self.reduce = conv_bn_relu(in_channels, width, 1)
         self.low = conv_bn_relu(width, width)
         self.high = conv_bn_relu(width, width)
+        if skip_channels:
+            self.lateral = conv_bn_relu(skip_channels, width, 1)
+            self.fuse = conv_bn_relu(width, width)
         self.head = nn.Conv2d(width, 1, 1)
 
-    def forward(self, features: torch.Tensor, size) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, size, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = self.low(self.reduce(features))      # (B, w, h, w')
         x = self.high(up2(x))                    # (B, w, 2h, 2w')
+        if skip is not None:                     # (B, w, H/s, W/s): the skip's finer grid
+            x = self.fuse(to_size(x, skip.shape[-2:]) + self.lateral(skip))
         return to_size(self.head(x), size)       # (B, 1, H, W)
 
 

@@ -37,6 +37,11 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
 
+    def forward_with_skip(self, x: torch.Tensor, skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the last block's output, the output of the first `skip` blocks): the decoder's skip."""
+        low = self.blocks[:skip](x)
+        return self.blocks[skip:](low), low
+
 
 def load_weights(weights: str | None, weights_path: str | None) -> dict:
     """A full MobileNetV2 state dict: torchvision's ImageNet weights or a local .pth file.

@@ -16,23 +16,39 @@ from torch.func import functional_call
 
 from hypersal.errors import UserError
 from hypersal.models.decoders import DECODERS
-from hypersal.models.encoder import Encoder
+from hypersal.models.encoder import CHANNELS, STRIDES, Encoder
 from hypersal.models.hypernet import HYPERNETS
 
 GENERATE = ("decoder", "decoder+encoder", "none")
 
 
 class MainNet(nn.Module):
-    """Image (B, 3, H, W) -> saliency logits (B, 1, H, W)."""
+    """Image (B, 3, H, W) -> saliency logits (B, 1, H, W). `skip` N: the decoder also takes the
+    output of the first N encoder blocks (a finer grid: stride 4 for N = 3 or 4)."""
 
     def __init__(self, cutoff: int = 14, weights: str | None = None, weights_path: str | None = None,
-                 decoder: str = "light", width: int | None = None):
+                 decoder: str = "light", width: int | None = None, skip: int | None = None):
         super().__init__()
         self.encoder = Encoder(cutoff, weights, weights_path)
-        self.decoder = DECODERS.get(decoder, key="model.decoder.name")(self.encoder.out_channels, width)
+        kind = DECODERS.get(decoder, key="model.decoder.name")
+        self.skip = skip
+        if skip is None:
+            self.decoder = kind(self.encoder.out_channels, width)
+            return
+        if not getattr(kind, "SKIPS", False):
+            raise UserError(f"the {decoder} decoder takes no skip", key="model.decoder.skip",
+                            fix="use decoder light, or set skip: null")
+        if not (isinstance(skip, int) and 1 <= skip < cutoff and STRIDES[skip - 1] < STRIDES[cutoff - 1]):
+            raise UserError(f"skip {skip} must be a number of encoder blocks, at least 1, before the cutoff "
+                            f"{cutoff}, at a finer stride than the last block's {STRIDES[cutoff - 1]}",
+                            key="model.decoder.skip", fix="e.g. 4 (stride 4, 24 channels) with cutoff 14")
+        self.decoder = kind(self.encoder.out_channels, width, skip_channels=CHANNELS[skip - 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x), x.shape[-2:])
+        if self.skip is None:
+            return self.decoder(self.encoder(x), x.shape[-2:])
+        deep, low = self.encoder.forward_with_skip(x, self.skip)
+        return self.decoder(deep, x.shape[-2:], low)
 
 
 def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> list[str]:
