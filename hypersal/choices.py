@@ -23,8 +23,11 @@ SCHEDULES = ("cosine", "cyclic", "exponential", "none", "staircase")
 LOSSES = ("bce", "cc", "huber", "kld", "l1", "mse", "nss")
 PRECISIONS = ("bf16", "fp16", "fp32")
 METRICS = ("auc_borji", "auc_judd", "cc", "fbeta", "info_gain", "kld", "mae", "nss", "sauc", "sim")
-SYNTH_TASKS = ("boolean_map", "center_bias", "dog_contrast", "fine_grained", "frequency_tuned",
-               "image_signature", "spectral_residual")
+# The classical tasks and the members of the parametric families (hypersal/data/families.py).
+FAMILY_SIZES = {"contrast": 8, "frequency": 8, "prior": 8, "region": 8}
+SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_grained", "frequency_tuned",
+                            "image_signature", "spectral_residual")
+                           + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
 FEWSHOT_METHODS = ("finetune", "hnet", "scratch")
 COMET_MODES = ("disabled", "offline", "online")
 # Each action and its options (the keyword arguments of its constructor).

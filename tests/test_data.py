@@ -284,3 +284,39 @@ def test_train_py_stops_with_the_missing_map_message(tmp_path, dataset):
     assert proc.returncode == 2
     assert "1 of 8 'train' images have no 'frequency_tuned' map (first: img_00007)" in proc.stderr
     assert "failed" in (cfg.parent / "state.json").read_text()
+
+
+def test_every_family_member_is_a_distinct_deterministic_map():
+    """The parametric families (hypersal/data/families.py): 4 families of 8, each member a map in
+    [0, 1] at the image's size, the same twice, and no two members the same map."""
+    from hypersal.data import families
+    from hypersal.data.synth import scene
+    from hypersal.data.tasks import TASKS
+    assert {f: len(m) for f, m in families.FAMILIES.items()} == {"frequency": 8, "contrast": 8, "region": 8, "prior": 8}
+    img = scene(np.random.default_rng(3), 72, 96)
+    maps = {}
+    for fam, members in families.FAMILIES.items():
+        for task in members:
+            m = TASKS.get(task)(img)
+            assert m.shape == (72, 96) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1, task
+            assert np.array_equal(m, TASKS.get(task)(img)), task
+            assert families.family_of(task) == fam
+            maps[task] = m.ravel()
+    names = list(maps)
+    cc = np.corrcoef(np.stack([maps[n] for n in names]))
+    twins = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names)) if cc[i, j] > 0.999]
+    assert twins == []
+    assert families.family_of("center_bias") is None and families.family_of("prior-9") is None
+
+
+def test_family_members_make_a_dataset_and_their_overlap_is_measured(tmp_path):
+    from hypersal.data import families, synth
+    out = synth.make(tmp_path / "fam", n=6, size=(48, 64), tasks=["prior-2", "region-5"], quiet=True, workers=1)
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["prior-2", "region-5"]
+    assert len(list((out / "maps" / "prior-2").iterdir())) == 6
+    o = families.overlap(n=3, size=(48, 64))
+    assert set(o["within"]) == set(families.FAMILIES) and len(o["across"]) == 6
+    assert all(-1 <= v <= 1 for v in [*o["within"].values(), *o["across"].values()])
+    assert o["within"]["prior"] > o["across"]["frequency/prior"]       # a family is more alike within
+    a, b = o["closest_across"]["tasks"]
+    assert families.family_of(a) != families.family_of(b)

@@ -114,3 +114,7 @@ def boolean_map(img: np.ndarray, thresholds: int = 8) -> np.ndarray:
 
 def compute(name: str, img: np.ndarray) -> np.ndarray:
     return TASKS.get(name)(img)
+
+
+# The parametric families (frequency-0 ... prior-7) register themselves in TASKS.
+from hypersal.data import families  # noqa: E402,F401
