@@ -14,6 +14,8 @@ forward; measured on an H100: 80 img/s for the seed's setup, ~1,000 img/s for a 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +61,61 @@ class LightDecoder(nn.Module):
         if skip is not None:                     # (B, w, H/s, W/s): the skip's finer grid
             x = self.fuse(to_size(x, skip.shape[-2:]) + self.lateral(skip))
         return to_size(self.head(x), size)       # (B, 1, H, W)
+
+
+class SaliencyOutput(nn.Module):
+    """Saliency-shaped parameters on the decoder's logits (model.decoder.prior: K > 0):
+
+        out = gain * blur_sigma(logits) + bias + sum_k weight_k * Gaussian_k(x, y)
+
+    K learned Gaussian maps (centre and widths in image-relative units, so they fit any size),
+    an output blur (sigma a learned fraction of the image's side), a gain and a bias. With the
+    hypernetwork generating the decoder, every one of them is generated per task: a task's
+    centre prior, smoothness and contrast are a few numbers the few-shot study can adapt."""
+
+    MAX_BLUR = 0.1     # sigma at most 10% of the side
+
+    def __init__(self, priors: int):
+        super().__init__()
+        side = int(math.ceil(math.sqrt(priors)))
+        grid = torch.linspace(-0.25, 0.25, side) if side > 1 else torch.zeros(1)
+        centres = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)[:priors]
+        self.prior_weight = nn.Parameter(torch.zeros(priors))
+        self.prior_centre = nn.Parameter(centres.clone())                     # (K, 2): y, x in [-0.5, 0.5]
+        self.prior_log_width = nn.Parameter(torch.full((priors, 2), math.log(0.25)))
+        self.gain = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.blur_logit = nn.Parameter(torch.tensor([-3.0]))                 # sigmoid(-3) * 10% ~ 0.5%
+
+    def priors(self, h: int, w: int) -> torch.Tensor:
+        """(1, 1, h, w): the weighted sum of the Gaussian maps."""
+        ys = torch.linspace(-0.5, 0.5, h, device=self.gain.device, dtype=self.gain.dtype)
+        xs = torch.linspace(-0.5, 0.5, w, device=self.gain.device, dtype=self.gain.dtype)
+        width = self.prior_log_width.exp()
+        gy = ((ys[None, :] - self.prior_centre[:, :1]) / width[:, :1]) ** 2          # (K, h)
+        gx = ((xs[None, :] - self.prior_centre[:, 1:]) / width[:, 1:]) ** 2          # (K, w)
+        maps = torch.exp(-0.5 * (gy[:, :, None] + gx[:, None, :]))                   # (K, h, w)
+        return (self.prior_weight[:, None, None] * maps).sum(0)[None, None]
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        """A separable Gaussian blur whose sigma is learned (differentiable), reflect-padded."""
+        h, w = x.shape[-2:]
+        sigma = torch.sigmoid(self.blur_logit) * self.MAX_BLUR * max(h, w)          # (1,)
+        radius = max(1, int(math.ceil(3 * self.MAX_BLUR * max(h, w))))
+        radius = min(radius, (min(h, w) - 1))
+        if radius < 1:
+            return x
+        taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (taps / sigma.clamp_min(0.2)) ** 2)   # 0.2 px: the identity, nearly
+        kernel = kernel / kernel.sum()
+        x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+        x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+        return F.conv2d(x, kernel.view(1, 1, -1, 1))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        h, w = logits.shape[-2:]
+        return self.gain * self.blur(logits) + self.bias + self.priors(h, w)
 
 
 @DECODERS.register("kdsalbox")

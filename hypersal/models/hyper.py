@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from hypersal.errors import UserError
-from hypersal.models.decoders import DECODERS
+from hypersal.models.decoders import DECODERS, SaliencyOutput
 from hypersal.models.encoder import CHANNELS, STRIDES, Encoder
 from hypersal.models.hypernet import HYPERNETS
 
@@ -27,11 +27,16 @@ class MainNet(nn.Module):
     output of the first N encoder blocks (a finer grid: stride 4 for N = 3 or 4)."""
 
     def __init__(self, cutoff: int = 14, weights: str | None = None, weights_path: str | None = None,
-                 decoder: str = "light", width: int | None = None, skip: int | None = None):
+                 decoder: str = "light", width: int | None = None, skip: int | None = None, prior: int = 0):
         super().__init__()
         self.encoder = Encoder(cutoff, weights, weights_path)
         kind = DECODERS.get(decoder, key="model.decoder.name")
         self.skip = skip
+        if prior and not (isinstance(prior, int) and prior > 0):
+            raise UserError(f"prior {prior!r} must be a number of Gaussian maps (0: none)", key="model.decoder.prior",
+                            fix="e.g. 4")
+        # Saliency-shaped parameters on the logits (output.*): generated with the decoder.
+        self.output = SaliencyOutput(prior) if prior else None
         if skip is None:
             self.decoder = kind(self.encoder.out_channels, width)
             return
@@ -46,9 +51,11 @@ class MainNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.skip is None:
-            return self.decoder(self.encoder(x), x.shape[-2:])
-        deep, low = self.encoder.forward_with_skip(x, self.skip)
-        return self.decoder(deep, x.shape[-2:], low)
+            logits = self.decoder(self.encoder(x), x.shape[-2:])
+        else:
+            deep, low = self.encoder.forward_with_skip(x, self.skip)
+            logits = self.decoder(deep, x.shape[-2:], low)
+        return logits if self.output is None else self.output(logits)
 
 
 def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> list[str]:
@@ -63,7 +70,7 @@ def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> l
                         key="model.hypernet.encoder_from", fix="set encoder_from, e.g. 10")
 
     def wanted(name: str) -> bool:
-        if name.startswith("decoder."):
+        if name.startswith(("decoder.", "output.")):       # output: the saliency-shaped parameters
             return True
         if generate == "decoder+encoder" and name.startswith("encoder.blocks."):
             return int(name.split(".")[2]) >= encoder_from

@@ -169,7 +169,7 @@ class Job:
             options.update(chunk_size=h.chunk_size, chunk_embedding_dim=h.chunk_embedding_dim)
         return dict(mnet=dict(cutoff=m.encoder.cutoff, weights=m.encoder.weights,
                               weights_path=m.encoder.weights_path, decoder=m.decoder.name,
-                              width=m.decoder.width, skip=m.decoder.skip),
+                              width=m.decoder.width, skip=m.decoder.skip, prior=m.decoder.prior),
                     task_names=list(task_names), generate=h.generate, encoder_from=h.encoder_from,
                     hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn)
 
