@@ -86,6 +86,22 @@ def queue_is_free() -> tuple[bool, str]:
 
 
 @pytest.fixture(scope="session")
+def demo(slurm, tmp_path_factory):
+    """The real demo sweep (shared/experiment/demo.yaml) on the local Slurm cluster, submitted
+    once for the session and followed by `status --watch 2` from its submission until it ends by
+    itself: (its folder, what watch printed, seconds it took). test_report and test_runs read it."""
+    import time
+    base = tmp_path_factory.mktemp("demo")
+    started = time.monotonic()
+    proc = experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'demo.yaml'}", "--base-dir", str(base))
+    assert proc.returncode == 0, proc.stderr
+    exp = base / "demo"
+    watch = experiment("status", str(exp), "--watch", "2", timeout=600)
+    assert watch.returncode == 0, watch.stderr
+    return exp, watch.stdout, time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
 def slurm():
     """The local Slurm cluster. Skips (with the reason) where none runs or its queue is taken,
     unless HYPERSAL_REQUIRE_SLURM=1 (CI), where that is a failure."""

@@ -52,6 +52,8 @@ def wait_until(predicate, timeout: float = 180, what: str = "") -> None:
 
 
 def release_when_requeued(job_id: str, timeout: float = 120) -> None:
-    """A requeued job waits ~120 s (BeginTime) before it may run again: start it now."""
+    """A requeued job waits ~120 s (BeginTime) before it may run again: start it in 5 s. Not at
+    once: slurmctld then starts it while the last attempt's credential is being revoked, and
+    kills it ("Killing non-startable batch JobId: Job credential revoked"; seen in CI)."""
     wait_until(lambda: squeue().get(job_id, ("",))[0] == "PENDING", timeout, f"job {job_id} pending again")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5seconds"], check=True)

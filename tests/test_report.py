@@ -18,20 +18,6 @@ import yaml
 import browser
 from conftest import PYTHON, ROOT, TINY_TRAINER, experiment, write
 
-DEMO = ROOT / "shared" / "experiment" / "demo.yaml"
-
-
-@pytest.fixture(scope="session")
-def demo(slurm, tmp_path_factory):
-    """The real demo sweep on the local Slurm cluster, followed by `status --watch 2` from its
-    submission until it ends by itself: (its folder, what watch printed, seconds it took)."""
-    base = tmp_path_factory.mktemp("demo")
-    started = time.monotonic()
-    experiment(f"--experiment={DEMO}", "--base-dir", str(base), check_rc=0)
-    exp = base / "demo"
-    watch = experiment("status", str(exp), "--watch", "2", timeout=600, check_rc=0)
-    return exp, watch.stdout, time.monotonic() - started
-
 
 @pytest.fixture(scope="session")
 def chromium():
