@@ -57,6 +57,7 @@ ONE_OF: dict[tuple, tuple[str, tuple]] = {
     ("fewshot", "split"): ("split", ("test", "train", "val")),
     ("distributed", "lr_scaling"): ("value", ("linear", "none", "sqrt")),
     ("comet", "mode"): ("Comet mode", COMET_MODES),
+    ("adapt", "bn_stats"): ("value", ("keep", "update")),       # adapt's own key: not train's rules
 }
 # path -> (what one item is called, the allowed items): lists whose every item must be allowed
 EACH_OF: dict[tuple, tuple[str, tuple]] = {
@@ -122,7 +123,7 @@ def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
 
 def check_value(path: tuple, value: Any, **where) -> None:
     """Raise a UserError when the value at `path` (a trainer key path) is not allowed there."""
-    rule = rule_path(path)
+    rule = tuple(path) if tuple(path) in ONE_OF else rule_path(path)
     if rule in ONE_OF:
         kind, valid = ONE_OF[rule]
         if value not in valid:

@@ -123,6 +123,8 @@ CASES = [
     ("unreadable-loss", "a loss expression that is not a weighted sum",
      HEAD + "runs:\n  - trainer:\n      train: {loss: 0.5 * cc * 2}\n",
      "runs[0].trainer.train.loss: cannot read the loss '0.5 * cc * 2'", []),
+    ("unknown-bn-stats", "an adapt-only value misspelt", HEAD + "runs:\n  - trainer:\n      adapt: {bn_stats: kept}\n",
+     "runs[0].trainer.adapt.bn_stats: unknown value 'kept'. Fix: use one of: keep, update. Did you mean 'keep'?", []),
     ("unknown-task-images", "mine", HEAD + "runs:\n  - trainer:\n      data: {task_images: mine}\n",
      "runs[0].trainer.data.task_images: unknown value 'mine'. Fix: use one of: all, own", []),
     ("unknown-precision", "fp8", HEAD + "runs:\n  - trainer:\n      train: {precision: fp8}\n",

@@ -325,3 +325,22 @@ def test_adapt_fine_tunes_with_its_own_lr_and_epochs(tmp_path):
     lrs = {m["stage"]: m["lr"] for m in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
            if "lr" in m}
     assert lrs["adapt"] == 0.001 and lrs["adapt_finetune"] == 0.0005     # train's lr, then its own
+
+
+@pytest.mark.parametrize("bn_stats", ["keep", "update"])
+def test_adapt_keeps_or_updates_the_new_tasks_batchnorm_statistics(tmp_path, bn_stats):
+    """adapt.bn_stats: keep uses the trained tasks' mean statistics for the new task and never
+    re-estimates them from the k images; update (the default) does."""
+    tiny = {"epochs": 1, "steps_per_epoch": 3}
+    cfg = config(tmp_path, ["train", "adapt"], train={**SMALL, **tiny},
+                 adapt={"task": "center_bias", "shots": 4, **tiny, "actions": [], "bn_stats": bn_stats})
+    proc = train("--config", str(cfg), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    before, after = model_state(tmp_path, "train"), model_state(tmp_path, "adapt")
+    means = [k for k in after if k.startswith("bn_bank.") and k.endswith("running_mean")]
+    assert means
+    new_row_is_mean = all(torch.allclose(after[k][-1], before[k].float().mean(0), atol=1e-6) for k in means)
+    assert new_row_is_mean == (bn_stats == "keep")
+    assert all(torch.equal(after[k][:-1], before[k]) for k in means)       # the trained tasks' rows untouched
+    emb0, emb1 = before["hnet.task_embeddings"], after["hnet.task_embeddings"]
+    assert not torch.allclose(emb1[-1], emb0.mean(0))                       # the embedding learned either way

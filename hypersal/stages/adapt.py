@@ -26,10 +26,20 @@ class NewTaskEmbedding(nn.Module):
     """The model with the new task's embedding as its own parameter: only it is optimised,
     and the other tasks' embeddings are not touched (not even by weight decay)."""
 
-    def __init__(self, model: HyperSaliency, task: int):
+    def __init__(self, model: HyperSaliency, task: int, keep_bn: bool = False):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.keep_bn = model, task, keep_bn
         self.embedding = nn.Parameter(model.hnet.task_embeddings.detach()[task].clone())   # (E,)
+
+    def train(self, mode: bool = True) -> "NewTaskEmbedding":
+        """adapt.bn_stats: keep: BatchNorm in eval mode while adapting: the new task's
+        statistics (the trained tasks' mean) are used, never re-estimated from k images."""
+        super().train(mode)
+        if self.keep_bn:
+            for m in self.model.mnet.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self.model(x, task=self.task, embedding=self.embedding)
@@ -86,7 +96,7 @@ def adapt(job) -> dict:
         trainer.fit()
         return {**result, **summary(trainer)}
 
-    wrapper = NewTaskEmbedding(model, task)
+    wrapper = NewTaskEmbedding(model, task, keep_bn=cfg.bn_stats == "keep")
     trainer = make_trainer(job, "adapt", cfg, Fit(wrapper, provider, [wrapper.embedding], val_tasks=val,
                                                   actions=[FreezeHNETForCatchup(None)]))
     trainer.fit()
