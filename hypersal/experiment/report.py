@@ -25,7 +25,6 @@ from plotly.offline import get_plotlyjs
 
 from hypersal import yamlio
 from hypersal.experiment import runs as runs_mod
-from hypersal.experiment.status import search_best
 
 TEMPLATE = Path(__file__).with_name("report.html")
 SMOOTH = 5        # the training loss is drawn as the mean of the last 5 logged values
@@ -57,7 +56,7 @@ def render(sweep: runs_mod.Sweep, metric: str, how: str, best: int = 3) -> str:
     return env.from_string(TEMPLATE.read_text()).render(
         plotlyjs=get_plotlyjs(), sweep=sweep, summary=sweep.summary, metric=metric,
         better="lower" if how == "minimize" else "higher", counts=counts, generated=time.strftime("%Y-%m-%d %H:%M:%S"),
-        search_best=search_best(sweep.exp_dir) if sweep.search else None,
+        search_best=sweep.best,
         parcoords=_html(parcoords(sweep, metric, how, names), "parcoords"),
         with_metric=sum(_number(r.value(metric)) for r in sweep.runs),
         curves=_html(curves(sweep, top), "curves"),

@@ -1,5 +1,5 @@
 """A sweep as its run folders say it is: one `Run` per run (state, sampled values, figures,
-trial), the headline metric, and the short column names. Read by `collect`, `status --watch`
+trial), the headline metric, and the short column names. Read by `collect`, `status`
 and `report`; nothing here writes.
 
 The headline metric (what tables sort by and the report colours by) is, unless `--metric`
@@ -61,6 +61,7 @@ class Sweep:
     exp_dir: Path
     summary: dict
     runs: list[Run]
+    best: str | None = None     # an adaptive sweep's best trial so far, in words (None: a plain sweep)
 
     @property
     def search(self) -> dict | None:
@@ -112,7 +113,7 @@ def direction(metric: str) -> str:
 def load(exp_dir: Path) -> Sweep:
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
-    values = trial_values(exp_dir, summary)
+    values, best = search_results(exp_dir, summary)
     runs = []
     for entry in summary["runs"]:
         folder = RunFolder(exp_dir / entry["dir"])
@@ -124,7 +125,7 @@ def load(exp_dir: Path) -> Sweep:
         if summary.get("search") and run.trial in values:
             run.extra[summary["search"]["metric"]] = values[run.trial]
         runs.append(run)
-    return Sweep(exp_dir, summary, runs)
+    return Sweep(exp_dir, summary, runs, best)
 
 
 def comet_url(folder: RunFolder) -> str | None:
@@ -134,18 +135,24 @@ def comet_url(folder: RunFolder) -> str | None:
     return path.read_text().strip() or None
 
 
-def trial_values(exp_dir: Path, summary: dict) -> dict[int, float]:
-    """{trial number: its value (finished) or last reported value (pruned)} of an adaptive sweep."""
+def search_results(exp_dir: Path, summary: dict) -> tuple[dict[int, float], str | None]:
+    """An adaptive sweep's study, read once: {trial number: its value (finished) or last reported
+    value (pruned)}, and its best trial so far in words. ({}, None) for a plain sweep."""
     if "search" not in summary:
-        return {}
+        return {}, None
     from hypersal import search as search_mod
-    out = {}
-    for trial in search_mod.load(exp_dir).get_trials(deepcopy=False):
+    study = search_mod.load(exp_dir)
+    values = {}
+    for trial in study.get_trials(deepcopy=False):
         if trial.value is not None:
-            out[trial.number] = float(trial.value)
+            values[trial.number] = float(trial.value)
         elif trial.intermediate_values:
-            out[trial.number] = float(trial.intermediate_values[max(trial.intermediate_values)])
-    return out
+            values[trial.number] = float(trial.intermediate_values[max(trial.intermediate_values)])
+    try:
+        best = study.best_trial
+    except (ValueError, KeyError):     # no trial finished yet
+        return values, "none yet (no trial has finished)"
+    return values, f"trial {best.number}, {summary['search']['metric']} {best.value:.6g}"
 
 
 def short_names(keys: list[str]) -> dict[str, str]:

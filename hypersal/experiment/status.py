@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from hypersal import yamlio
-from hypersal.experiment.runs import metric_records, short_names, trial_values
+from hypersal.experiment import runs as runs_mod
+from hypersal.experiment.runs import Sweep, metric_records, short_names
 from hypersal.progress import fmt_duration
 from hypersal.experiment.executors import QueueEntry, SubmitError
-from hypersal.experiment.submit import load_summary, read_jobs
+from hypersal.experiment.submit import read_jobs
 from hypersal.experiment.table import format_table
 from hypersal.log import say
 from hypersal.runfolder import RunFolder
@@ -49,9 +50,8 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
     return "ended before train.py started (see its log)" if job != "local" else "not run"
 
 
-def rows(exp_dir: Path, executor) -> list[dict]:
-    summary = load_summary(exp_dir)
-    jobs = read_jobs(exp_dir)
+def rows(sweep: Sweep, executor) -> list[dict]:
+    jobs = read_jobs(sweep.exp_dir)
     queue, queue_known = {}, True
     if any(j != "local" for j in jobs.values()):
         try:
@@ -59,28 +59,21 @@ def rows(exp_dir: Path, executor) -> list[dict]:
         except SubmitError as e:   # a controller down: the folders still say what finished
             say(f"warning: {e}; showing what the run folders say")
             queue_known = False
+    metric = sweep.search["metric"] if sweep.search else None
     out = []
-    sampled_keys = []
-    values = trial_values(exp_dir, summary)   # an adaptive sweep's trials: their values
-    for run in summary["runs"]:
-        folder = RunFolder(Path(exp_dir) / run["dir"])
-        state = folder.state()
-        job = jobs.get(run["dir"])
-        info = folder.run_info() if folder.run_yaml.is_file() else {}
-        # an adaptive sweep's values are drawn when its job starts: run.yaml has them
-        sampled = info.get("sampled") or run.get("sampled", {})
-        sampled_keys += [k for k in sampled if k not in sampled_keys]
+    for run in sweep.runs:
+        job = jobs.get(run.name)
         out.append({
-            "run": run["dir"], "job": job or "-",
-            **({"trial": info.get("trial", "-"), summary["search"]["metric"]: values.get(info.get("trial"), "-")}
-               if "search" in summary else {}),
-            "status": run_status(job, queue.get(job), state, queue_known),
-            "stage": state.get("stage") or "-",
-            "progress": state.get("progress") or "-",
-            **latest(folder, state),
-            **sampled,
+            "run": run.name, "job": job or "-",
+            # an adaptive sweep's trials: their numbers and values
+            **({"trial": "-" if run.trial is None else run.trial, metric: run.extra.get(metric, "-")} if metric else {}),
+            "status": run_status(job, queue.get(job), run.state, queue_known),
+            "stage": run.state.get("stage") or "-",
+            "progress": run.state.get("progress") or "-",
+            **latest(run.folder, run.state),
+            **run.sampled,
         })
-    names = short_names(sampled_keys)   # trainer.train.optim.lr -> lr where no other key ends so
+    names = short_names(sweep.sampled_keys())   # trainer.train.optim.lr -> lr where no other key ends so
     return [{names.get(k, k): v for k, v in row.items()} for row in out]
 
 
@@ -124,7 +117,8 @@ LIVE = ("pending", "running", "configuring", "completing", "requeued", "suspende
 
 
 def status(exp_dir: Path, executor) -> str:
-    return render(exp_dir, rows(exp_dir, executor))
+    sweep = runs_mod.load(exp_dir)
+    return render(rows(sweep, executor), sweep.best)
 
 
 def live(table: list[dict]) -> int:
@@ -138,8 +132,9 @@ def watch(exp_dir: Path, executor, every_s: float, stream=None) -> None:
     stream = stream or sys.stdout
     tty = stream.isatty()
     while True:
-        table = rows(exp_dir, executor)
-        text = render(exp_dir, table)
+        sweep = runs_mod.load(exp_dir)
+        table = rows(sweep, executor)
+        text = render(table, sweep.best)
         left = live(table)
         stamp = time.strftime("%H:%M:%S")
         footer = (f"{stamp}: {left} run{'s' * (left != 1)} still queued or running; refreshing every "
@@ -151,29 +146,15 @@ def watch(exp_dir: Path, executor, every_s: float, stream=None) -> None:
         time.sleep(every_s)
 
 
-def render(exp_dir: Path, table: list[dict]) -> str:
+def render(table: list[dict], best: str | None) -> str:
+    """The table, the count of runs by status, and an adaptive sweep's best trial so far."""
     counts: dict[str, int] = {}
     for row in table:
         word = row["status"].split(" (")[0]
         counts[word] = counts.get(word, 0) + 1
     total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
     text = format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
-    best = search_best(exp_dir)
     return text + (f"best so far: {best}\n" if best else "")
-
-
-def search_best(exp_dir: Path) -> str | None:
-    """An adaptive sweep's best trial so far, from its study (None for a plain sweep)."""
-    summary = load_summary(exp_dir)
-    if "search" not in summary:
-        return None
-    from hypersal import search as search_mod
-    try:
-        study = search_mod.load(exp_dir)
-        best = study.best_trial
-    except (ValueError, KeyError):     # no trial finished yet
-        return "none yet (no trial has finished)"
-    return f"trial {best.number}, {summary['search']['metric']} {best.value:.6g}"
 
 
 def cancel(exp_dir: Path, executor) -> list[str]:
