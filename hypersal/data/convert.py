@@ -82,19 +82,24 @@ def _unmatched(fmt: str, missing: list[str], total: int, folder: Path, what: str
                      file=folder, fix=f"add the missing {what} files, or remove those images from the source")
 
 
-# --- SALICON ------------------------------------------------------------------------------------
-
-def salicon_fixations(path: Path) -> np.ndarray:
-    """The fixations of every observer of one image, as a binary map at its resolution."""
+def read_mat(path: Path, source: str) -> tuple[dict, str]:
+    """A .mat file's variables, and their names in words (for an error about what it holds)."""
     from scipy.io import loadmat
     try:
         mat = loadmat(path)
     except Exception as e:
         raise UserError(f"cannot read the .mat file ({e.__class__.__name__}: {e})", file=path,
-                        fix="replace it with the file from the SALICON archive") from None
+                        fix=f"replace it with the file from {source}") from None
+    return mat, ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
+
+
+# --- SALICON ------------------------------------------------------------------------------------
+
+def salicon_fixations(path: Path) -> np.ndarray:
+    """The fixations of every observer of one image, as a binary map at its resolution."""
+    mat, found = read_mat(path, "the SALICON archive")
     if "gaze" not in mat or "resolution" not in mat:
-        raise UserError(f"a SALICON fixation file has `gaze` and `resolution`; this one has "
-                        f"{', '.join(k for k in mat if not k.startswith('__')) or 'nothing'}", file=path,
+        raise UserError(f"a SALICON fixation file has `gaze` and `resolution`; this one has {found}", file=path,
                         fix="use the fixations/{train,val}/*.mat of SALICON (the 2015 or 2017 release)")
     h, w = (int(v) for v in np.asarray(mat["resolution"]).ravel()[:2])
     out = np.zeros((h, w), bool)
@@ -160,15 +165,9 @@ def mit1003(src: Path) -> list[Item]:
 # --- CAT2000 ------------------------------------------------------------------------------------
 
 def cat2000_fixations(path: Path) -> np.ndarray:
-    from scipy.io import loadmat
-    try:
-        mat = loadmat(path)
-    except Exception as e:
-        raise UserError(f"cannot read the .mat file ({e.__class__.__name__}: {e})", file=path,
-                        fix="replace it with the file from CAT2000's trainSet") from None
+    mat, found = read_mat(path, "CAT2000's trainSet")
     locs = mat.get("fixLocs")
     if locs is None or np.asarray(locs).ndim != 2:
-        found = ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
         raise UserError(f"a CAT2000 FIXATIONLOCS file holds `fixLocs`, a 2-D binary matrix; this one has {found}",
                         file=path, fix="use trainSet/FIXATIONLOCS/<category>/*.mat of CAT2000")
     return np.asarray(locs) > 0
