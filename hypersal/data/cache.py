@@ -57,6 +57,10 @@ class SplitArrays:
         """The image rows of one task of the arrays."""
         return np.arange(len(self)) if self.rows is None else self.rows[array_task]
 
+    def image_rows(self, array_task: int, positions: np.ndarray) -> np.ndarray:
+        """The image rows at these positions of the task's own list (its maps array's rows)."""
+        return positions if self.rows is None else self.rows[array_task][positions]
+
     def map_positions(self, array_task: int, image_rows: np.ndarray) -> np.ndarray:
         """Where the maps of these image rows sit in the task's maps array."""
         rows = np.asarray(image_rows)

@@ -57,9 +57,8 @@ class DatasetIndex:
         images = self.split(split)
         if self.task_images == "all" or not tasks:
             return images
-        for task in tasks:
-            self.task_images_of(split, task)      # each task has some
-        return [p for p in images if any(p.stem in self.maps.get(t, {}) for t in tasks)]
+        used = {p for task in tasks for p in self.task_images_of(split, task)}   # each task has some
+        return [p for p in images if p in used]
 
     def task_images_of(self, split: str, task: str) -> list[Path]:
         images = self.split(split)

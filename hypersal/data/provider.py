@@ -143,7 +143,7 @@ class MultitaskBatchProvider:
         array_task = int(order[slot])
         nth = round_ * self.batches_per_task + k           # batches of this task so far
         drawn = self.samplers[array_task].take(nth * self.batch_size, self.batch_size)
-        return array_task, drawn if self.arrays.rows is None else self.arrays.task_rows(array_task)[drawn]
+        return array_task, self.arrays.image_rows(array_task, drawn)
 
     def batch(self, step: int) -> Batch:
         array_task, indices = self.plan(step)
