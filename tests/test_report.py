@@ -155,7 +155,8 @@ def test_the_report_of_a_sweep_with_a_failed_and_a_running_run(chromium, tmp_pat
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             state = json.loads((exp / "run_002" / "state.json").read_text()) if (exp / "run_002" / "state.json").is_file() else {}
-            lines = (exp / "run_002" / "metrics.jsonl").read_text().count("\n") if state else 0
+            metrics = exp / "run_002" / "metrics.jsonl"   # written a moment after state.json
+            lines = metrics.read_text().count("\n") if state and metrics.is_file() else 0
             if state.get("state") == "running" and lines >= 5:
                 break
             time.sleep(0.5)
