@@ -29,6 +29,8 @@ SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_
                             "image_signature", "spectral_residual")
                            + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
 FEWSHOT_METHODS = ("finetune", "hnet", "scratch")
+STUDY_ARMS = ("embedding", "finetune_all", "finetune_decoder", "k0_best", "k0_start", "plain_b", "saliency",
+              "scratch")
 COMET_MODES = ("disabled", "offline", "online")
 # Each action and its options (the keyword arguments of its constructor).
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -58,11 +60,15 @@ ONE_OF: dict[tuple, tuple[str, tuple]] = {
     ("distributed", "lr_scaling"): ("value", ("linear", "none", "sqrt")),
     ("comet", "mode"): ("Comet mode", COMET_MODES),
     ("adapt", "bn_stats"): ("value", ("keep", "update")),       # adapt's own key: not train's rules
+    ("model", "hypernet", "start"): ("value", ("learned", "mean")),
+    ("study", "family"): ("family", (None, *FAMILY_SIZES)),
 }
 # path -> (what one item is called, the allowed items): lists whose every item must be allowed
 EACH_OF: dict[tuple, tuple[str, tuple]] = {
     ("test", "metrics"): ("metric", METRICS),
     ("fewshot", "methods"): ("fewshot method", FEWSHOT_METHODS),
+    ("study", "arms"): ("study arm", STUDY_ARMS),
+    ("study", "seen_arms"): ("study arm", STUDY_ARMS),
     ("data", "synth", "tasks"): ("saliency task", SYNTH_TASKS),
 }
 

@@ -12,7 +12,8 @@ from hypersal.errors import UserError, unknown_name
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "pretrain_one_task": (), "pretrain_weights": (), "train": (), "train_catchup": (),
-    "adapt": ("adapt.task",), "fewshot": ("adapt.task",), "test": (), "run": (), "export": (),
+    "adapt": ("adapt.task",), "fewshot": ("adapt.task",),
+    "fewshot_study": ("study.family",), "test": (), "run": (), "export": (),
 }
 # The stages that train with train's options: each inherits every key of `train` it does not
 # set itself (schema.inherit), after all layers are merged.

@@ -49,13 +49,27 @@ class MainNet(nn.Module):
                             key="model.decoder.skip", fix="e.g. 4 (stride 4, 24 channels) with cutoff 14")
         self.decoder = kind(self.encoder.out_channels, width, skip_channels=CHANNELS[skip - 1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple:
+        """(deepest features, the skip's features or None): what the decoder reads."""
         if self.skip is None:
-            logits = self.decoder(self.encoder(x), x.shape[-2:])
-        else:
-            deep, low = self.encoder.forward_with_skip(x, self.skip)
-            logits = self.decoder(deep, x.shape[-2:], low)
+            return self.encoder(x), None
+        return self.encoder.forward_with_skip(x, self.skip)
+
+    def decode(self, encoded: tuple, size) -> torch.Tensor:
+        deep, low = encoded
+        logits = self.decoder(deep, size) if low is None else self.decoder(deep, size, low)
         return logits if self.output is None else self.output(logits)
+
+    def forward(self, x: torch.Tensor | None, encoded: tuple | None = None, size=None,
+                encode_only: bool = False):
+        """Logits for images x; `encode_only`: the encoder's output only; `encoded` (with the
+        output `size`): decode given features, skipping the encoder (the few-shot study caches
+        them). One forward with these modes, so HyperSaliency's functional call reaches each."""
+        if encode_only:
+            return self.encode(x)
+        if encoded is None:
+            encoded, size = self.encode(x), x.shape[-2:]
+        return self.decode(encoded, size)
 
 
 def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> list[str]:
@@ -107,7 +121,7 @@ class BatchNormBank(nn.Module):
 class HyperSaliency(nn.Module):
     def __init__(self, mnet: MainNet, task_names: list[str], generate: str = "decoder",
                  encoder_from: int | None = None, hypernet: str = "chunked", hypernet_options: dict | None = None,
-                 per_task_bn: bool = True):
+                 per_task_bn: bool = True, start: str = "mean"):
         super().__init__()
         self.mnet = mnet
         self.task_names = list(task_names)
@@ -121,11 +135,15 @@ class HyperSaliency(nn.Module):
                 base, len(self.task_names), **(hypernet_options or {}))
             for name in self.generated:  # replaced at every call: never trained in place
                 params[name].requires_grad_(False)
+            if start == "learned":       # a shared parameter: episodic training learns it
+                self.hnet.start = nn.Parameter(torch.zeros(self.hnet.task_embeddings.shape[1]))
+        if start not in ("mean", "learned"):
+            raise UserError(f"unknown value '{start}'", key="model.hypernet.start", fix="use mean or learned")
         self.bn_bank = BatchNormBank(mnet, len(self.task_names)) if per_task_bn else None
         self._run = self._run_mnet
 
-    def _run_mnet(self, tensors: dict, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.mnet, tensors, (x,)) if tensors else self.mnet(x)
+    def _run_mnet(self, tensors: dict, x: torch.Tensor | None, **mode) -> torch.Tensor:
+        return functional_call(self.mnet, tensors, (x,), mode) if tensors else self.mnet(x, **mode)
 
     def compile(self, **options) -> "HyperSaliency":
         """torch.compile the main network's run, not the whole forward: its inputs are the
@@ -155,22 +173,36 @@ class HyperSaliency(nn.Module):
         pieces = flat.split([s.numel() for s in self.shapes])
         return {n: t.view(s) for n, t, s in zip(self.generated, pieces, self.shapes)}
 
-    def forward(self, x: torch.Tensor, task: int = 0, embedding: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None, task: int = 0, embedding: torch.Tensor | None = None,
+                **mode) -> torch.Tensor:
         """Images (B, 3, H, W) of one task -> logits (B, 1, H, W). The weights are generated once
-        per batch, not per sample."""
+        per batch, not per sample. `mode`: MainNet.forward's encode_only, or encoded and size."""
         tensors = self.generated_params(task, embedding)
         if self.bn_bank is not None:
             tensors.update(self.bn_bank.for_task(task))
-        return self._run(tensors, x)
+        return self._run(tensors, x, **mode)
+
+    def start_embedding(self) -> torch.Tensor:
+        """Where a new task's embedding starts (model.hypernet.start): the learned start, or the
+        mean of the trained tasks' embeddings (detached: not a parameter)."""
+        start = getattr(self.hnet, "start", None)
+        return start if start is not None else self.hnet.task_embeddings.detach()[: self.n_trained].mean(0)
+
+    @property
+    def n_trained(self) -> int:
+        """Tasks with a trained embedding (add_task appends new ones after them)."""
+        return getattr(self, "_n_trained", self.n_tasks)
 
     def add_task(self, name: str) -> int:
-        """Room for a new task (few-shot adaptation): its embedding starts at the mean of the
-        others, its BatchNorm statistics likewise. Returns its index."""
+        """Room for a new task (few-shot adaptation): its embedding starts at start_embedding()
+        (the mean of the others, or the learned start), its BatchNorm statistics likewise. Returns its index."""
         if name in self.task_names:
             raise UserError(f"task '{name}' exists already", fix="adapt to a task the model was not trained on")
         if self.hnet is not None:
             emb = self.hnet.task_embeddings
-            self.hnet.task_embeddings = nn.Parameter(torch.cat([emb.data, emb.data.mean(0, keepdim=True)]))
+            self._n_trained = self.n_trained
+            first = self.start_embedding().detach().view(1, -1)
+            self.hnet.task_embeddings = nn.Parameter(torch.cat([emb.data, first]))
         if self.bn_bank is not None:
             self.bn_bank.add_row()
         self.task_names.append(name)

@@ -11,7 +11,9 @@ from hypersal.models.hyper import HyperSaliency
 from hypersal.stages import stage
 from hypersal.train.actions import FreezeHNETForCatchup
 from hypersal.train.checkpoint import load
-from hypersal.train.fit import Fit, make_trainer, summary
+from hypersal.train.episodic import EpisodicTrainStep
+from hypersal.train.fit import Fit, accumulation, make_trainer, summary
+from hypersal.train.losses import weighted
 from hypersal.train.steps import WeightsBatch, WeightsTrainStep
 
 
@@ -47,9 +49,23 @@ def train(job) -> dict:
     model = model_for(job, tasks)
     reporter = [job.trial.reporter()] if job.trial is not None else []   # an adaptive sweep's trial
     trainer = make_trainer(job, "train", cfg, Fit(model, multitask_provider(job, cfg, model, tasks),
-                                                  all_parameters(model), val_tasks=tasks, actions=reporter))
+                                                  all_parameters(model), val_tasks=tasks, actions=reporter,
+                                                  step=episodic_step(job, cfg, model)))
     trainer.fit()
     return summary(trainer)
+
+
+def episodic_step(job, cfg, model: HyperSaliency):
+    """train.episodic's step when its weight is > 0 (None: the usual multitask step)."""
+    if cfg.episodic.weight <= 0:
+        return None
+    needs_hypernet(model, "train with episodic.weight > 0")
+    for bad, key, fix in ((job.world.active, "train.episodic.weight", "train episodically on one process"),
+                          (accumulation(cfg, "train") > 1, "train.device_batch_size", "set it to null"),
+                          (cfg.precision != "fp32", "train.precision", "use fp32")):
+        if bad:
+            raise UserError("episodic training runs one process, fp32, whole batches", key=key, fix=fix)
+    return EpisodicTrainStep(weighted(cfg.loss, key="train.loss"), cfg.episodic, cfg.clip_grad)
 
 
 @stage("pretrain_one_task", changes_model=True)

@@ -19,6 +19,7 @@ from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.runfolder import RunFolder
+from hypersal.study import protocol
 from hypersal.train.checkpoint import load, save_atomic
 from hypersal.train.distributed import World, barrier, sync_batchnorm
 from hypersal.tracking import Tracker
@@ -119,7 +120,10 @@ class Job:
 
     def _synth(self) -> tuple[Path, Path]:
         s = self.cfg.data.synth
-        key = f"synth-{s.n}-{s.size[0]}x{s.size[1]}-{s.seed}-{'-'.join(s.tasks)}"
+        names = '-'.join(s.tasks)
+        if len(names) > 120:          # a file name's limit is 255 bytes: many tasks, their hash
+            names = f"{len(s.tasks)}tasks-" + hashlib.sha1(names.encode()).hexdigest()[:12]
+        key = f"synth-{s.n}-{s.size[0]}x{s.size[1]}-{s.seed}-{names}"
         if s.images_dir:
             key += "-" + hashlib.sha1(str(s.images_dir).encode()).hexdigest()[:8]
         out = Path(self.cfg.data.cache_dir or cache.default_cache_dir()) / key
@@ -131,7 +135,8 @@ class Job:
     def train_tasks(self) -> list[str]:
         """`tasks` (or every task of the dataset), minus the task adapt holds out."""
         found = self.dataset().tasks
-        wanted = list(self.cfg.tasks) or found
+        wanted = list(self.cfg.tasks) or (protocol.training_tasks(self.cfg.study) if self.cfg.study.family
+                                          else found)
         unknown = [t for t in wanted if t not in found]
         if unknown:
             raise UserError(f"no maps for task(s) {', '.join(unknown)}", key="tasks",
@@ -171,7 +176,8 @@ class Job:
                               weights_path=m.encoder.weights_path, decoder=m.decoder.name,
                               width=m.decoder.width, skip=m.decoder.skip, prior=m.decoder.prior),
                     task_names=list(task_names), generate=h.generate, encoder_from=h.encoder_from,
-                    hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn)
+                    hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn,
+                    start=h.start)
 
     def new_model(self, task_names: list[str]) -> HyperSaliency:
         return self._place(build_model(self.model_args(task_names)))

@@ -1,0 +1,176 @@
+"""fewshot_study: every arm of the few-shot study on one fold (hypersal/study/).
+
+After `train` on the fold's training tasks (study.protocol), in two phases:
+1. budgets: for each trained arm and k, every learning rate of `study.lrs[arm]` is run to the
+   largest of `study.steps` on the selection tasks (held-out members of the *training*
+   families), k pairs drawn from their val images and scored on their other val images; the
+   (lr, steps) with the best mean CC is kept. No test image is seen.
+2. scores: for each test task (the held-out family's members, then the seen families' new
+   members with `seen_arms`), k and draw, each arm with its budget: k pairs drawn from the
+   task's val images (images the model never trained on; the draw's seed depends on
+   study.draw_seed, the draw, k and the task, never on the model seed), scored by mean CC
+   on every test image against its map at its original size, as `test` does.
+Results go to <run>/study.json as they come (a restarted job goes on where it stopped).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zlib
+
+import numpy as np
+import torch
+
+from hypersal.data.cache import read_map
+from hypersal.errors import UserError
+from hypersal.log import say
+from hypersal.stages import stage
+from hypersal.stages.evaluate import trained_model
+from hypersal.study import arms as A, protocol
+from hypersal.train.losses import weighted
+from hypersal.train.steps import images_to_input, maps_to_target
+from hypersal.yamlio import write_text_atomic
+
+
+def draw(n: int, k: int, seed: list) -> np.ndarray:
+    if k > n:
+        raise UserError(f"k = {k} pairs but only {n} val images", key="study.shots",
+                        fix="lower the largest k or add images (data.synth.n)")
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
+def task_seed(task: str) -> int:
+    return zlib.crc32(task.encode()) % 100_000
+
+
+class Fold:
+    """The fold's data as tensors: per split, the images, their features and each task's maps."""
+
+    def __init__(self, job, model, task: int, tasks: list[str]):
+        self.job, self.model, self.task = job, model, task
+        self.images, self.maps, self.originals = {}, {}, {}
+        for split in ("val", "test"):
+            arrays = job.arrays(split, tasks)
+            x = images_to_input(torch.from_numpy(arrays.images).permute(0, 3, 1, 2), job.device)
+            with torch.no_grad():
+                encoded = tuple(torch.cat(parts) if parts[0] is not None else None for parts in zip(
+                    *[model(x[i:i + 64], task=task, encode_only=True) for i in range(0, len(x), 64)]))
+            self.images[split] = A.Images(x, encoded)
+            for i, name in enumerate(tasks):
+                self.maps[split, name] = maps_to_target(torch.from_numpy(arrays.maps[i]).unsqueeze(1), job.device)
+        self.index = job.dataset()
+
+    def originals_of(self, name: str) -> torch.Tensor:
+        """The test maps of a task at their original size (N, H, W)."""
+        if name not in self.originals:
+            maps = [read_map(p).astype(np.float32) for p in self.index.map_files("test", name)]
+            if len({m.shape for m in maps}) != 1:
+                raise UserError("the study needs test maps of one size", key="data",
+                                fix="use a dataset whose images share a size (hypersal.data.synth)")
+            self.originals[name] = torch.from_numpy(np.stack(maps))
+        return self.originals[name]
+
+
+@stage("fewshot_study")
+def fewshot_study(job) -> dict:
+    cfg = job.cfg.study
+    check(cfg)
+    base = trained_model(job, "fewshot_study")
+    if base.hnet is None:
+        raise UserError("the study adapts a hypernetwork, but model.hypernet.generate is none", key="pipeline",
+                        fix="train a hypernetwork before fewshot_study")
+    torch.set_grad_enabled(True)
+    model = copy.deepcopy(base).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    new = model.add_task("new task")
+    select, tests, seen = protocol.selection_tasks(cfg), protocol.test_tasks(cfg), protocol.seen_tasks(cfg)
+    fold = Fold(job, model, new, select + tests + seen)
+    record_file = job.folder.path / "study.json"
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    record.setdefault("family", cfg.family)
+    record.setdefault("budgets", {})
+    record.setdefault("scores", {})
+    mnet_args = job.model_args(base.task_names)["mnet"]
+    loss_fn = weighted(cfg.loss, key="study.loss")
+    started = time.monotonic()
+
+    def save():
+        write_text_atomic(record_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+    def setting(name: str, k: int, d: int, split: str) -> A.Setting:
+        val = fold.images["val"]
+        idx = draw(len(val), k, [cfg.draw_seed, d, k, task_seed(name)])
+        if split == "val":            # selection: scored on the other val images
+            rest = np.setdiff1d(np.arange(len(val)), idx)[: cfg.select_images]
+            query, query_y = val.take(torch.from_numpy(rest)), fold.maps["val", name][rest][:, 0]
+        else:
+            query, query_y = fold.images["test"], fold.originals_of(name)
+        return A.Setting(model, new, val.take(torch.from_numpy(idx)), fold.maps["val", name][idx], query, query_y,
+                         loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts)
+
+    steps = sorted(cfg.steps)
+    for arm in [a for a in cfg.arms if a in A.TRAINED]:
+        for k in cfg.shots:
+            key = f"{arm}/k{k}"
+            if key in record["budgets"]:
+                continue
+            tried = {}
+            for lr in cfg.lrs[arm]:
+                runs = [A.run(arm, setting(name, k, d, "val"), steps, lr, mnet_args)
+                        for name in select for d in range(cfg.select_draws)]
+                for step in steps:
+                    tried[f"{lr}/{step}"] = float(np.mean([r[step] for r in runs]))
+            best = max(tried, key=tried.get)
+            lr, step = best.split("/")
+            record["budgets"][key] = {"lr": float(lr), "steps": int(step), "val_cc": tried[best], "tried": tried}
+            save()
+            say(f"study budget {key}: lr {lr}, {step} steps (val CC {tried[best]:.3f}; "
+                f"{time.monotonic() - started:.0f} s)")
+
+    for group, names, arm_list in (("family", tests, cfg.arms), ("seen", seen, cfg.seen_arms)):
+        for name in names:
+            for k in cfg.shots:
+                if all(f"{name}/k{k}/d{d}/{arm}" in record["scores"] for d in range(cfg.draws) for arm in arm_list):
+                    continue
+                for d in range(cfg.draws):
+                    s = setting(name, k, d, "test")
+                    for arm in arm_list:
+                        budget = record["budgets"].get(f"{arm}/k{k}", {"lr": 0.0, "steps": 1})
+                        key = f"{name}/k{k}/d{d}/{arm}"
+                        if key not in record["scores"]:
+                            record["scores"][key] = A.run(arm, s, [budget["steps"]], budget["lr"],
+                                                          mnet_args)[budget["steps"]]
+                save()
+                means = {arm: np.mean([record["scores"][f"{name}/k{k}/d{d}/{arm}"] for d in range(cfg.draws)])
+                         for arm in arm_list}
+                say(f"study {group} {name} k={k}: " + ", ".join(f"{a} {v:.3f}" for a, v in means.items())
+                    + f" ({time.monotonic() - started:.0f} s)")
+    record["groups"] = {"family": tests, "seen": seen}
+    save()
+    return summary(record, cfg)
+
+
+def check(cfg) -> None:
+    protocol.check(cfg)
+    for key, arms in (("study.arms", cfg.arms), ("study.seen_arms", cfg.seen_arms)):
+        unknown = [a for a in arms if a not in A.ARMS]
+        if unknown:
+            raise UserError(f"unknown arm '{unknown[0]}'", key=key, fix=f"use some of: {', '.join(A.ARMS)}")
+    missing = [a for a in set(cfg.arms) | set(cfg.seen_arms) if a in A.TRAINED and not cfg.lrs.get(a)]
+    if missing:
+        raise UserError(f"no learning rates for arm '{missing[0]}'", key=f"study.lrs.{missing[0]}",
+                        fix="list the learning rates its budget is chosen from, e.g. [0.001, 0.01]")
+    if not cfg.steps or min(cfg.steps) < 1:
+        raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
+
+
+def summary(record: dict, cfg) -> dict:
+    """The mean CC of each arm over the held-out family's tasks and draws, per k."""
+    values: dict[str, list] = {}
+    for key, value in record["scores"].items():
+        name, k, _, arm = key.split("/")
+        if name in record["groups"]["family"]:
+            values.setdefault(f"{k}/{arm}", []).append(value)
+    return {"family": record["family"], **{key: float(np.mean(v)) for key, v in sorted(values.items())}}

@@ -1,0 +1,235 @@
+"""The arms of the few-shot study: ways of getting a saliency model for a new task from k
+image-map pairs, starting from a trained multi-task hypernetwork (or not).
+
+| arm              | starts from                                   | learns                                |
+|------------------|-----------------------------------------------|---------------------------------------|
+| k0_start         | the start embedding (model.hypernet.start)    | nothing (k = 0 pairs used)            |
+| k0_best          | the trained embedding with the lowest loss    | nothing (the k pairs only choose)     |
+|                  | on the k pairs                                |                                       |
+| embedding        | the start embedding                           | the embedding                         |
+| saliency         | the start and the `starts` best trained       | the embedding, and the generated      |
+|                  | embeddings; keeps the start whose final loss  | head and output (prior, blur, gain,   |
+|                  | on the k pairs is lowest                      | bias) as offsets pulled back to 0     |
+| finetune_decoder | the exported network of the start embedding   | the decoder and output                |
+| finetune_all     | the exported network of the start embedding   | every parameter                       |
+| plain_b          | a plain network: the multi-task encoder,      | every parameter                       |
+|                  | a random decoder (the old study's arm b)      |                                       |
+| scratch          | a plain network, random weights               | every parameter                       |
+
+Every arm uses Adam on batches of at most `batch_size` of the k pairs, no augmentation, and
+the trained BatchNorm statistics in eval mode (never re-estimated from k images); the layers
+an arm initialises at random (plain_b's decoder, scratch) average their statistics over the
+steps instead. The arms whose encoder is frozen run the decoder on cached encoder features.
+`run(arm, ...)` trains to the largest of `steps` and returns the score after each of them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hypersal import metrics as M
+from hypersal.models.hyper import HyperSaliency, MainNet
+
+ARMS = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder", "finetune_all", "plain_b", "scratch")
+TRAINED = ARMS[2:]
+IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
+HNET_ARMS = ("k0_start", "k0_best", "embedding", "saliency")
+FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
+
+
+@dataclass
+class Images:
+    """Images of one split as the model takes them, with their cached encoder features."""
+    x: torch.Tensor                 # (N, 3, H, W) normalised
+    encoded: tuple                  # the encoder's output for x (deep, skip or None)
+
+    def take(self, idx) -> "Images":
+        return Images(self.x[idx], tuple(None if e is None else e[idx] for e in self.encoded))
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Setting:
+    """One adaptation problem: the model, the k pairs, what to score on, how to train."""
+    model: HyperSaliency            # eval mode; its last task is the new one
+    task: int                       # the new task's index
+    support: Images
+    support_y: torch.Tensor         # (k, 1, H, W) in [0, 1]
+    query: Images
+    query_y: torch.Tensor           # (N, H', W') reference maps, any size
+    loss_fn: Callable
+    batch_size: int
+    seed: int                       # batches and random initialisations
+    pull: float = 0.1
+    starts: int = 2
+
+    @property
+    def size(self):
+        return self.support.x.shape[-2:]
+
+
+@torch.no_grad()
+def score(predict: Callable, query: Images, target: torch.Tensor, chunk: int = 64) -> float:
+    """Mean per-image CC of sigmoid(predict(images)) against the reference maps."""
+    preds = torch.cat([torch.sigmoid(predict(query.take(slice(i, i + chunk))).float())[:, 0]
+                       for i in range(0, len(query), chunk)])
+    return float(M.cc(preds, target).mean())
+
+
+def _hnet(s: Setting, emb: torch.Tensor, images: Images, offsets: dict | None = None) -> torch.Tensor:
+    """The hypernetwork's network for an embedding (plus offsets on some generated tensors)."""
+    model = s.model
+    tensors = model.generated_params(embedding=emb)
+    for name, delta in (offsets or {}).items():
+        tensors[name] = tensors[name] + delta
+    if model.bn_bank is not None:
+        tensors.update(model.bn_bank.for_task(s.task))
+    return model._run(tensors, None, encoded=images.encoded, size=s.size)
+
+
+def _generated(s: Setting, tensors: dict, images: Images) -> torch.Tensor:
+    """The main network with given generated tensors (the decoder fine-tuned as plain tensors)."""
+    if s.model.bn_bank is not None:
+        tensors = {**tensors, **s.model.bn_bank.for_task(s.task)}
+    return s.model._run(tensors, None, encoded=images.encoded, size=s.size)
+
+
+def _fit(s: Setting, params: list, loss_of: Callable, steps: list[int], lr: float, score_now: Callable,
+         on_step: Callable | None = None) -> dict[int, float]:
+    """Adam for max(steps) steps on random batches of the k pairs; the score after each budget."""
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(s.seed)
+    k = len(s.support)
+    out = {}
+    for step in range(1, max(steps) + 1):
+        idx = torch.randperm(k, generator=gen)[: min(k, s.batch_size)]
+        opt.zero_grad(set_to_none=True)
+        loss_of(idx).backward()
+        opt.step()
+        if on_step is not None:
+            on_step()
+        if step in steps:
+            out[step] = score_now()
+    return out
+
+
+def support_losses(s: Setting, embeddings: torch.Tensor) -> torch.Tensor:
+    """The loss on all k pairs of each embedding (rows)."""
+    with torch.no_grad():
+        return torch.stack([s.loss_fn(_hnet(s, e, s.support), s.support_y) for e in embeddings])
+
+
+def trained_embeddings(s: Setting) -> torch.Tensor:
+    return s.model.hnet.task_embeddings.detach()[: s.model.n_trained]
+
+
+def k0(s: Setting, best: bool) -> float:
+    emb = s.model.start_embedding().detach()
+    if best:
+        trained = trained_embeddings(s)
+        emb = trained[int(support_losses(s, trained).argmin())]
+    return score(lambda im: _hnet(s, emb, im), s.query, s.query_y)
+
+
+def embedding(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
+    emb = nn.Parameter(s.model.start_embedding().detach().clone())
+    return _fit(s, [emb], lambda idx: s.loss_fn(_hnet(s, emb, s.support.take(idx)), s.support_y[idx]),
+                steps, lr, lambda: score(lambda im: _hnet(s, emb, im), s.query, s.query_y))
+
+
+def saliency_names(model: HyperSaliency) -> list[str]:
+    """The generated tensors the saliency arm adapts directly: the head and the output layer."""
+    return [n for n in model.generated if n.startswith(("output.", "decoder.head."))]
+
+
+def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
+    """From each start, the embedding and offsets on the saliency-shaped tensors; at every
+    budget, the score of the start whose loss on the k pairs is then lowest."""
+    trained = trained_embeddings(s)
+    order = support_losses(s, trained).argsort()[: s.starts]
+    starts = [s.model.start_embedding().detach()] + [trained[int(i)] for i in order]
+    shapes = {n: t.shape for n, t in s.model.generated_params(embedding=starts[0]).items()
+              if n in saliency_names(s.model)}
+    runs = []
+    for start in starts:
+        emb = nn.Parameter(start.clone())
+        offsets = {n: nn.Parameter(torch.zeros(shape)) for n, shape in shapes.items()}
+
+        def loss_of(idx, emb=emb, offsets=offsets):
+            fit = s.loss_fn(_hnet(s, emb, s.support.take(idx), offsets), s.support_y[idx])
+            return fit + s.pull * sum((d ** 2).sum() for d in offsets.values())
+
+        def both(emb=emb, offsets=offsets) -> tuple:
+            with torch.no_grad():
+                own = float(s.loss_fn(_hnet(s, emb, s.support, offsets), s.support_y))
+            return own, score(lambda im: _hnet(s, emb, im, offsets), s.query, s.query_y)
+        runs.append(_fit(s, [emb, *offsets.values()], loss_of, steps, lr, both))
+    return {step: min(run[step] for run in runs)[1] for step in steps}
+
+
+def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
+    tensors = {n: nn.Parameter(t.detach().clone())
+               for n, t in s.model.generated_params(embedding=s.model.start_embedding().detach()).items()}
+    return _fit(s, list(tensors.values()),
+                lambda idx: s.loss_fn(_generated(s, tensors, s.support.take(idx)), s.support_y[idx]),
+                steps, lr, lambda: score(lambda im: _generated(s, tensors, im), s.query, s.query_y))
+
+
+def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.Module | None]:
+    """finetune_all: the exported network of the start; plain_b: the multi-task encoder and a
+    random decoder; scratch: random weights (seeded). With the part initialised at random."""
+    torch.manual_seed(s.seed)
+    net = MainNet(**{**mnet_args, "weights": None, "weights_path": None})
+    if kind == "scratch":
+        return _averaging_bn(net, net)
+    model = copy.deepcopy(s.model)
+    with torch.no_grad():
+        model.hnet.task_embeddings[s.task] = model.start_embedding().detach()
+    state = model.export(s.task)
+    if kind == "plain_b":
+        state = {**net.state_dict(), **{n: v for n, v in state.items() if n.startswith("encoder.")}}
+    net.load_state_dict(state)
+    return _averaging_bn(net, net.decoder if kind == "plain_b" else None)
+
+
+def _averaging_bn(net: MainNet, fresh: nn.Module | None) -> tuple[MainNet, nn.Module | None]:
+    """The layers initialised at random average their BatchNorm statistics over every step
+    (momentum None) and learn them; the trained ones stay in eval mode."""
+    net.eval()
+    if fresh is not None:
+        for m in fresh.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = None
+                m.reset_running_stats()
+    return net, fresh
+
+
+def image_arm(s: Setting, kind: str, mnet_args: dict, steps: list[int], lr: float) -> dict[int, float]:
+    net, fresh = plain_network(s, mnet_args, kind)
+
+    def loss_of(idx):
+        if fresh is not None:
+            fresh.train(True)
+        return s.loss_fn(net(s.support.x[idx]), s.support_y[idx])
+
+    def score_now():
+        net.eval()
+        return score(lambda im: net(im.x), s.query, s.query_y)
+    return _fit(s, list(net.parameters()), loss_of, steps, lr, score_now)
+
+
+def run(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> dict[int, float]:
+    """The arm's score after each budget in `steps` (arms that do not train: one score, for
+    every budget)."""
+    if arm in ("k0_start", "k0_best"):
+        value = k0(s, best=arm == "k0_best")
+        return {step: value for step in steps}
+    if arm in IMAGE_ARMS:
+        return image_arm(s, arm, mnet_args, steps, lr)
+    return {"embedding": embedding, "saliency": saliency, "finetune_decoder": finetune_decoder}[arm](s, steps, lr)

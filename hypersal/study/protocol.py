@@ -1,0 +1,49 @@
+"""Which tasks a fold of the study trains on, tunes its budgets on, and tests on (no torch:
+experiment.py derives a run's training tasks on the login node from it).
+
+Leave one family out: the held-out family (`study.family`) is never trained on; its members
+`test_members` are the new tasks. Of every other family, members `train_members` are trained
+on, member `select_member` chooses each arm's learning rate and steps (its few-shot scores
+on val images, never a test image), and member `seen_member` is reported apart as "a new
+member of a seen family".
+"""
+from __future__ import annotations
+
+from hypersal.choices import FAMILY_SIZES
+from hypersal.errors import UserError, unknown_name
+
+
+def members(family: str, which) -> list[str]:
+    size = FAMILY_SIZES[family]
+    bad = [m for m in which if not (isinstance(m, int) and 0 <= m < size)]
+    if bad:
+        raise UserError(f"family {family} has members 0..{size - 1}, not {bad[0]!r}", key="study",
+                        fix=f"use member numbers from 0 to {size - 1}")
+    return [f"{family}-{m}" for m in which]
+
+
+def check(cfg) -> None:
+    if cfg.family not in FAMILY_SIZES:
+        raise unknown_name("family", cfg.family, FAMILY_SIZES, key="study.family")
+    used = list(cfg.train_members) + [cfg.select_member, cfg.seen_member]
+    if len(set(used)) != len(used):
+        raise UserError("train_members, select_member and seen_member overlap", key="study",
+                        fix="give each training family's members one role each")
+
+
+def training_tasks(cfg) -> list[str]:
+    check(cfg)
+    return [t for fam in FAMILY_SIZES if fam != cfg.family for t in members(fam, cfg.train_members)]
+
+
+def selection_tasks(cfg) -> list[str]:
+    return [t for fam in FAMILY_SIZES if fam != cfg.family for t in members(fam, [cfg.select_member])]
+
+
+def seen_tasks(cfg) -> list[str]:
+    return [t for fam in FAMILY_SIZES if fam != cfg.family for t in members(fam, [cfg.seen_member])]
+
+
+def test_tasks(cfg) -> list[str]:
+    check(cfg)
+    return members(cfg.family, cfg.test_members)

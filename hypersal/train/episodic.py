@@ -1,0 +1,78 @@
+"""Episodic training (train.episodic): the hypernetwork is trained *to be adapted*, beside the
+multitask loss, in the manner of CAVIA (Zintgraf et al. 2019), first order.
+
+Each batch holds images of one task. It is split into a support set (the first
+`support` share) and a query set (the rest). The multitask loss is computed on the whole
+batch with the task's own embedding, as usual. The episode starts a *new* embedding at
+model.hypernet.start (learned, or the trained tasks' mean), takes `inner_steps` normalised
+gradient steps of length `inner_lr` on the support loss (the encoder's features computed once:
+only the decoder depends on the embedding), and scores the adapted embedding on the query set. The query loss, times
+`weight`, joins the multitask loss; its gradient reaches the shared parameters and, first
+order (the inner steps treated as constants), the learned start:
+
+    loss = L(batch | e_task) + weight * L(query | e_0 + stop_grad(e_n - e_0))
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from hypersal.errors import UserError
+from hypersal.train.steps import images_to_input, maps_to_target
+
+
+def adapt_embedding(model, start: torch.Tensor, encoded: tuple, target: torch.Tensor, size, loss_fn: Callable,
+                    steps: int, lr: float, task: int = 0) -> torch.Tensor:
+    """`steps` normalised gradient steps on the embedding alone (each of length `lr` in embedding
+    space, whatever the gradient's scale, which grows by orders of magnitude while the
+    hypernetwork trains), from `start`, on given encoder features: the adapted embedding, detached."""
+    emb = start.detach().clone()
+    for _ in range(steps):
+        emb.requires_grad_(True)
+        loss = loss_fn(model(None, task=task, embedding=emb, encoded=encoded, size=size), target)
+        grad, = torch.autograd.grad(loss, emb)
+        emb = (emb - lr * grad / grad.norm().clamp_min(1e-12)).detach()
+    return emb
+
+
+class EpisodicTrainStep:
+    """One optimizer step on the multitask loss plus an episode's query loss (see above)."""
+
+    def __init__(self, loss_fn: Callable, cfg, clip_grad: float = 0.0):
+        self.loss_fn, self.clip_grad = loss_fn, clip_grad
+        self.weight, self.inner_steps, self.inner_lr = float(cfg.weight), int(cfg.inner_steps), float(cfg.inner_lr)
+        self.support = float(cfg.support)
+        if not 0 < self.support < 1:
+            raise UserError(f"support must be a share of the batch between 0 and 1, got {cfg.support}",
+                            key="train.episodic.support", fix="e.g. 0.5")
+        if self.inner_steps < 1:
+            raise UserError(f"inner_steps must be >= 1, got {cfg.inner_steps}", key="train.episodic.inner_steps",
+                            fix="e.g. 3")
+
+    def __call__(self, trainer, batch) -> torch.Tensor:
+        model, opt, device = trainer.model, trainer.optimizer, trainer.device
+        x, y = images_to_input(batch.images, device), maps_to_target(batch.maps, device)
+        n_support = int(round(self.support * x.shape[0]))
+        if not 1 <= n_support < x.shape[0]:
+            raise UserError(f"a batch of {x.shape[0]} cannot be split into a support and a query set",
+                            key="train.batch_size", fix="use batches of at least 2 (e.g. 16)")
+        opt.zero_grad(set_to_none=True)
+        size = x.shape[-2:]
+        encoded = model(x, task=batch.task, encode_only=True)
+        loss = self.loss_fn(model(None, task=batch.task, encoded=encoded, size=size), y)
+        support = tuple(None if e is None else e[:n_support].detach() for e in encoded)
+        query = tuple(None if e is None else e[n_support:] for e in encoded)
+        start = model.start_embedding()
+        adapted = adapt_embedding(model, start, support, y[:n_support], size, self.loss_fn,
+                                  self.inner_steps, self.inner_lr, batch.task)
+        first_order = start + (adapted - start.detach())       # d(query)/d(start) = d(query)/d(adapted)
+        query_loss = self.loss_fn(model(None, task=batch.task, embedding=first_order, encoded=query, size=size), y[n_support:])
+        total = loss + self.weight * query_loss
+        total.backward()
+        if self.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_grad)
+        opt.step()
+        if trainer.scheduler is not None:
+            trainer.scheduler.step()
+        return total.detach()
