@@ -9,7 +9,8 @@ After `train` on the fold's training tasks (study.protocol), in two phases:
    members with `seen_arms`), k and draw, each arm with its budget: k pairs drawn from the
    task's val images (images the model never trained on; the draw's seed depends on
    study.draw_seed, the draw, k and the task, never on the model seed), scored by mean CC
-   on every test image against its map at its original size, as `test` does.
+   on the first `test_images` test images against their maps at original size, as `test`
+   does. The seen families' members: `seen_arms` at `seen_shots`.
 Results go to <run>/study.json as they come (a restarted job goes on where it stopped).
 """
 from __future__ import annotations
@@ -52,13 +53,14 @@ class Fold:
         self.images, self.maps, self.originals = {}, {}, {}
         for split in ("val", "test"):
             arrays = job.arrays(split, tasks)
-            x = images_to_input(torch.from_numpy(arrays.images).permute(0, 3, 1, 2), job.device)
+            x = images_to_input(torch.from_numpy(np.array(arrays.images)).permute(0, 3, 1, 2), job.device)
             with torch.no_grad():
                 encoded = tuple(torch.cat(parts) if parts[0] is not None else None for parts in zip(
                     *[model(x[i:i + 64], task=task, encode_only=True) for i in range(0, len(x), 64)]))
             self.images[split] = A.Images(x, encoded)
             for i, name in enumerate(tasks):
-                self.maps[split, name] = maps_to_target(torch.from_numpy(arrays.maps[i]).unsqueeze(1), job.device)
+                self.maps[split, name] = maps_to_target(torch.from_numpy(np.array(arrays.maps[i])).unsqueeze(1),
+                                                        job.device)
         self.index = job.dataset()
 
     def originals_of(self, name: str) -> torch.Tensor:
@@ -105,8 +107,9 @@ def fewshot_study(job) -> dict:
         if split == "val":            # selection: scored on the other val images
             rest = np.setdiff1d(np.arange(len(val)), idx)[: cfg.select_images]
             query, query_y = val.take(torch.from_numpy(rest)), fold.maps["val", name][rest][:, 0]
-        else:
-            query, query_y = fold.images["test"], fold.originals_of(name)
+        else:                         # the first test_images test images, their maps at original size
+            n = cfg.test_images or len(fold.images["test"])
+            query, query_y = fold.images["test"].take(slice(0, n)), fold.originals_of(name)[:n]
         return A.Setting(model, new, val.take(torch.from_numpy(idx)), fold.maps["val", name][idx], query, query_y,
                          loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts)
 
@@ -129,9 +132,10 @@ def fewshot_study(job) -> dict:
             say(f"study budget {key}: lr {lr}, {step} steps (val CC {tried[best]:.3f}; "
                 f"{time.monotonic() - started:.0f} s)")
 
-    for group, names, arm_list in (("family", tests, cfg.arms), ("seen", seen, cfg.seen_arms)):
+    for group, names, arm_list, shots in (("family", tests, cfg.arms, cfg.shots),
+                                          ("seen", seen, cfg.seen_arms, cfg.seen_shots)):
         for name in names:
-            for k in cfg.shots:
+            for k in shots:
                 if all(f"{name}/k{k}/d{d}/{arm}" in record["scores"] for d in range(cfg.draws) for arm in arm_list):
                     continue
                 for d in range(cfg.draws):
@@ -162,6 +166,9 @@ def check(cfg) -> None:
     if missing:
         raise UserError(f"no learning rates for arm '{missing[0]}'", key=f"study.lrs.{missing[0]}",
                         fix="list the learning rates its budget is chosen from, e.g. [0.001, 0.01]")
+    if set(cfg.seen_shots) - set(cfg.shots):
+        raise UserError("seen_shots must be some of shots (their budgets are chosen for those)",
+                        key="study.seen_shots", fix=f"use some of {list(cfg.shots)}")
     if not cfg.steps or min(cfg.steps) < 1:
         raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
 

@@ -1,0 +1,244 @@
+"""The few-shot study's report: tables with 95% intervals and CC-against-k plots, from a sweep
+of fewshot_study runs (study.json) and their reference runs (a plain network per tested
+member: results.json's test CC).
+
+    python -m hypersal.study.report runs/fewshot-study --out results/fewshot
+
+writes <out>/results.md (printed too) and <out>/cc_vs_k.png (a panel per held-out family:
+each arm's macro mean with its interval band, the converged reference dashed, k = 0 dotted).
+Intervals: hypersal.stats' hierarchical bootstrap (families > tasks > seeds > draws); the
+differences are paired record by record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hypersal import stats, yamlio
+from hypersal.data.families import family_of
+from hypersal.errors import UserError
+from hypersal.study.arms import ARMS, FINETUNE_ARMS, HNET_ARMS
+
+NAMES = {"k0_start": "k = 0: the start embedding", "k0_best": "k = 0: the best trained embedding",
+         "embedding": "hnet: new embedding", "saliency": "hnet: embedding + head/output, 3 starts",
+         "finetune_decoder": "fine-tune the exported network: decoder", "finetune_all":
+         "fine-tune the exported network: all", "plain_b": "plain: multi-task encoder, random decoder (old b)",
+         "scratch": "plain: from scratch"}
+HEADLINE_K = 10
+
+
+def load(sweeps: list[Path]) -> tuple[list[dict], dict[str, float]]:
+    """(every study run's record with its seed, {task: reference CC})."""
+    studies, refs = [], {}
+    for sweep in sweeps:
+        for run in sorted(Path(sweep).glob("run_*")):
+            if (run / "study.json").is_file():
+                record = json.loads((run / "study.json").read_text())
+                if "groups" in record:                   # a finished run
+                    record["seed"] = yamlio.load(run / "config.yaml")["seed"]
+                    studies.append(record)
+            elif (run / "results.json").is_file():
+                test = json.loads((run / "results.json").read_text()).get("test", {})
+                for task, row in test.items():
+                    if family_of(task) and isinstance(row, dict) and "cc" in row:
+                        refs.setdefault(task, []).append(row["cc"])
+    if not studies:
+        raise UserError("no finished fewshot_study run", file=sweeps[0],
+                        fix="wait for the runs to end (experiment.py status) or point at the study's sweep")
+    return studies, {t: float(np.mean(v)) for t, v in refs.items()}
+
+
+def nested(studies: list[dict], group: str, arm: str, k: int) -> dict:
+    """{family: {task: {seed: [draws]}}} of one arm at one k."""
+    out: dict = {}
+    for record in studies:
+        for key, value in record["scores"].items():
+            task, kk, _, a = key.split("/")
+            if a == arm and kk == f"k{k}" and task in record["groups"][group]:
+                out.setdefault(family_of(task), {}).setdefault(task, {}).setdefault(record["seed"], []).append(value)
+    return out
+
+
+def arms_of(studies: list[dict], group: str) -> list[str]:
+    present = {key.split("/")[3] for r in studies for key in r["scores"] if key.split("/")[0] in r["groups"][group]}
+    return [a for a in ARMS if a in present]
+
+
+def shots_of(studies: list[dict]) -> list[int]:
+    return sorted({int(key.split("/")[1][1:]) for r in studies for key in r["scores"]})
+
+
+def ci(t: tuple) -> str:
+    return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
+
+
+def signed(t: tuple) -> str:
+    return f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"
+
+
+def best(studies, group, candidates, k) -> str | None:
+    present = [a for a in candidates if a in arms_of(studies, group) and nested(studies, group, a, k)]
+    return max(present, key=lambda a: stats.macro_mean(nested(studies, group, a, k))) if present else None
+
+
+def reference_of(data: dict, refs: dict) -> tuple[float | None, dict]:
+    """The reference's macro mean over the same families and tasks, and per family."""
+    per = {}
+    for fam, tasks in data.items():
+        values = [refs[t] for t in tasks if t in refs]
+        per[fam] = float(np.mean(values)) if len(values) == len(tasks) else None
+    known = [v for v in per.values() if v is not None]
+    return (float(np.mean(known)) if len(known) == len(per) else None), per
+
+
+def headline(studies, refs, k: int) -> tuple[str, list[str]]:
+    """The k table (arms x held-out families) and the success criteria's lines."""
+    arms = arms_of(studies, "family")
+    data = {a: nested(studies, "family", a, k) for a in arms}
+    families = sorted(data[arms[0]])
+    ref, ref_per = reference_of(data[arms[0]], refs)
+    best_ft = best(studies, "family", FINETUNE_ARMS, k)
+    best_hn = best(studies, "family", [a for a in HNET_ARMS if a != "k0_start"], k)
+    k0 = data.get("k0_start")
+    head = (f"| arm | " + " | ".join(families) + " | macro mean | % of reference | gain over k = 0 | "
+            f"difference to the best fine-tuning ({best_ft}) |")
+    lines = [head, "|" + "---|" * (len(families) + 5)]
+    for arm in arms:
+        d = data[arm]
+        cells = [f"{stats.macro_mean(d[f]):.3f}" if f in d else "–" for f in families]
+        mean = stats.interval(d)
+        pct = f"{100 * mean[0] / ref:.0f}%" if ref else "–"
+        gain = signed(stats.paired_interval(d, k0)) if k0 is not None and arm != "k0_start" else "–"
+        diff = signed(stats.paired_interval(d, data[best_ft])) if best_ft and arm != best_ft else "–"
+        lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + f" | {ci(mean)} | {pct} | {gain} | {diff} |")
+    lines.append("| converged reference (one plain network per task) | "
+                 + " | ".join(f"{ref_per[f]:.3f}" if ref_per.get(f) is not None else "–" for f in families)
+                 + f" | {ref:.3f} | 100% | | |" if ref else "| converged reference | (missing) | | | | |")
+    criteria = []
+    if best_hn and best_ft:
+        diff = stats.paired_interval(data[best_hn], data[best_ft])
+        hn = stats.macro_mean(data[best_hn])
+        gain = stats.paired_interval(data[best_hn], k0) if k0 is not None else (float("nan"),) * 3
+        need = math.ceil(0.75 * len(families))          # 3 of 4
+        wins = sum(stats.macro_mean(data[best_hn][f]) > stats.macro_mean(data[best_ft][f]) for f in families)
+        criteria = [
+            f"best hypernetwork arm: {best_hn} ({hn:.3f}); best fine-tuning arm: {best_ft} "
+            f"({stats.macro_mean(data[best_ft]):.3f})",
+            f"beats the best fine-tuning with the paired interval above 0: {signed(diff)}: "
+            + ("**met**" if diff[1] > 0 else "**missed**"),
+            f">= 90% of the converged reference: " + (f"{100 * hn / ref:.0f}%: " + ("**met**" if hn >= 0.9 * ref
+                                                                                    else "**missed**")
+                                                       if ref else "no reference: **not shown**"),
+            f">= +0.05 CC over k = 0 (the start embedding): {signed(gain)}: "
+            + ("**met**" if gain[0] >= 0.05 else "**missed**"),
+            f"wins on at least {need} of {len(families)} families: {wins} of {len(families)}: "
+            + ("**met**" if wins >= need else "**missed**"),
+        ]
+    return "\n".join(lines), criteria
+
+
+def by_k(studies, group: str) -> str:
+    ks = shots_of(studies)
+    lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for arm in arms_of(studies, group):
+        cells = []
+        for k in ks:
+            d = nested(studies, group, arm, k)
+            cells.append(ci(stats.interval(d)) if d else "–")
+        lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budgets(studies) -> str:
+    """The learning rate and steps each arm got at each k (the most common over the runs)."""
+    ks = shots_of(studies)
+    lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for arm in [a for a in ARMS if any(f"{a}/k{ks[0]}" in r["budgets"] for r in studies)]:
+        cells = []
+        for k in ks:
+            chosen = [f"{r['budgets'][f'{arm}/k{k}']['lr']:g} x {r['budgets'][f'{arm}/k{k}']['steps']}"
+                      for r in studies if f"{arm}/k{k}" in r["budgets"]]
+            values, counts = np.unique(chosen, return_counts=True)
+            cells.append(f"{values[counts.argmax()]} ({counts.max()}/{len(chosen)})")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(studies, refs, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    arms = [a for a in arms_of(studies, "family") if a != "k0_start"]
+    ks = shots_of(studies)
+    families = sorted(nested(studies, "family", arms[0], ks[0]))
+    fig, axes = plt.subplots(1, len(families), figsize=(max(8, 4 * len(families)), 4.2), dpi=110, sharey=True)
+    for ax, fam in zip(np.atleast_1d(axes), families):
+        for i, arm in enumerate(arms):
+            rows = [stats.interval(nested(studies, "family", arm, k)[fam]) for k in ks]
+            mean, low, high = (np.array(c) for c in zip(*rows))
+            line, = ax.plot(ks, mean, "o-", ms=3, label=NAMES[arm], color=f"C{i}")
+            ax.fill_between(ks, low, high, color=line.get_color(), alpha=0.15)
+        k0 = stats.macro_mean(nested(studies, "family", "k0_start", ks[0])[fam])
+        ax.axhline(k0, color="black", ls=":", lw=1, label="k = 0 (start embedding)")
+        _, ref_per = reference_of(nested(studies, "family", arms[0], ks[0]), refs)
+        if ref_per.get(fam) is not None:
+            ax.axhline(ref_per[fam], color="black", ls="--", lw=1, label="converged reference")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_title(f"held-out family: {fam}")
+        ax.set_xlabel("k pairs")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("CC on the test maps")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def render(studies, refs, k: int = HEADLINE_K) -> str:
+    seeds = sorted({r["seed"] for r in studies})
+    folds = sorted({r["family"] for r in studies})
+    table, criteria = headline(studies, refs, k)
+    out = [f"# The few-shot study: {len(studies)} runs ({len(folds)} held-out families x seeds "
+           f"{', '.join(map(str, seeds))})", "",
+           f"## k = {k}: the held-out family's members (CC, 95% interval)", "", table, "",
+           "Success criteria (macro mean over held-out families):", ""] + [f"- {c}" for c in criteria]
+    out += ["", "## By k: the held-out family's members", "", by_k(studies, "family"), ""]
+    if arms_of(studies, "seen"):
+        out += ["## By k: a new member of a seen family", "", by_k(studies, "seen"), ""]
+    out += ["## Budgets chosen on the selection tasks (lr x steps; runs that chose it)", "", budgets(studies), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hypersal.study.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweeps", nargs="+", type=Path, help="sweep folders of fewshot_study and reference runs")
+    p.add_argument("--out", type=Path, required=True, help="folder for results.md and cc_vs_k.png")
+    p.add_argument("--k", type=int, default=HEADLINE_K, help=f"the headline table's k (default {HEADLINE_K})")
+    args = p.parse_args(argv)
+    try:
+        studies, refs = load(args.sweeps)
+        if args.k not in shots_of(studies):
+            raise UserError(f"the runs have no k = {args.k}", key="--k",
+                            fix=f"use one of {', '.join(map(str, shots_of(studies)))}")
+    except UserError as e:
+        print(f"hypersal: error: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = render(studies, refs, args.k)
+    (args.out / "results.md").write_text(text + "\n")
+    plot(studies, refs, args.out / "cc_vs_k.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The few-shot study (issue: a new task from 10 examples): episodic training, the learned
+start, the decode-from-features path, every arm, the fewshot_study stage at CPU-test size
+through experiment.py, its resume, and the report's statistics on known inputs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from hypersal.config import Config
+from hypersal.errors import UserError
+from hypersal.models.hyper import HyperSaliency, MainNet
+from hypersal.study import arms as A, protocol
+from hypersal.study import report as R
+from hypersal.train.episodic import EpisodicTrainStep, adapt_embedding
+from hypersal.train.losses import weighted
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHON, ROOT, experiment, run  # noqa: E402
+
+BCE = weighted("bce", key="loss")
+
+
+def small(start="learned", prior=2, tasks=3) -> HyperSaliency:
+    torch.manual_seed(0)
+    mnet = MainNet(cutoff=7, width=8, skip=4, prior=prior)
+    return HyperSaliency(mnet, [f"t{i}" for i in range(tasks)], hypernet_options=dict(
+        embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4), per_task_bn=False, start=start)
+
+
+def test_decoding_cached_features_equals_the_forward():
+    model = small().eval()
+    x = torch.randn(3, 3, 32, 32)
+    encoded = model(x, task=1, encode_only=True)
+    assert encoded[1].shape[-2:] == (8, 8)                        # the skip's stride-4 grid
+    torch.testing.assert_close(model(None, task=1, encoded=encoded, size=x.shape[-2:]), model(x, task=1))
+
+
+def test_a_learned_start_is_a_shared_parameter_and_new_tasks_begin_there():
+    model = small("learned")
+    assert any(p is model.hnet.start for p in model.shared_parameters())
+    with torch.no_grad():
+        model.hnet.start.fill_(0.5)
+    new = model.add_task("new")
+    assert torch.equal(model.hnet.task_embeddings[new], torch.full((4,), 0.5))
+    mean = small("mean")
+    expected = mean.hnet.task_embeddings.detach().mean(0)
+    first, second = mean.add_task("new"), mean.add_task("newer")
+    assert torch.allclose(mean.hnet.task_embeddings[first], expected)
+    assert torch.allclose(mean.hnet.task_embeddings[second], expected)       # the mean of trained tasks only
+    with pytest.raises(UserError, match="model.hypernet.start"):
+        small("median")
+
+
+class Trainer:
+    """What a train step reads of the trainer."""
+    def __init__(self, model, params):
+        self.model, self.device, self.scheduler = model, torch.device("cpu"), None
+        self.optimizer = torch.optim.Adam(params, lr=1e-2)
+
+
+class Batch:
+    def __init__(self, n=6, task=1):
+        torch.manual_seed(1)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+        self.maps = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8)
+        self.task = task
+
+
+def test_one_episodic_step_is_finite_and_trains_the_start_and_the_hypernetwork():
+    model = small().train()
+    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5})
+    trainer = Trainer(model, list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    assert torch.isfinite(loss)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert "hnet.start" in changed and "hnet.base" in changed and "hnet.task_embeddings" in changed
+    assert any(n.startswith("mnet.encoder.") for n in changed)    # the query loss reaches the encoder
+    with pytest.raises(UserError, match="train.episodic.support"):
+        EpisodicTrainStep(BCE, Config({**cfg.to_dict(), "support": 1.0}))
+    with pytest.raises(UserError, match="train.batch_size"):
+        EpisodicTrainStep(BCE, cfg)(trainer, Batch(n=1))
+
+
+def test_the_inner_loop_takes_steps_of_the_given_length_downhill():
+    model = small().eval()
+    b = Batch()
+    x = (b.images.float() / 255 - 0.5) / 0.25
+    y = b.maps.float() / 255
+    encoded = model(x, encode_only=True)
+    start = model.start_embedding().detach()
+    one = adapt_embedding(model, start, encoded, y, x.shape[-2:], BCE, 1, 0.3)
+    assert float((one - start).norm()) == pytest.approx(0.3, rel=1e-4)
+    loss = lambda e: float(BCE(model(None, embedding=e, encoded=encoded, size=x.shape[-2:]), y).detach())  # noqa: E731
+    assert loss(adapt_embedding(model, start, encoded, y, x.shape[-2:], BCE, 3, 0.01)) < loss(start)
+
+
+def setting(model, lr_seed=0) -> A.Setting:
+    """A new task on random images: 4 pairs to adapt on, 5 images to score on."""
+    model = model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    task = model.add_task("new")
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 3, 32, 32, generator=gen)
+    y = torch.rand(9, 1, 32, 32, generator=gen)
+    with torch.no_grad():
+        images = A.Images(x, model(x, task=task, encode_only=True))
+    return A.Setting(model, task, images.take(slice(0, 4)), y[:4], images.take(slice(4, 9)), y[4:, 0] * 7,
+                     BCE, batch_size=3, seed=lr_seed, pull=0.1, starts=2)
+
+
+MNET = dict(cutoff=7, width=8, skip=4, prior=2, decoder="light")
+
+
+@pytest.mark.parametrize("arm", A.ARMS)
+def test_every_arm_scores_finite_and_reruns_identically(arm):
+    first = A.run(arm, setting(small()), [1, 2], 0.01, MNET)
+    again = A.run(arm, setting(small()), [1, 2], 0.01, MNET)
+    assert set(first) == {1, 2} and all(-1 <= v <= 1 for v in first.values())
+    assert first == again                                          # what a resumed stage relies on
+
+
+@pytest.mark.parametrize("arm", ["embedding", "finetune_decoder", "finetune_all"])
+def test_without_a_step_size_an_arm_of_the_start_is_the_start(arm):
+    """The generated network, its decoder as plain tensors, and the exported network agree."""
+    s = setting(small())
+    assert A.run(arm, s, [2], 0.0, MNET)[2] == pytest.approx(A.k0(s, best=False), abs=1e-5)
+
+
+def test_the_saliency_arm_keeps_the_start_with_the_lowest_loss_on_the_pairs():
+    s = setting(small())
+    trained = A.trained_embeddings(s)
+    starts = torch.cat([s.model.start_embedding().detach()[None], trained[A.support_losses(s, trained).argsort()[:2]]])
+    chosen = starts[int(A.support_losses(s, starts).argmin())]
+    expected = A.score(lambda im: A._hnet(s, chosen, im), s.query, s.query_y)
+    assert A.run("saliency", s, [2], 0.0, MNET)[2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_k0_best_picks_the_trained_embedding_with_the_lowest_loss_on_the_pairs():
+    s = setting(small())
+    losses = A.support_losses(s, A.trained_embeddings(s))
+    best = A.trained_embeddings(s)[int(losses.argmin())]
+    assert A.k0(s, best=True) == pytest.approx(A.score(lambda im: A._hnet(s, best, im), s.query, s.query_y))
+    assert sorted(A.saliency_names(s.model)) == ["decoder.head.bias", "decoder.head.weight", "output.bias",
+                                                 "output.blur_logit", "output.gain", "output.prior_centre",
+                                                 "output.prior_log_width", "output.prior_weight"]
+
+
+def test_the_folds_roles_are_disjoint():
+    cfg = Config({"family": "prior", "train_members": [0, 1, 2, 3, 4, 5], "select_member": 6, "seen_member": 7,
+                  "test_members": [1, 3, 5, 7]})
+    train = protocol.training_tasks(cfg)
+    assert len(train) == 18 and not any(t.startswith("prior") for t in train)
+    assert protocol.selection_tasks(cfg) == ["contrast-6", "frequency-6", "region-6"]
+    assert protocol.seen_tasks(cfg) == ["contrast-7", "frequency-7", "region-7"]
+    assert protocol.test_tasks(cfg) == ["prior-1", "prior-3", "prior-5", "prior-7"]
+    with pytest.raises(UserError, match="overlap"):
+        protocol.training_tasks(Config({**cfg.to_dict(), "select_member": 5}))
+    with pytest.raises(UserError, match="members 0..7"):
+        protocol.test_tasks(Config({**cfg.to_dict(), "test_members": [8]}))
+
+
+def record(family: str, seed: int, values: dict) -> dict:
+    """A finished study.json: values {arm: cc} for every task, k 10, 2 draws (the second +0.02)."""
+    tasks = [f"{family}-1", f"{family}-3"]
+    scores = {f"{t}/k10/d{d}/{arm}": cc + 0.02 * d for t in tasks for d in range(2) for arm, cc in values.items()}
+    return {"family": family, "seed": seed, "scores": scores, "groups": {"family": tasks, "seen": []},
+            "budgets": {f"{arm}/k10": {"lr": 0.01, "steps": 25} for arm in values if arm in A.TRAINED}}
+
+
+def test_the_report_on_known_values():
+    base = {"k0_start": 0.5, "embedding": 0.7, "saliency": 0.8, "finetune_all": 0.6, "scratch": 0.4}
+    studies = [record(f, s, base) for f in ("contrast", "prior") for s in (0, 1)]
+    studies[0]["scores"]["contrast-1/k10/d0/finetune_all"] = 0.9          # a close call on contrast
+    studies[0]["scores"]["contrast-3/k10/d0/finetune_all"] = 0.9
+    studies[1]["scores"]["contrast-1/k10/d0/finetune_all"] = 0.9
+    studies[1]["scores"]["contrast-3/k10/d0/finetune_all"] = 0.9
+    refs = {t: 0.85 for f in ("contrast", "prior") for t in (f"{f}-1", f"{f}-3")}
+    table, criteria = R.headline(studies, refs, 10)
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    # saliency: 0.81 everywhere (draws 0.80, 0.82) -> 95% of the 0.85 reference, +0.30 over k = 0
+    # in every record (an interval of one point); the bootstrap's interval lies inside the draws
+    sal = rows[R.NAMES["saliency"]].split(" | ")
+    assert sal[1:4] == ["0.810", "0.810", "0.810 [0.805, 0.815]"] and sal[4:6] == ["95%", "+0.300 [+0.300, +0.300]"]
+    # finetune_all: contrast (0.9 + 0.62) / 2 = 0.76, prior 0.61: the best fine-tuning arm
+    assert "difference to the best fine-tuning (finetune_all)" in table
+    assert rows[R.NAMES["finetune_all"]].startswith(f"| {R.NAMES['finetune_all']} | 0.760 | 0.610 | 0.685 [")
+    # the difference: +0.05 on contrast, +0.20 on prior; a resample of contrast's draws 0 alone (0.80 - 0.90)
+    # pulls the interval below 0
+    diff = sal[6].split(" ")
+    assert diff[0] == "+0.125" and float(diff[1][1:-1]) < 0 < 0.2 <= float(diff[2][:-1]) + 1e-9
+    assert criteria[0] == "best hypernetwork arm: saliency (0.810); best fine-tuning arm: finetune_all (0.685)"
+    assert criteria[1].startswith("beats the best fine-tuning with the paired interval above 0: +0.125 [")
+    assert criteria[1].endswith("**missed**") and criteria[2] == ">= 90% of the converged reference: 95%: **met**"
+    assert criteria[3].endswith("**met**") and criteria[4] == "wins on at least 2 of 2 families: 2 of 2: **met**"
+
+
+def test_the_small_study_runs_resumes_and_reports(tmp_path):
+    experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'fewshot_small.yaml'}", "--executor=local",
+               "--base-dir", str(tmp_path), timeout=600, check_rc=0)
+    sweep = tmp_path / "fewshot-small"
+    path = sweep / "run_000" / "study.json"
+    done = json.loads(path.read_text())
+    arms, seen = A.ARMS, ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
+    assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED for k in (1, 3)}
+    expected = {f"{t}/k{k}/d{d}/{a}" for t in ("prior-1", "prior-7") for k in (1, 3) for d in (0, 1) for a in arms}
+    expected |= {f"{t}-7/k{k}/d{d}/{a}" for t in ("contrast", "frequency", "region") for k in (1, 3)
+                 for d in (0, 1) for a in seen}
+    assert set(done["scores"]) == expected and all(-1 <= v <= 1 for v in done["scores"].values())
+    results = json.loads((sweep / "run_000" / "results.json").read_text())
+    assert results["fewshot_study"]["family"] == "prior" and "k3/saliency" in results["fewshot_study"]
+    # A job stopped midway through the stage goes on where it stopped, with the same numbers.
+    partial = {**done, "scores": {k: v for k, v in done["scores"].items() if not k.startswith("prior-7/k3")}}
+    del partial["groups"]
+    path.write_text(json.dumps(partial))
+    state_file = sweep / "run_000" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["stages_done"].remove("fewshot_study")
+    state_file.write_text(json.dumps(state))
+    resumed = run([PYTHON, str(ROOT / "train.py"), "--config", str(sweep / "run_000" / "config.yaml")],
+                  check_rc=0, timeout=300)
+    assert "resuming after stage train" in resumed.stderr + resumed.stdout
+    assert json.loads(path.read_text())["scores"] == done["scores"]
+    out = tmp_path / "out"
+    proc = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "3"], check_rc=0)
+    text = (out / "results.md").read_text()
+    assert proc.stdout.strip() == text.strip()
+    assert "## k = 3: the held-out family's members" in text and "| prior |" in text.splitlines()[4]
+    assert "## By k: a new member of a seen family" in text
+    assert Image.open(out / "cc_vs_k.png").size == (880, 462)
+    bad = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "10"])
+    assert bad.returncode == 2 and "--k: the runs have no k = 10" in bad.stderr
