@@ -174,6 +174,13 @@ def record(family: str, seed: int, values: dict) -> dict:
             "budgets": {f"{arm}/k10": {"lr": 0.01, "steps": 25} for arm in values if arm in A.TRAINED}}
 
 
+def test_an_unknown_family_is_refused_on_the_login_node(tmp_path):
+    proc = experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'fewshot_small.yaml'}", "--dry-run",
+                      "--base-dir", str(tmp_path), "trainer.study.family=priors")
+    assert proc.returncode == 2 and "study.family" in proc.stderr and "prior" in proc.stderr
+    assert not (tmp_path / "fewshot-small").exists()
+
+
 def test_the_report_on_known_values():
     base = {"k0_start": 0.5, "embedding": 0.7, "saliency": 0.8, "finetune_all": 0.6, "scratch": 0.4}
     studies = [record(f, s, base) for f in ("contrast", "prior") for s in (0, 1)]
@@ -187,10 +194,12 @@ def test_the_report_on_known_values():
     # saliency: 0.81 everywhere (draws 0.80, 0.82) -> 95% of the 0.85 reference, +0.30 over k = 0
     # in every record (an interval of one point); the bootstrap's interval lies inside the draws
     sal = rows[R.NAMES["saliency"]].split(" | ")
-    assert sal[1:4] == ["0.810", "0.810", "0.810 [0.805, 0.815]"] and sal[4:6] == ["95%", "+0.300 [+0.300, +0.300]"]
+    assert sal[1:4] == ["0.810 [0.80, 0.82]", "0.810 [0.80, 0.82]", "0.810 [0.805, 0.815]"]
+    assert sal[4:6] == ["95%", "+0.300 [+0.300, +0.300]"]
     # finetune_all: contrast (0.9 + 0.62) / 2 = 0.76, prior 0.61: the best fine-tuning arm
     assert "difference to the best fine-tuning (finetune_all)" in table
-    assert rows[R.NAMES["finetune_all"]].startswith(f"| {R.NAMES['finetune_all']} | 0.760 | 0.610 | 0.685 [")
+    ft = rows[R.NAMES["finetune_all"]].split(" | ")
+    assert ft[1].startswith("0.760 [") and ft[2] == "0.610 [0.60, 0.62]" and ft[3].startswith("0.685 [")
     # the difference: +0.05 on contrast, +0.20 on prior; a resample of contrast's draws 0 alone (0.80 - 0.90)
     # pulls the interval below 0
     diff = sal[6].split(" ")
@@ -210,8 +219,7 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path):
     arms, seen = A.ARMS, ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
     assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED for k in (1, 3)}
     expected = {f"{t}/k{k}/d{d}/{a}" for t in ("prior-1", "prior-7") for k in (1, 3) for d in (0, 1) for a in arms}
-    expected |= {f"{t}-7/k{k}/d{d}/{a}" for t in ("contrast", "frequency", "region") for k in (1, 3)
-                 for d in (0, 1) for a in seen}
+    expected |= {f"{t}-7/k3/d{d}/{a}" for t in ("contrast", "frequency", "region") for d in (0, 1) for a in seen}
     assert set(done["scores"]) == expected and all(-1 <= v <= 1 for v in done["scores"].values())
     results = json.loads((sweep / "run_000" / "results.json").read_text())
     assert results["fewshot_study"]["family"] == "prior" and "k3/saliency" in results["fewshot_study"]
@@ -231,8 +239,11 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path):
     proc = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "3"], check_rc=0)
     text = (out / "results.md").read_text()
     assert proc.stdout.strip() == text.strip()
-    assert "## k = 3: the held-out family's members" in text and "| prior |" in text.splitlines()[4]
+    assert "## k = 3: the held-out family's members" in text and "| prior (held out) |" in text.splitlines()[4]
     assert "## By k: a new member of a seen family" in text
     assert Image.open(out / "cc_vs_k.png").size == (880, 462)
+    budget_rows = {line.split(" | ")[0]: line for line in text.split("## Budgets")[1].splitlines() if line.startswith("| ")}
+    for cell in budget_rows["| embedding"].split(" | ")[1:]:      # a star marks 2 steps, the largest tried
+        assert cell.rstrip(" |").endswith("*") == ("x 2 " in cell)
     bad = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "10"])
     assert bad.returncode == 2 and "--k: the runs have no k = 10" in bad.stderr

@@ -145,7 +145,9 @@ def test(job) -> dict:
         arrays = job.arrays(split, [name])
         preds = predict(model, arrays, 0, model.task_index(name), cfg.batch_size, job.device,
                         Precision(job.cfg.train.precision))
-        rows[name] = score_task(preds, index.map_files(split, name), index.fixation_files(split, name),
+        n = cfg.images or len(preds)        # test.images: the first n images only
+        fixations = index.fixation_files(split, name)
+        rows[name] = score_task(preds[:n], index.map_files(split, name)[:n], fixations and fixations[:n],
                                 names, cfg.seed)
         if job.is_main and cfg.grid_images > 0:
             path = viz.save_png(picture(arrays, preds, cfg.grid_images), out_dir / f"{name}.png")

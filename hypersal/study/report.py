@@ -77,6 +77,10 @@ def ci(t: tuple) -> str:
     return f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"
 
 
+def short(t: tuple) -> str:
+    return f"{t[0]:.3f} [{t[1]:.2f}, {t[2]:.2f}]"
+
+
 def signed(t: tuple) -> str:
     return f"{t[0]:+.3f} [{t[1]:+.3f}, {t[2]:+.3f}]"
 
@@ -105,12 +109,12 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
     best_ft = best(studies, "family", FINETUNE_ARMS, k)
     best_hn = best(studies, "family", [a for a in HNET_ARMS if a != "k0_start"], k)
     k0 = data.get("k0_start")
-    head = (f"| arm | " + " | ".join(families) + " | macro mean | % of reference | gain over k = 0 | "
+    head = (f"| arm | " + " | ".join(f"{f} (held out)" for f in families) + " | macro mean | % of reference | gain over k = 0 | "
             f"difference to the best fine-tuning ({best_ft}) |")
     lines = [head, "|" + "---|" * (len(families) + 5)]
     for arm in arms:
         d = data[arm]
-        cells = [f"{stats.macro_mean(d[f]):.3f}" if f in d else "–" for f in families]
+        cells = [short(stats.interval(d[f])) if f in d else "–" for f in families]
         mean = stats.interval(d)
         pct = f"{100 * mean[0] / ref:.0f}%" if ref else "–"
         gain = signed(stats.paired_interval(d, k0)) if k0 is not None and arm != "k0_start" else "–"
@@ -142,8 +146,9 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
     return "\n".join(lines), criteria
 
 
-def by_k(studies, group: str) -> str:
-    ks = shots_of(studies)
+def by_k(studies, group: str, refs: dict) -> str:
+    ks = sorted({int(key.split("/")[1][1:]) for r in studies for key in r["scores"]
+                 if key.split("/")[0] in r["groups"][group]})
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for arm in arms_of(studies, group):
         cells = []
@@ -151,22 +156,34 @@ def by_k(studies, group: str) -> str:
             d = nested(studies, group, arm, k)
             cells.append(ci(stats.interval(d)) if d else "–")
         lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + " |")
+    ref, _ = reference_of(nested(studies, group, arms_of(studies, group)[0], ks[0]), refs)
+    if ref is not None:
+        lines.append("| converged reference | " + " | ".join(f"{ref:.3f}" for _ in ks) + " |")
     return "\n".join(lines)
 
 
+def at_edge(budget: dict) -> bool:
+    """The chosen lr or steps is the largest (or lr the smallest) of those tried: the best may lie beyond."""
+    tried = [key.split("/") for key in budget.get("tried", {})]
+    lrs, steps = {float(lr) for lr, _ in tried}, {int(st) for _, st in tried}
+    return bool(tried) and (budget["steps"] == max(steps) or len(lrs) > 1 and budget["lr"] in (min(lrs), max(lrs)))
+
+
 def budgets(studies) -> str:
-    """The learning rate and steps each arm got at each k (the most common over the runs)."""
+    """The learning rate and steps each arm got at each k (the most common over the runs); * when
+    a run's choice lay at the edge of the grid."""
     ks = shots_of(studies)
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for arm in [a for a in ARMS if any(f"{a}/k{ks[0]}" in r["budgets"] for r in studies)]:
         cells = []
         for k in ks:
-            chosen = [f"{r['budgets'][f'{arm}/k{k}']['lr']:g} x {r['budgets'][f'{arm}/k{k}']['steps']}"
-                      for r in studies if f"{arm}/k{k}" in r["budgets"]]
-            values, counts = np.unique(chosen, return_counts=True)
-            cells.append(f"{values[counts.argmax()]} ({counts.max()}/{len(chosen)})")
+            chosen = [r["budgets"][f"{arm}/k{k}"] for r in studies if f"{arm}/k{k}" in r["budgets"]]
+            names = [f"{b['lr']:g} x {b['steps']}" for b in chosen]
+            values, counts = np.unique(names, return_counts=True)
+            edge = "*" if any(at_edge(b) for b in chosen) else ""
+            cells.append(f"{values[counts.argmax()]} ({counts.max()}/{len(chosen)}){edge}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n* some runs chose the largest step budget or an extreme learning rate of the grid."
 
 
 def plot(studies, refs, path: Path) -> Path:
@@ -211,9 +228,9 @@ def render(studies, refs, k: int = HEADLINE_K) -> str:
            f"{', '.join(map(str, seeds))})", "",
            f"## k = {k}: the held-out family's members (CC, 95% interval)", "", table, "",
            "Success criteria (macro mean over held-out families):", ""] + [f"- {c}" for c in criteria]
-    out += ["", "## By k: the held-out family's members", "", by_k(studies, "family"), ""]
+    out += ["", "## By k: the held-out family's members", "", by_k(studies, "family", refs), ""]
     if arms_of(studies, "seen"):
-        out += ["## By k: a new member of a seen family", "", by_k(studies, "seen"), ""]
+        out += ["## By k: a new member of a seen family", "", by_k(studies, "seen", refs), ""]
     out += ["## Budgets chosen on the selection tasks (lr x steps; runs that chose it)", "", budgets(studies), ""]
     return "\n".join(out)
 
