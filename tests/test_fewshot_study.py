@@ -241,7 +241,7 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path):
     assert proc.stdout.strip() == text.strip()
     assert "## k = 3: the held-out family's members" in text and "| prior (held out) |" in text.splitlines()[4]
     assert "## By k: a new member of a seen family" in text
-    assert Image.open(out / "cc_vs_k.png").size == (880, 462)
+    assert Image.open(out / "cc_vs_k.png").size == (880, 495)
     budget_rows = {line.split(" | ")[0]: line for line in text.split("## Budgets")[1].splitlines() if line.startswith("| ")}
     for cell in budget_rows["| embedding"].split(" | ")[1:]:      # a star marks 2 steps, the largest tried
         assert cell.rstrip(" |").endswith("*") == ("x 2 " in cell)

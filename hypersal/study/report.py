@@ -193,8 +193,12 @@ def plot(studies, refs, path: Path) -> Path:
     arms = [a for a in arms_of(studies, "family") if a != "k0_start"]
     ks = shots_of(studies)
     families = sorted(nested(studies, "family", arms[0], ks[0]))
-    fig, axes = plt.subplots(1, len(families), figsize=(max(8, 4 * len(families)), 4.2), dpi=110, sharey=True)
-    for ax, fam in zip(np.atleast_1d(axes), families):
+    cols = 2 if len(families) == 4 else len(families)              # 4 families: a 2 x 2 grid
+    rows = math.ceil(len(families) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(8, 4.5 * cols), 3.6 * rows + 0.9), dpi=110, sharey=True,
+                             squeeze=False)
+    axes = axes.ravel()
+    for ax, fam in zip(axes, families):
         for i, arm in enumerate(arms):
             rows = [stats.interval(nested(studies, "family", arm, k)[fam]) for k in ks]
             mean, low, high = (np.array(c) for c in zip(*rows))
@@ -211,10 +215,11 @@ def plot(studies, refs, path: Path) -> Path:
         ax.set_title(f"held-out family: {fam}")
         ax.set_xlabel("k pairs")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("CC on the test maps")
-    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    for ax in axes[::cols]:
+        ax.set_ylabel("CC on the test maps")
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
