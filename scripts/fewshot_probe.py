@@ -1,10 +1,13 @@
-"""Run a finished study run's `fewshot` stage again with other settings, in a new folder:
+"""Run a finished study run's `fewshot` (or `fewshot_study`) stage again with other settings,
+in a new folder:
 
     python scripts/fewshot_probe.py RUN_DIR OUT_DIR [key=value ...]
 
 e.g. `fewshot.steps=1 fewshot.hnet_lr=1e-9 fewshot.methods=[hnet]` scores the starting point
-of adaptation (the mean of the trained tasks' embeddings), with no learning. The trained model
-is copied, never retrained; values are YAML; Comet is off. Prints the stage's summary (JSON).
+of adaptation (the mean of the trained tasks' embeddings), with no learning; on a few-shot
+study run, `study.shots=[200] study.draws=1 study.steps=[200]` asks what each arm reaches from
+200 pairs (a ceiling). The trained model is copied, never retrained; values are YAML; Comet is
+off. Prints the stage's summary (JSON).
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ def main(argv: list[str]) -> int:
         return 2
     run, out, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
     state = json.loads((run / "state.json").read_text())
-    if "fewshot" not in state.get("stages_done", []) or not (run / "models").is_dir():
-        print(f"hypersal: error: {run} is not a finished run with a fewshot stage", file=sys.stderr)
+    stage = next((s for s in ("fewshot", "fewshot_study") if s in state.get("stages_done", [])), None)
+    if stage is None or not (run / "models").is_dir():
+        print(f"hypersal: error: {run} is not a finished run with a fewshot or fewshot_study stage", file=sys.stderr)
         return 2
     cfg = yamlio.load(run / "config.yaml")
     defaults = yamlio.load(schema.DEFAULTS_FILE)
@@ -44,12 +48,12 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True)
     shutil.copytree(run / "models", out / "models")
     yamlio.dump(cfg, out / "config.yaml")
-    before = [s for s in state["stages_done"] if s != "fewshot"]
+    before = [s for s in state["stages_done"] if s != stage]
     (out / "state.json").write_text(json.dumps({"state": "running", "stages_done": before, "results": {}}))
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(out / "config.yaml")])
     if proc.returncode:
         return proc.returncode
-    print(json.dumps(json.loads((out / "results.json").read_text())["fewshot"]))
+    print(json.dumps(json.loads((out / "results.json").read_text())[stage]))
     return 0
 
 
