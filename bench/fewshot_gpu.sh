@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The few-shot study, larger, on one GPU (shared/experiment/fewshot_gpu.yaml: 3,000 images,
+# The few-shot study, larger, on one GPU (bench/fewshot_gpu.yaml.in, a template: 3,000 images,
 # 4,000 training steps, budgets up to 100 steps). Every run of every fold starts at once (the
 # runs are small: one GPU holds them all, each process drives it from its own CPU core), and
 # each fold's figures are written as soon as its runs end:
@@ -15,7 +15,7 @@ FAMILIES="frequency contrast region prior"
 mkdir -p "$BASE"
 start=$(date +%s)
 for F in $FAMILIES; do
-  sed "s/FAMILY/$F/g" shared/experiment/fewshot_gpu.yaml > "$BASE/fewshot_gpu_$F.yaml"
+  sed "s/FAMILY/$F/g" bench/fewshot_gpu.yaml.in > "$BASE/fewshot_gpu_$F.yaml"
   "$PY" experiment.py -e "$BASE/fewshot_gpu_$F.yaml" --base-dir "$BASE" --executor=local --dry-run --no-snapshot
 done
 # One reference run first: it generates the dataset the others then share.

@@ -181,6 +181,15 @@ def test_an_unknown_family_is_refused_on_the_login_node(tmp_path):
     assert not (tmp_path / "fewshot-small").exists()
 
 
+def test_the_gpu_studys_template_passes_the_login_node_checks(tmp_path):
+    """bench/fewshot_gpu.sh makes one experiment file per family from bench/fewshot_gpu.yaml.in."""
+    template = (ROOT / "bench" / "fewshot_gpu.yaml.in").read_text()
+    (tmp_path / "prior.yaml").write_text(template.replace("FAMILY", "prior"))
+    experiment(f"--experiment={tmp_path / 'prior.yaml'}", "--dry-run", "--executor=local", "--no-snapshot",
+               "--base-dir", str(tmp_path), check_rc=0)
+    assert len(list((tmp_path / "fewshot-gpu-prior").glob("run_*"))) == 7      # 3 seeds, 4 references
+
+
 def test_the_report_on_known_values():
     base = {"k0_start": 0.5, "embedding": 0.7, "saliency": 0.8, "finetune_all": 0.6, "scratch": 0.4}
     studies = [record(f, s, base) for f in ("contrast", "prior") for s in (0, 1)]
@@ -210,7 +219,7 @@ def test_the_report_on_known_values():
     assert criteria[3].endswith("**met**") and criteria[4] == "wins on at least 2 of 2 families: 2 of 2: **met**"
 
 
-def test_the_small_study_runs_resumes_and_reports(tmp_path):
+def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'fewshot_small.yaml'}", "--executor=local",
                "--base-dir", str(tmp_path), timeout=600, check_rc=0)
     sweep = tmp_path / "fewshot-small"
@@ -236,14 +245,14 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path):
     assert "resuming after stage train" in resumed.stderr + resumed.stdout
     assert json.loads(path.read_text())["scores"] == done["scores"]
     out = tmp_path / "out"
-    proc = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "3"], check_rc=0)
+    assert R.main([str(sweep), "--out", str(out), "--k", "3"]) == 0        # in-process: no second start-up
     text = (out / "results.md").read_text()
-    assert proc.stdout.strip() == text.strip()
+    assert capsys.readouterr().out.strip() == text.strip()
     assert "## k = 3: the held-out family's members" in text and "| prior (held out) |" in text.splitlines()[4]
     assert "## By k: a new member of a seen family" in text
     assert Image.open(out / "cc_vs_k.png").size == (880, 495)
     budget_rows = {line.split(" | ")[0]: line for line in text.split("## Budgets")[1].splitlines() if line.startswith("| ")}
     for cell in budget_rows["| embedding"].split(" | ")[1:]:      # a star marks 2 steps, the largest tried
         assert cell.rstrip(" |").endswith("*") == ("x 2 " in cell)
-    bad = run([PYTHON, "-m", "hypersal.study.report", str(sweep), "--out", str(out), "--k", "10"])
-    assert bad.returncode == 2 and "--k: the runs have no k = 10" in bad.stderr
+    assert R.main([str(sweep), "--out", str(out), "--k", "10"]) == 2
+    assert "--k: the runs have no k = 10" in capsys.readouterr().err
