@@ -120,9 +120,9 @@ def fewshot_study(job) -> dict:
             if key in record["budgets"]:
                 continue
             tried = {}
+            settings = [setting(name, k, d, "val") for name in select for d in range(cfg.select_draws)]
             for lr in cfg.lrs[arm]:
-                runs = [A.run(arm, setting(name, k, d, "val"), steps, lr, mnet_args)
-                        for name in select for d in range(cfg.select_draws)]
+                runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
                 for step in steps:
                     tried[f"{lr}/{step}"] = float(np.mean([r[step] for r in runs]))
             best = max(tried, key=tried.get)
@@ -136,18 +136,19 @@ def fewshot_study(job) -> dict:
                                           ("seen", seen, cfg.seen_arms, cfg.seen_shots)):
         for name in names:
             for k in shots:
-                if all(f"{name}/k{k}/d{d}/{arm}" in record["scores"] for d in range(cfg.draws) for arm in arm_list):
+                if all(protocol.score_key(name, k, d, arm) in record["scores"]
+                       for d in range(cfg.draws) for arm in arm_list):
                     continue
                 for d in range(cfg.draws):
                     s = setting(name, k, d, "test")
                     for arm in arm_list:
                         budget = record["budgets"].get(f"{arm}/k{k}", {"lr": 0.0, "steps": 1})
-                        key = f"{name}/k{k}/d{d}/{arm}"
+                        key = protocol.score_key(name, k, d, arm)
                         if key not in record["scores"]:
                             record["scores"][key] = A.run(arm, s, [budget["steps"]], budget["lr"],
                                                           mnet_args)[budget["steps"]]
                 save()
-                means = {arm: np.mean([record["scores"][f"{name}/k{k}/d{d}/{arm}"] for d in range(cfg.draws)])
+                means = {arm: np.mean([record["scores"][protocol.score_key(name, k, d, arm)] for d in range(cfg.draws)])
                          for arm in arm_list}
                 say(f"study {group} {name} k={k}: " + ", ".join(f"{a} {v:.3f}" for a, v in means.items())
                     + f" ({time.monotonic() - started:.0f} s)")
@@ -157,11 +158,8 @@ def fewshot_study(job) -> dict:
 
 
 def check(cfg) -> None:
+    """What the config's tables (hypersal.choices: family, arm names) cannot say alone."""
     protocol.check(cfg)
-    for key, arms in (("study.arms", cfg.arms), ("study.seen_arms", cfg.seen_arms)):
-        unknown = [a for a in arms if a not in A.ARMS]
-        if unknown:
-            raise UserError(f"unknown arm '{unknown[0]}'", key=key, fix=f"use some of: {', '.join(A.ARMS)}")
     missing = [a for a in set(cfg.arms) | set(cfg.seen_arms) if a in A.TRAINED and not cfg.lrs.get(a)]
     if missing:
         raise UserError(f"no learning rates for arm '{missing[0]}'", key=f"study.lrs.{missing[0]}",
@@ -177,7 +175,7 @@ def summary(record: dict, cfg) -> dict:
     """The mean CC of each arm over the held-out family's tasks and draws, per k."""
     values: dict[str, list] = {}
     for key, value in record["scores"].items():
-        name, k, _, arm = key.split("/")
+        name, k, _, arm = protocol.parse_key(key)
         if name in record["groups"]["family"]:
-            values.setdefault(f"{k}/{arm}", []).append(value)
+            values.setdefault(f"k{k}/{arm}", []).append(value)
     return {"family": record["family"], **{key: float(np.mean(v)) for key, v in sorted(values.items())}}

@@ -24,7 +24,6 @@ steps instead. The arms whose encoder is frozen run the decoder on cached encode
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,8 +56,8 @@ class Images:
 @dataclass
 class Setting:
     """One adaptation problem: the model, the k pairs, what to score on, how to train."""
-    model: HyperSaliency            # eval mode; its last task is the new one
-    task: int                       # the new task's index
+    model: HyperSaliency            # eval mode; its last task is the new one (add_task)
+    task: int                       # the new task's index: its embedding is the start
     support: Images
     support_y: torch.Tensor         # (k, 1, H, W) in [0, 1]
     query: Images
@@ -84,13 +83,10 @@ def score(predict: Callable, query: Images, target: torch.Tensor, chunk: int = 6
 
 def _hnet(s: Setting, emb: torch.Tensor, images: Images, offsets: dict | None = None) -> torch.Tensor:
     """The hypernetwork's network for an embedding (plus offsets on some generated tensors)."""
-    model = s.model
-    tensors = model.generated_params(embedding=emb)
+    tensors = s.model.generated_params(embedding=emb)
     for name, delta in (offsets or {}).items():
         tensors[name] = tensors[name] + delta
-    if model.bn_bank is not None:
-        tensors.update(model.bn_bank.for_task(s.task))
-    return model._run(tensors, None, encoded=images.encoded, size=s.size)
+    return _generated(s, tensors, images)
 
 
 def _generated(s: Setting, tensors: dict, images: Images) -> torch.Tensor:
@@ -188,10 +184,7 @@ def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.M
     net = MainNet(**{**mnet_args, "weights": None, "weights_path": None})
     if kind == "scratch":
         return _averaging_bn(net, net)
-    model = copy.deepcopy(s.model)
-    with torch.no_grad():
-        model.hnet.task_embeddings[s.task] = model.start_embedding().detach()
-    state = model.export(s.task)
+    state = s.model.export(s.task)             # the new task's row: the start (add_task)
     if kind == "plain_b":
         state = {**net.state_dict(), **{n: v for n, v in state.items() if n.startswith("encoder.")}}
     net.load_state_dict(state)

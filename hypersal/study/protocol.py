@@ -47,3 +47,14 @@ def seen_tasks(cfg) -> list[str]:
 def test_tasks(cfg) -> list[str]:
     check(cfg)
     return members(cfg.family, cfg.test_members)
+
+
+def score_key(task: str, k: int, draw: int, arm: str) -> str:
+    """study.json's key of one score: "<task>/k<k>/d<draw>/<arm>"."""
+    return f"{task}/k{k}/d{draw}/{arm}"
+
+
+def parse_key(key: str) -> tuple[str, int, int, str]:
+    """(task, k, draw, arm) of a score's key."""
+    task, k, draw, arm = key.split("/")
+    return task, int(k[1:]), int(draw[1:]), arm

@@ -23,6 +23,7 @@ from hypersal import stats, yamlio
 from hypersal.data.families import family_of
 from hypersal.errors import UserError
 from hypersal.study.arms import ARMS, FINETUNE_ARMS, HNET_ARMS
+from hypersal.study.protocol import parse_key
 
 NAMES = {"k0_start": "k = 0: the start embedding", "k0_best": "k = 0: the best trained embedding",
          "embedding": "hnet: new embedding", "saliency": "hnet: embedding + head/output, 3 starts",
@@ -58,19 +59,19 @@ def nested(studies: list[dict], group: str, arm: str, k: int) -> dict:
     out: dict = {}
     for record in studies:
         for key, value in record["scores"].items():
-            task, kk, _, a = key.split("/")
-            if a == arm and kk == f"k{k}" and task in record["groups"][group]:
+            task, kk, _, a = parse_key(key)
+            if a == arm and kk == k and task in record["groups"][group]:
                 out.setdefault(family_of(task), {}).setdefault(task, {}).setdefault(record["seed"], []).append(value)
     return out
 
 
 def arms_of(studies: list[dict], group: str) -> list[str]:
-    present = {key.split("/")[3] for r in studies for key in r["scores"] if key.split("/")[0] in r["groups"][group]}
+    present = {parse_key(key)[3] for r in studies for key in r["scores"] if parse_key(key)[0] in r["groups"][group]}
     return [a for a in ARMS if a in present]
 
 
 def shots_of(studies: list[dict]) -> list[int]:
-    return sorted({int(key.split("/")[1][1:]) for r in studies for key in r["scores"]})
+    return sorted({parse_key(key)[1] for r in studies for key in r["scores"]})
 
 
 def ci(t: tuple) -> str:
@@ -109,7 +110,7 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
     best_ft = best(studies, "family", FINETUNE_ARMS, k)
     best_hn = best(studies, "family", [a for a in HNET_ARMS if a != "k0_start"], k)
     k0 = data.get("k0_start")
-    head = (f"| arm | " + " | ".join(f"{f} (held out)" for f in families) + " | macro mean | % of reference | gain over k = 0 | "
+    head = ("| arm | " + " | ".join(f"{f} (held out)" for f in families) + " | macro mean | % of reference | gain over k = 0 | "
             f"difference to the best fine-tuning ({best_ft}) |")
     lines = [head, "|" + "---|" * (len(families) + 5)]
     for arm in arms:
@@ -135,7 +136,7 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
             f"({stats.macro_mean(data[best_ft]):.3f})",
             f"beats the best fine-tuning with the paired interval above 0: {signed(diff)}: "
             + ("**met**" if diff[1] > 0 else "**missed**"),
-            f">= 90% of the converged reference: " + (f"{100 * hn / ref:.0f}%: " + ("**met**" if hn >= 0.9 * ref
+            ">= 90% of the converged reference: " + (f"{100 * hn / ref:.0f}%: " + ("**met**" if hn >= 0.9 * ref
                                                                                     else "**missed**")
                                                        if ref else "no reference: **not shown**"),
             f">= +0.05 CC over k = 0 (the start embedding): {signed(gain)}: "
@@ -147,8 +148,7 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
 
 
 def by_k(studies, group: str, refs: dict) -> str:
-    ks = sorted({int(key.split("/")[1][1:]) for r in studies for key in r["scores"]
-                 if key.split("/")[0] in r["groups"][group]})
+    ks = sorted({parse_key(key)[1] for r in studies for key in r["scores"] if parse_key(key)[0] in r["groups"][group]})
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for arm in arms_of(studies, group):
         cells = []

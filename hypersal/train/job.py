@@ -133,7 +133,8 @@ class Job:
         return out / "images", out / "maps"
 
     def train_tasks(self) -> list[str]:
-        """`tasks` (or every task of the dataset), minus the task adapt holds out."""
+        """`tasks` (or, when empty, the few-shot study's fold's training tasks if study.family is
+        set, else every task of the dataset), minus the task adapt holds out."""
         found = self.dataset().tasks
         wanted = list(self.cfg.tasks) or (protocol.training_tasks(self.cfg.study) if self.cfg.study.family
                                           else found)
