@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from hypersal import yamlio
 from hypersal.config import Config
 from hypersal.errors import UserError
 from hypersal.models.hyper import HyperSaliency, MainNet
+from hypersal.stages import study as S
 from hypersal.study import arms as A, protocol
 from hypersal.study import report as R
 from hypersal.train.episodic import EpisodicTrainStep, adapt_embedding
@@ -54,6 +56,21 @@ def test_a_learned_start_is_a_shared_parameter_and_new_tasks_begin_there():
     assert torch.allclose(mean.hnet.task_embeddings[second], expected)       # the mean of trained tasks only
     with pytest.raises(UserError, match="model.hypernet.start"):
         small("median")
+
+
+def test_the_count_of_trained_tasks_survives_a_save_and_load(tmp_path):
+    from hypersal.train.job import build_model
+    mnet = dict(cutoff=7, width=8, skip=4, prior=2, decoder="light", weights=None)
+    args = dict(mnet=mnet, task_names=["t0", "t1", "t2"], hypernet_options=dict(
+        embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4), per_task_bn=False)
+    model = build_model(args)
+    model.add_task("new")
+    with torch.no_grad():
+        model.hnet.task_embeddings[3] += 10                      # adapted far from the others
+    again = build_model({**args, "task_names": model.task_names, "n_trained": model.n_trained})
+    again.load_state_dict(model.state_dict())
+    assert again.n_trained == 3                                  # the adapted task is not a trained one
+    torch.testing.assert_close(again.start_embedding(), model.hnet.task_embeddings.detach()[:3].mean(0))
 
 
 class Trainer:
@@ -217,6 +234,9 @@ def test_the_report_on_known_values():
     assert criteria[1].startswith("beats the best fine-tuning with the paired interval above 0: +0.125 [")
     assert criteria[1].endswith("**missed**") and criteria[2] == ">= 90% of the converged reference: 95%: **met**"
     assert criteria[3].endswith("**met**") and criteria[4] == "wins on at least 2 of 2 families: 2 of 2: **met**"
+    assert criteria[5].startswith("per family, saliency - finetune_all")
+    assert "prior +0.200 [+0.200, +0.200]" in criteria[5]
+    assert criteria[5].split("): ")[1].startswith("contrast +0.050 [-")   # the close call, per family
 
 
 def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
@@ -230,6 +250,8 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     expected = {f"{t}/k{k}/d{d}/{a}" for t in ("prior-1", "prior-7") for k in (1, 3) for d in (0, 1) for a in arms}
     expected |= {f"{t}-7/k3/d{d}/{a}" for t in ("contrast", "frequency", "region") for d in (0, 1) for a in seen}
     assert set(done["scores"]) == expected and all(-1 <= v <= 1 for v in done["scores"].values())
+    cfg = Config(yamlio.load(sweep / "run_000" / "config.yaml")).study       # status's progress counts these
+    assert S.totals(cfg, protocol.test_tasks(cfg), protocol.seen_tasks(cfg)) == (len(done["budgets"]), len(expected))
     results = json.loads((sweep / "run_000" / "results.json").read_text())
     assert results["fewshot_study"]["family"] == "prior" and "k3/saliency" in results["fewshot_study"]
     # A job stopped midway through the stage goes on where it stopped, with the same numbers.

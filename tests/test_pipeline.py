@@ -94,8 +94,8 @@ def test_train_holds_out_the_adapted_task(full_run):
     folder, _ = full_run
     saved = load(folder / "models" / "after_train.pt")
     assert saved["args"]["task_names"] == ["frequency_tuned", "image_signature", "spectral_residual"]
-    after_adapt = load(folder / "models" / "after_adapt.pt")["args"]["task_names"]
-    assert after_adapt[-1] == "center_bias"
+    after_adapt = load(folder / "models" / "after_adapt.pt")["args"]
+    assert after_adapt["task_names"][-1] == "center_bias" and after_adapt["n_trained"] == 3
 
 
 def test_train_catchup_moved_only_task_embeddings(full_run):

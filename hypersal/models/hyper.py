@@ -110,21 +110,27 @@ class BatchNormBank(nn.Module):
         """Views into the bank: BatchNorm's in-place updates land in this task's row."""
         return {name: getattr(self, self._key(name))[task] for name in self.names}
 
-    def add_row(self, source: torch.Tensor | None = None) -> None:
-        """A new task: its statistics start as the mean of the others (counts: the max)."""
+    def mean_row(self, name: str) -> torch.Tensor:
+        """One statistic averaged over the tasks (counts: the max)."""
+        bank = getattr(self, self._key(name))
+        return bank.float().mean(0).to(bank.dtype) if bank.is_floating_point() else bank.max(0).values
+
+    def add_row(self) -> None:
+        """A new task: its statistics start as the mean of the others."""
         for name in self.names:
             bank = getattr(self, self._key(name))
-            row = bank.float().mean(0).to(bank.dtype) if bank.is_floating_point() else bank.max(0).values
-            setattr(self, self._key(name), torch.cat([bank, row.unsqueeze(0)]))
+            setattr(self, self._key(name), torch.cat([bank, self.mean_row(name).unsqueeze(0)]))
 
 
 class HyperSaliency(nn.Module):
     def __init__(self, mnet: MainNet, task_names: list[str], generate: str = "decoder",
                  encoder_from: int | None = None, hypernet: str = "chunked", hypernet_options: dict | None = None,
-                 per_task_bn: bool = True, start: str = "mean"):
+                 per_task_bn: bool = True, start: str = "mean", n_trained: int | None = None):
         super().__init__()
         self.mnet = mnet
         self.task_names = list(task_names)
+        # The first n_trained tasks have trained embeddings; add_task appends new ones after them.
+        self.n_trained = len(self.task_names) if n_trained is None else n_trained
         self.generated = generated_names(mnet, generate, encoder_from)
         params = dict(mnet.named_parameters())
         self.shapes = [params[n].shape for n in self.generated]
@@ -188,11 +194,6 @@ class HyperSaliency(nn.Module):
         start = getattr(self.hnet, "start", None)
         return start if start is not None else self.hnet.task_embeddings.detach()[: self.n_trained].mean(0)
 
-    @property
-    def n_trained(self) -> int:
-        """Tasks with a trained embedding (add_task appends new ones after them)."""
-        return getattr(self, "_n_trained", self.n_tasks)
-
     def add_task(self, name: str) -> int:
         """Room for a new task (few-shot adaptation): its embedding starts at start_embedding()
         (the mean of the others, or the learned start), its BatchNorm statistics likewise. Returns its index."""
@@ -200,7 +201,6 @@ class HyperSaliency(nn.Module):
             raise UserError(f"task '{name}' exists already", fix="adapt to a task the model was not trained on")
         if self.hnet is not None:
             emb = self.hnet.task_embeddings
-            self._n_trained = self.n_trained
             first = self.start_embedding().detach().view(1, -1)
             self.hnet.task_embeddings = nn.Parameter(torch.cat([emb.data, first]))
         if self.bn_bank is not None:

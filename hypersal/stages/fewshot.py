@@ -49,8 +49,7 @@ def plain_from(job, base: HyperSaliency, task: str, keep_encoder: bool) -> Hyper
             if not name.startswith("encoder."):
                 continue
             if base.bn_bank is not None and name in base.bn_bank.names:
-                rows = getattr(base.bn_bank, base.bn_bank._key(name))[: len(base.task_names)]
-                state[name] = rows.float().mean(0).to(rows.dtype) if rows.is_floating_point() else rows.max()
+                state[name] = base.bn_bank.mean_row(name)
             else:
                 state[name] = mine[name]
         fresh.load_state_dict(state)

@@ -98,8 +98,11 @@ def fewshot_study(job) -> dict:
     loss_fn = weighted(cfg.loss, key="study.loss")
     started = time.monotonic()
 
+    n_budgets, n_scores = totals(cfg, tests, seen)
+
     def save():
         write_text_atomic(record_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        job.progress(f"study: budgets {len(record['budgets'])}/{n_budgets}, scores {len(record['scores'])}/{n_scores}")
 
     def setting(name: str, k: int, d: int, split: str) -> A.Setting:
         val = fold.images["val"]
@@ -116,7 +119,7 @@ def fewshot_study(job) -> dict:
     steps = sorted(cfg.steps)
     for arm in [a for a in cfg.arms if a in A.TRAINED]:
         for k in cfg.shots:
-            key = f"{arm}/k{k}"
+            key = protocol.budget_key(arm, k)
             if key in record["budgets"]:
                 continue
             tried = {}
@@ -124,10 +127,10 @@ def fewshot_study(job) -> dict:
             for lr in cfg.lrs[arm]:
                 runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
                 for step in steps:
-                    tried[f"{lr}/{step}"] = float(np.mean([r[step] for r in runs]))
+                    tried[protocol.tried_key(lr, step)] = float(np.mean([r[step] for r in runs]))
             best = max(tried, key=tried.get)
-            lr, step = best.split("/")
-            record["budgets"][key] = {"lr": float(lr), "steps": int(step), "val_cc": tried[best], "tried": tried}
+            lr, step = protocol.parse_tried(best)
+            record["budgets"][key] = {"lr": lr, "steps": step, "val_cc": tried[best], "tried": tried}
             save()
             say(f"study budget {key}: lr {lr}, {step} steps (val CC {tried[best]:.3f}; "
                 f"{time.monotonic() - started:.0f} s)")
@@ -142,7 +145,7 @@ def fewshot_study(job) -> dict:
                 for d in range(cfg.draws):
                     s = setting(name, k, d, "test")
                     for arm in arm_list:
-                        budget = record["budgets"].get(f"{arm}/k{k}", {"lr": 0.0, "steps": 1})
+                        budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
                         key = protocol.score_key(name, k, d, arm)
                         if key not in record["scores"]:
                             record["scores"][key] = A.run(arm, s, [budget["steps"]], budget["lr"],
@@ -169,6 +172,13 @@ def check(cfg) -> None:
                         key="study.seen_shots", fix=f"use some of {list(cfg.shots)}")
     if not cfg.steps or min(cfg.steps) < 1:
         raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
+
+
+def totals(cfg, tests: list[str], seen: list[str]) -> tuple[int, int]:
+    """(budgets, scores) the stage writes in all: its progress in `experiment.py status`."""
+    n_budgets = len([a for a in cfg.arms if a in A.TRAINED]) * len(cfg.shots)
+    per_draw = len(tests) * len(cfg.shots) * len(cfg.arms) + len(seen) * len(cfg.seen_shots) * len(cfg.seen_arms)
+    return n_budgets, per_draw * cfg.draws
 
 
 def summary(record: dict, cfg) -> dict:

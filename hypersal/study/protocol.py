@@ -58,3 +58,19 @@ def parse_key(key: str) -> tuple[str, int, int, str]:
     """(task, k, draw, arm) of a score's key."""
     task, k, draw, arm = key.split("/")
     return task, int(k[1:]), int(draw[1:]), arm
+
+
+def budget_key(arm: str, k: int) -> str:
+    """study.json's key of the budget one arm got at one k: "<arm>/k<k>"."""
+    return f"{arm}/k{k}"
+
+
+def tried_key(lr: float, steps: int) -> str:
+    """A budget's key among those tried: "<lr>/<steps>"."""
+    return f"{lr}/{steps}"
+
+
+def parse_tried(key: str) -> tuple[float, int]:
+    """(lr, steps) of a tried budget's key."""
+    lr, steps = key.split("/")
+    return float(lr), int(steps)

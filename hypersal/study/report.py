@@ -23,7 +23,7 @@ from hypersal import stats, yamlio
 from hypersal.data.families import family_of
 from hypersal.errors import UserError
 from hypersal.study.arms import ARMS, FINETUNE_ARMS, HNET_ARMS
-from hypersal.study.protocol import parse_key
+from hypersal.study.protocol import budget_key, parse_key, parse_tried
 
 NAMES = {"k0_start": "k = 0: the start embedding", "k0_best": "k = 0: the best trained embedding",
          "embedding": "hnet: new embedding", "saliency": "hnet: embedding + head/output, 3 starts",
@@ -143,6 +143,9 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
             + ("**met**" if gain[0] >= 0.05 else "**missed**"),
             f"wins on at least {need} of {len(families)} families: {wins} of {len(families)}: "
             + ("**met**" if wins >= need else "**missed**"),
+            f"per family, {best_hn} - {best_ft} (paired: with 4 families the macro interval undercovers): "
+            + "; ".join(f"{f} {signed(stats.paired_interval(data[best_hn][f], data[best_ft][f]))}"
+                        for f in families),
         ]
     return "\n".join(lines), criteria
 
@@ -164,8 +167,8 @@ def by_k(studies, group: str, refs: dict) -> str:
 
 def at_edge(budget: dict) -> bool:
     """The chosen lr or steps is the largest (or lr the smallest) of those tried: the best may lie beyond."""
-    tried = [key.split("/") for key in budget.get("tried", {})]
-    lrs, steps = {float(lr) for lr, _ in tried}, {int(st) for _, st in tried}
+    tried = [parse_tried(key) for key in budget.get("tried", {})]
+    lrs, steps = {lr for lr, _ in tried}, {st for _, st in tried}
     return bool(tried) and (budget["steps"] == max(steps) or len(lrs) > 1 and budget["lr"] in (min(lrs), max(lrs)))
 
 
@@ -174,10 +177,11 @@ def budgets(studies) -> str:
     a run's choice lay at the edge of the grid."""
     ks = shots_of(studies)
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-    for arm in [a for a in ARMS if any(f"{a}/k{ks[0]}" in r["budgets"] for r in studies)]:
+    for arm in [a for a in ARMS if any(budget_key(a, ks[0]) in r["budgets"] for r in studies)]:
         cells = []
         for k in ks:
-            chosen = [r["budgets"][f"{arm}/k{k}"] for r in studies if f"{arm}/k{k}" in r["budgets"]]
+            key = budget_key(arm, k)
+            chosen = [r["budgets"][key] for r in studies if key in r["budgets"]]
             names = [f"{b['lr']:g} x {b['steps']}" for b in chosen]
             values, counts = np.unique(names, return_counts=True)
             edge = "*" if any(at_edge(b) for b in chosen) else ""

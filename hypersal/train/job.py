@@ -194,7 +194,8 @@ class Job:
         path = self.folder.path / "models" / f"{tag}.pt"
         if self.is_main:
             path.parent.mkdir(exist_ok=True)
-            save_atomic({"args": self.model_args(self.model.task_names), "state": self.model.state_dict()}, path)
+            args = {**self.model_args(self.model.task_names), "n_trained": self.model.n_trained}
+            save_atomic({"args": args, "state": self.model.state_dict()}, path)
         return path
 
     def load_model(self, tag: str) -> HyperSaliency:
