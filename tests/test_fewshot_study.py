@@ -241,7 +241,7 @@ def test_the_report_on_known_values():
 
 def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'fewshot_small.yaml'}", "--executor=local",
-               "--base-dir", str(tmp_path), timeout=600, check_rc=0)
+               "--parallelism=2", "--base-dir", str(tmp_path), timeout=600, check_rc=0)
     sweep = tmp_path / "fewshot-small"
     path = sweep / "run_000" / "study.json"
     done = json.loads(path.read_text())
@@ -263,7 +263,7 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     state["stages_done"].remove("fewshot_study")
     state_file.write_text(json.dumps(state))
     resumed = run([PYTHON, str(ROOT / "train.py"), "--config", str(sweep / "run_000" / "config.yaml")],
-                  check_rc=0, timeout=300)
+                  env={"HYPERSAL_CPUS": "1"}, check_rc=0, timeout=300)   # the job's cpus (1 thread: same sums)
     assert "resuming after stage train" in resumed.stderr + resumed.stdout
     assert json.loads(path.read_text())["scores"] == done["scores"]
     out = tmp_path / "out"

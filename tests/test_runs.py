@@ -1,6 +1,7 @@
 """Whole sweeps, run for real: on this machine (local executor) and on the local Slurm cluster."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,12 +44,14 @@ def check_run_folder(run: Path, index: int) -> dict:
 
 
 def test_demo_runs_here_with_the_local_executor(tmp_path):
-    # Shortened (the full demo runs on Slurm in test_report.py): 20 steps a run.
-    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--base-dir", str(tmp_path),
+    # Shortened (the full demo runs on Slurm in test_report.py): 20 steps a run, two at once.
+    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--parallelism=2", "--base-dir", str(tmp_path),
                       "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "[4/4] running run_003 here" in proc.stderr
     exp = tmp_path / "demo"
+    first, second = (json.loads((exp / f"run_00{i}" / "state.json").read_text()) for i in (0, 1))
+    assert second["started"] < first["updated"]                         # run_001 began before run_000 ended
     for i in range(4):
         results = check_run_folder(exp / f"run_00{i}", i)
         assert results["train"]["steps"] == 20

@@ -13,7 +13,7 @@ from conftest import PYTHON, ROOT, experiment, run  # noqa: E402
 
 def test_the_small_study_runs_and_reports(tmp_path):
     experiment(f"--experiment={ROOT / 'shared' / 'experiment' / 'study_small.yaml'}", "--executor=local",
-               "--base-dir", str(tmp_path), timeout=600, check_rc=0)
+               "--parallelism=2", "--base-dir", str(tmp_path), timeout=600, check_rc=0)
     proc = run([PYTHON, "-m", "hypersal.report", str(tmp_path / "study-small"), "--out", str(tmp_path / "out")],
                check_rc=0)
     text = (tmp_path / "out" / "results.md").read_text()

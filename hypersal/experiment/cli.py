@@ -35,7 +35,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("auto", "slurm", "local"), default="auto",
                    help="auto: Slurm when sbatch is on PATH, else this machine")
     p.add_argument("--mode", choices=spec_mod.MODES, help="one job per run, or one job array")
-    p.add_argument("--parallelism", type=int, help="array mode: at most N runs at once")
+    p.add_argument("--parallelism", type=int,
+                   help="at most N runs at once (a job array's %%N on Slurm; N at a time with --executor=local)")
     p.add_argument("--seed", type=int, help="the sampling seed (overrides experiment.seed)")
     p.add_argument("--name", help="the experiment name (overrides experiment.name)")
     p.add_argument("--base-dir", help="where the experiment folder goes (overrides experiment.base_dir)")

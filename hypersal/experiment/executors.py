@@ -86,9 +86,10 @@ class SlurmExecutor:
 
 
 class LocalExecutor:
-    """Runs each exp.sh with bash on this machine, one after another, output in local.out,
-    with the CPUs its `#SBATCH --cpus-per-task` asks for (HYPERSAL_CPUS: train.py sizes its
-    thread pools by it, as it does by Slurm's allocation)."""
+    """Runs an exp.sh with bash on this machine, output in local.out, with the CPUs its
+    `#SBATCH --cpus-per-task` asks for (HYPERSAL_CPUS: train.py sizes its thread pools by it, as
+    it does by Slurm's allocation). submit.py runs the sweep's scripts one after another, or
+    `parallelism` at once."""
     name = "local"
 
     def run(self, script: Path, cwd: Path) -> int:
@@ -116,5 +117,5 @@ def choose(name: str) -> SlurmExecutor | LocalExecutor:
     if shutil.which("sbatch"):
         return SlurmExecutor()
     print("hypersal: sbatch is not on PATH: running the jobs on this machine, one after another "
-          "(--executor=local)", file=sys.stderr)
+          "(--executor=local; --parallelism N runs N at once)", file=sys.stderr)
     return LocalExecutor()

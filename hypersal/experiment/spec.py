@@ -9,7 +9,7 @@
       config: ...          # trainer overrides shared by all runs: a file or a mapping
       repeat: 1            # every run entry is drawn this many times (times its own repeat)
       mode: jobs           # jobs (one sbatch per run) | array (one job array)
-      parallelism: null    # array mode: at most this many runs at once (%N)
+      parallelism: null    # at most this many runs at once (an array's %N; the local executor too)
     sbatch: {...}          # template values for every run (cpus, mem, gpus, time, ...)
     runs:                  # one entry per run (or per grid combination / repetition)
       - trainer: {...}     # trainer overrides, may hold {sample: ..., from: ...}

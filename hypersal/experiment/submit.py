@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hypersal import yamlio
@@ -114,7 +116,7 @@ def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]
         return []
     try:
         if isinstance(executor, LocalExecutor):
-            return _run_locally(exp_dir, todo, executor)
+            return _run_locally(exp_dir, todo, executor, summary.get("parallelism"))
         if summary["mode"] == "array":
             return _submit_array(exp_dir, summary, todo, executor)
         return _submit_jobs(exp_dir, summary, todo, executor)
@@ -201,25 +203,34 @@ def _submit_array(exp_dir: Path, summary: dict, todo: list[dict], executor: Slur
     return done
 
 
-def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor):
-    done, failed = [], []
-    for k, run in enumerate(todo, 1):
+def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor, parallelism: int | None = None):
+    """Each run's exp.sh on this machine, `parallelism` of them at once (one when unset)."""
+    lock = threading.Lock()
+    codes: dict[str, int] = {}
+
+    def one(k: int, run: dict) -> None:
         run_dir = exp_dir / run["dir"]
-        print(f"hypersal: [{k}/{len(todo)}] running {run['dir']} here (log: {run_dir / 'local.out'})",
-              file=sys.stderr, flush=True)
+        with lock:
+            print(f"hypersal: [{k}/{len(todo)}] running {run['dir']} here (log: {run_dir / 'local.out'})",
+                  file=sys.stderr, flush=True)
         code = executor.run(run_dir / "exp.sh", cwd=run_dir)
-        # Recorded once it ended: a sweep interrupted here reruns this run on `submit`
-        # (train.py resumes from its checkpoint).
-        _record(exp_dir, [(run["dir"], "local")])
-        done.append((run["dir"], "local"))
-        if code != 0:
-            failed.append(run["dir"])
-            print(f"hypersal: {run['dir']} failed with exit status {code}; see {run_dir / 'local.out'}",
-                  file=sys.stderr)
+        with lock:
+            # Recorded once it ended: a sweep interrupted here reruns this run on `submit`
+            # (train.py resumes from its checkpoint).
+            _record(exp_dir, [(run["dir"], "local")])
+            codes[run["dir"]] = code
+            if code != 0:
+                print(f"hypersal: {run['dir']} failed with exit status {code}; see {run_dir / 'local.out'}",
+                      file=sys.stderr)
+
+    with ThreadPoolExecutor(max_workers=parallelism or 1) as pool:   # threads: each waits on its bash
+        for future in [pool.submit(one, k, run) for k, run in enumerate(todo, 1)]:
+            future.result()
+    failed = [run["dir"] for run in todo if codes[run["dir"]] != 0]
     if failed:
         raise SweepSubmitError(f"{len(failed)} of {len(todo)} runs failed here: {', '.join(failed)}. "
                                f"Their logs are local.out in each run folder.")
-    return done
+    return [(run["dir"], "local") for run in todo]
 
 
 def _failure(exp_dir: Path, summary: dict, run: dict | None, reason: str, done: list, array_runs: int = 0) -> str:
