@@ -98,6 +98,22 @@ def test_without_sbatch_on_the_path_the_sweep_runs_here(tmp_path):
                                           check_rc=0).stdout
 
 
+def test_a_failed_local_run_is_named_and_its_sibling_still_finishes(tmp_path):
+    """--parallelism 2 on this machine: one run diverges, the other ends; both recorded."""
+    tiny = {**TINY_TRAINER, "pipeline": ["train"], "comet": {"mode": "disabled"}}
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "experiment": {"name": "two", "base_dir": str(tmp_path), "seed": 0, "config": tiny}, "sbatch": {"cpus": 1},
+        "runs": [{}, {"trainer": {"train": {"optim": {"name": "sgd", "momentum": 0.0, "lr": 1.0e+30}}}}]}))
+    proc = experiment(f"--experiment={exp_file}", "--executor=local", "--parallelism=2", check_rc=1)
+    assert "hypersal: run_001 failed with exit status" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("hypersal: error: 1 of 2 runs failed here: run_001.")
+    exp = tmp_path / "two"
+    assert sorted((exp / "jobs.tsv").read_text().splitlines()) == ["run_000\tlocal", "run_001\tlocal"]
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert "2 runs: 1 done, 1 failed" in status
+
+
 # --- on the local Slurm cluster ---------------------------------------------------------------
 
 @pytest.mark.slurm
