@@ -114,6 +114,35 @@ def test_a_failed_local_run_is_named_and_its_sibling_still_finishes(tmp_path):
     assert "2 runs: 1 done, 1 failed" in status
 
 
+def test_ctrl_c_stops_a_local_sweep_without_starting_the_next_run(tmp_path):
+    """The sweep's runs wait in a thread pool: an interrupt must not let the queued ones start."""
+    import signal
+    import time
+    tiny = {**TINY_TRAINER, "pipeline": ["train"], "comet": {"mode": "disabled"},
+            "train": {**TINY_TRAINER["train"], "epochs": 1000}}
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "experiment": {"name": "stop", "base_dir": str(tmp_path), "seed": 0, "config": tiny}, "sbatch": {"cpus": 1},
+        "runs": [{"repeat": 2}]}))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiment.py"), f"--experiment={exp_file}",
+                             "--executor=local"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,   # a terminal's Ctrl-C: SIGINT to the whole group
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    state = tmp_path / "stop" / "run_000" / "state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.is_file() and (tmp_path / "stop" / "run_000" / "metrics.jsonl").is_file()):
+            assert time.monotonic() < deadline and proc.poll() is None, "run_000 did not start training"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "hypersal: interrupted" in out, out
+    assert "running run_001" not in out and not (tmp_path / "stop" / "run_001" / "local.out").exists()
+
+
 # --- on the local Slurm cluster ---------------------------------------------------------------
 
 @pytest.mark.slurm

@@ -223,9 +223,12 @@ def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor, paral
                 print(f"hypersal: {run['dir']} failed with exit status {code}; see {run_dir / 'local.out'}",
                       file=sys.stderr)
 
-    with ThreadPoolExecutor(max_workers=parallelism or 1) as pool:   # threads: each waits on its bash
+    pool = ThreadPoolExecutor(max_workers=parallelism or 1)   # threads: each waits on its bash
+    try:
         for future in [pool.submit(one, k, run) for k, run in enumerate(todo, 1)]:
             future.result()
+    finally:   # Ctrl-C (or an error) starts no further run; the running ones got the SIGINT too
+        pool.shutdown(wait=True, cancel_futures=True)
     failed = [run["dir"] for run in todo if codes[run["dir"]] != 0]
     if failed:
         raise SweepSubmitError(f"{len(failed)} of {len(todo)} runs failed here: {', '.join(failed)}. "
