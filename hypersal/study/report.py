@@ -66,7 +66,7 @@ def nested(studies: list[dict], group: str, arm: str, k: int) -> dict:
 
 
 def arms_of(studies: list[dict], group: str) -> list[str]:
-    present = {parse_key(key)[3] for r in studies for key in r["scores"] if parse_key(key)[0] in r["groups"][group]}
+    present = {arm for r in studies for task, _, _, arm in map(parse_key, r["scores"]) if task in r["groups"][group]}
     return [a for a in ARMS if a in present]
 
 
@@ -151,7 +151,7 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
 
 
 def by_k(studies, group: str, refs: dict) -> str:
-    ks = sorted({parse_key(key)[1] for r in studies for key in r["scores"] if parse_key(key)[0] in r["groups"][group]})
+    ks = sorted({k for r in studies for task, k, _, _ in map(parse_key, r["scores"]) if task in r["groups"][group]})
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for arm in arms_of(studies, group):
         cells = []
