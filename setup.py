@@ -49,7 +49,7 @@ setup(
         "matplotlib>=3.7",
         # Reads an adaptive sweep's journal (tests/test_search.py checks that it does).
         "optuna-dashboard>=0.15",
-        # Drives Debian's chromium (tests/browser.py) through the chromedriver on PATH; 4.10+ takes
+        # Drives Debian's chromium (tests/helpers/browser.py) through the chromedriver on PATH; 4.10+ takes
         # Service(executable_path=...), so its driver manager never downloads a browser.
         "selenium>=4.10",
     ]},

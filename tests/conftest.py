@@ -1,26 +1,14 @@
-"""Shared fixtures: an isolated cache, the CLIs as a user runs them, and the local Slurm cluster."""
+"""Shared fixtures: an isolated cache, the demo sweep and the local Slurm cluster. The helpers the
+tests import live in tests/helpers/ (the CLIs, Slurm, the browser, Comet archives, benchmark copies)."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-
-# A trainer config small enough for a test: a few steps on a tiny generated dataset.
-TINY_TRAINER = {
-    "data": {"size": [32, 32], "synth": {"n": 20, "size": [48, 64]}, "workers": 1},
-    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "val_batches": 1,
-              "val_batch_size": 4, "actions": []},
-    "model": {"encoder": {"cutoff": 7}, "hypernet": {"hidden": [16], "chunk_size": 1024}},
-    "comet": {"mode": "offline", "workspace": "hypersal-tests"},
-}
+from helpers.cli import ROOT, experiment
+from helpers.slurm import queue_is_free, slurm_ready
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -35,54 +23,6 @@ def isolated_env(tmp_path_factory):
     yield cache
     os.environ.clear()
     os.environ.update(old)
-
-
-def run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 300,
-        check_rc: int | None = None) -> subprocess.CompletedProcess:
-    """A command as a user would type it; stdout and stderr captured as text."""
-    proc = subprocess.run(args, cwd=cwd or ROOT, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
-    if check_rc is not None and proc.returncode != check_rc:
-        raise AssertionError(f"{args} exited {proc.returncode}, expected {check_rc}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def experiment(*args: str, **kw) -> subprocess.CompletedProcess:
-    return run([PYTHON, str(ROOT / "experiment.py"), *args], **kw)
-
-
-def train(*args: str, **kw) -> subprocess.CompletedProcess:
-    return run([PYTHON, str(ROOT / "train.py"), *args], **kw)
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-def slurm_ready() -> tuple[bool, str]:
-    if not shutil.which("sbatch"):
-        return False, "sbatch is not installed"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    if proc.returncode != 0:
-        return False, f"sinfo failed: {proc.stderr.strip()}"
-    if not any(s in proc.stdout for s in ("idle", "mixed", "allocated")):
-        return False, f"no usable node (sinfo says {proc.stdout.strip()!r})"
-    return True, ""
-
-
-def queue_is_free() -> tuple[bool, str]:
-    """Jobs already queued (a sweep of someone's) would hold every test job back for hours:
-    say so at once rather than time out test after test."""
-    proc = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=20)
-    jobs = proc.stdout.split("\n")[:-1] if proc.returncode == 0 else []
-    if jobs:
-        return False, (f"its queue holds {len(jobs)} job(s) that are not the tests' (first: {jobs[0]}); "
-                       "wait for them, scancel them, or start an empty cluster with: "
-                       "scripts/local-slurm.sh start --fresh")
-    return True, ""
 
 
 @pytest.fixture(scope="session")

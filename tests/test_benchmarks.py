@@ -1,5 +1,5 @@
 """Real benchmark layouts in: SALICON, MIT1003 and CAT2000 as their authors ship them (small
-generated copies, tests/benchmarks.py), converted by hypersal.data.convert, then trained, tested
+generated copies, tests/helpers/benchmarks.py), converted by hypersal.data.convert, then trained, tested
 (fixation metrics) and run through train.py; datasets as tasks, each with its own images, and
 a new dataset by `adapt`; bad input refused with the file named and nothing left behind."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-import benchmarks
-from conftest import PYTHON, ROOT, train
+from helpers import benchmarks
+from helpers.cli import PYTHON, ROOT, train
 
 FIXATION_METRICS = ("nss", "auc_judd", "auc_borji", "sauc", "info_gain")
 TINY = {"comet": {"mode": "disabled"},

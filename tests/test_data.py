@@ -1,7 +1,6 @@
 """Datasets: synthesis, the seed layout and its errors, the cache, providers, augmentation."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ from hypersal.data.provider import (Augment, BatchProvider, InfiniteSampler, Mul
 from hypersal.data.tasks import TASKS
 from hypersal.errors import UserError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, run, train  # noqa: E402
+from helpers.cli import PYTHON, run, train
 
 TWO = ["frequency_tuned", "center_bias"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from hypersal.train.checkpoint import load
 from hypersal.train.distributed import World, first_host, from_environment, master
 from hypersal.train.fit import scaled_lr
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, TINY_TRAINER, experiment  # noqa: E402
-from slurmtools import jobs_of, release_when_requeued, wait_for, wait_until  # noqa: E402
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment
+from helpers.slurm import jobs_of, release_when_requeued, wait_for, wait_until
 
 
 @pytest.mark.parametrize("nodelist, host", [("node01", "node01"), ("gpu[03-05,09]", "gpu03"),
@@ -49,7 +47,7 @@ def test_learning_rate_scaling_rules():
 
 def run_equivalence(tmp_path: Path, dtype: str, steps: int) -> list[float]:
     """Max weight difference after each step, 2 processes (DDP, gloo) vs 1, same global batch."""
-    helper = Path(__file__).parent / "ddp_equivalence.py"
+    helper = Path(__file__).parent / "helpers" / "ddp_equivalence.py"
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29600 + (os.getpid() % 300))}
     args = [PYTHON, str(helper), str(tmp_path), str(tmp_path), dtype, str(steps)]
     subprocess.run(args, check=True, env=env, cwd=ROOT)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -19,8 +18,7 @@ from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker, read_metrics
 from hypersal.train.checkpoint import load
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, TINY_TRAINER, experiment, train  # noqa: E402
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, train
 
 STEPS = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 4, "val_batches": 1, "val_batch_size": 4,
          "actions": [], "checkpoint": {"every_steps": 1}}

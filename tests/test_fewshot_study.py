@@ -4,8 +4,6 @@ through experiment.py, its resume, and the report's statistics on known inputs."
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +19,7 @@ from hypersal.study import report as R
 from hypersal.train.episodic import EpisodicTrainStep, adapt_embedding
 from hypersal.train.losses import weighted
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, experiment, run  # noqa: E402
+from helpers.cli import PYTHON, ROOT, experiment, run
 
 BCE = weighted("bce", key="loss")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ import yaml
 
 from hypersal.experiment.submit import array_chunks, limit_of
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import ROOT, TINY_TRAINER, experiment, write  # noqa: E402
-from slurmtools import jobs_of, wait_for  # noqa: E402
+from helpers.cli import ROOT, TINY_TRAINER, experiment, write
+from helpers.slurm import jobs_of, wait_for
 
 LOCAL_CONF = "/tmp/hypersal-slurm/slurm.conf"
 

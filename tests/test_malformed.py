@@ -3,13 +3,11 @@ the key and the fix, and writes nothing. `python tests/test_malformed.py` prints
 cases and messages that the README shows."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import experiment, write  # noqa: E402
+from helpers.cli import experiment, write
 
 GOOD_RUNS = "runs:\n  - trainer: {train: {epochs: 1}}\n"
 HEAD = "experiment:\n  name: bad\n  base_dir: out\n"

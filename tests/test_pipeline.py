@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from hypersal.stages.export import load_exported
 from hypersal.train.checkpoint import load
 from hypersal.train.steps import images_to_input
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, train  # noqa: E402
+from helpers.cli import PYTHON, ROOT, train
 
 TASKS = ["spectral_residual", "frequency_tuned", "image_signature", "center_bias"]
 SMALL = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "val_batches": 1, "val_batch_size": 4, "actions": []}

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ import yaml
 
 from hypersal.train.checkpoint import load
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY_TRAINER, experiment  # noqa: E402
-from slurmtools import job_state, jobs_of, release_when_requeued, wait_for, wait_until  # noqa: E402
+from helpers.cli import TINY_TRAINER, experiment
+from helpers.slurm import job_state, jobs_of, release_when_requeued, wait_for, wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ import yaml
 
 from hypersal.experiment.render import Template, quote
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import ROOT, experiment, write  # noqa: E402
+from helpers.cli import ROOT, experiment, write
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = [

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import browser
-from conftest import PYTHON, ROOT, TINY_TRAINER, experiment, write
+from helpers import browser
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, write
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import cometread  # noqa: E402
-from slurmtools import job_state, jobs_of, wait_for  # noqa: E402
-from conftest import ROOT, TINY_TRAINER, experiment  # noqa: E402
+from helpers import comet as cometread
+from helpers.slurm import job_state, jobs_of, wait_for
+from helpers.cli import ROOT, TINY_TRAINER, experiment
 
 DEMO = ROOT / "shared" / "experiment" / "demo.yaml"
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import browser  # noqa: E402
-from conftest import PYTHON, TINY_TRAINER, experiment, write  # noqa: E402
-from slurmtools import jobs_of, wait_for  # noqa: E402
+from helpers import browser
+from helpers.cli import PYTHON, TINY_TRAINER, experiment, write
+from helpers.slurm import jobs_of, wait_for
 
 WORKER = """
 import sys
@@ -158,7 +156,7 @@ def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
     import optuna
     from hypersal import search
     from hypersal.train.checkpoint import load
-    from slurmtools import release_when_requeued, wait_until
+    from helpers.slurm import release_when_requeued, wait_until
     exp = search_file(tmp_path, trials=2, pruner="none")
     doc = yaml.safe_load(exp.read_text())
     doc["experiment"]["config"]["train"].update(epochs=4, steps_per_epoch=15, batch_size=8,

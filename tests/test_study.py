@@ -2,13 +2,10 @@
 comparison, an ablation, and the report (tables and the CC-vs-k plot)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, experiment, run  # noqa: E402
+from helpers.cli import PYTHON, ROOT, experiment, run
 
 
 def test_the_small_study_runs_and_reports(tmp_path):

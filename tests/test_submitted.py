@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, TINY_TRAINER, experiment, run, train, write  # noqa: E402
-from slurmtools import jobs_of, squeue, wait_for  # noqa: E402
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, run, train, write
+from helpers.slurm import jobs_of, squeue, wait_for
 
 
 def exp_file(folder: Path, trainer: dict | None = None, config: dict | None = None, runs: int = 1) -> Path:

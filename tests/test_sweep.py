@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import yaml
 from hypersal import yamlio
 from hypersal.experiment import repro
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, TINY_TRAINER, experiment, write  # noqa: E402
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, write
 
 RUN_FILES = {"config.yaml", "exp.sh", "run.yaml", "hash.txt", "comet_url.txt", "env.yaml"}
 

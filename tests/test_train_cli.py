@@ -5,14 +5,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON, ROOT, TINY_TRAINER, train, write  # noqa: E402
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, train, write
 
 
 def tiny_config(folder: Path, **overrides) -> Path:

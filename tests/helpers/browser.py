@@ -2,7 +2,7 @@
 Debian's chromedriver (`apt-get install chromium chromium-driver`; nothing is downloaded from a
 browser vendor: selenium is handed the driver's path, so its driver manager never runs).
 
-    python tests/browser.py REPORT.html OUT.png     # a screenshot of a report (the README's)
+    python tests/helpers/browser.py REPORT.html OUT.png     # a screenshot of a report (the README's)
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Helper for test_distributed.py: train a few steps with the real providers, model, DDP and
 global BatchNorm, as rank RANK of 2 (or alone without RANK), and save the weights after each step.
 
-    python tests/ddp_equivalence.py CACHE_DIR OUT_DIR DTYPE STEPS
+    python tests/helpers/ddp_equivalence.py CACHE_DIR OUT_DIR DTYPE STEPS
 """
 import os
 import sys

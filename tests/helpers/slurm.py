@@ -1,6 +1,7 @@
 """Asking the local Slurm cluster about jobs (squeue and scontrol: no accounting needed)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -57,3 +58,26 @@ def release_when_requeued(job_id: str, timeout: float = 120) -> None:
     kills it ("Killing non-startable batch JobId: Job credential revoked"; seen in CI)."""
     wait_until(lambda: squeue().get(job_id, ("",))[0] == "PENDING", timeout, f"job {job_id} pending again")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5seconds"], check=True)
+
+
+def slurm_ready() -> tuple[bool, str]:
+    if not shutil.which("sbatch"):
+        return False, "sbatch is not installed"
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    if proc.returncode != 0:
+        return False, f"sinfo failed: {proc.stderr.strip()}"
+    if not any(s in proc.stdout for s in ("idle", "mixed", "allocated")):
+        return False, f"no usable node (sinfo says {proc.stdout.strip()!r})"
+    return True, ""
+
+
+def queue_is_free() -> tuple[bool, str]:
+    """Jobs already queued (a sweep of someone's) would hold every test job back for hours:
+    say so at once rather than time out test after test."""
+    proc = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=20)
+    jobs = proc.stdout.split("\n")[:-1] if proc.returncode == 0 else []
+    if jobs:
+        return False, (f"its queue holds {len(jobs)} job(s) that are not the tests' (first: {jobs[0]}); "
+                       "wait for them, scancel them, or start an empty cluster with: "
+                       "scripts/local-slurm.sh start --fresh")
+    return True, ""

@@ -1,0 +1,46 @@
+"""The command-line tools as a user types them, and the small trainer config every test starts from."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+# A trainer config small enough for a test: a few steps on a tiny generated dataset.
+TINY_TRAINER = {
+    "data": {"size": [32, 32], "synth": {"n": 20, "size": [48, 64]}, "workers": 1},
+    "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "val_batches": 1,
+              "val_batch_size": 4, "actions": []},
+    "model": {"encoder": {"cutoff": 7}, "hypernet": {"hidden": [16], "chunk_size": 1024}},
+    "comet": {"mode": "offline", "workspace": "hypersal-tests"},
+}
+
+
+
+def run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 300,
+        check_rc: int | None = None) -> subprocess.CompletedProcess:
+    """A command as a user would type it; stdout and stderr captured as text."""
+    proc = subprocess.run(args, cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+    if check_rc is not None and proc.returncode != check_rc:
+        raise AssertionError(f"{args} exited {proc.returncode}, expected {check_rc}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def experiment(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run([PYTHON, str(ROOT / "experiment.py"), *args], **kw)
+
+
+def train(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run([PYTHON, str(ROOT / "train.py"), *args], **kw)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
