@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hypersal import options
 from hypersal import yamlio
 from hypersal.config import Config
 from hypersal.errors import UserError
@@ -95,8 +96,7 @@ def test_one_episodic_step_is_finite_and_trains_the_start_and_the_hypernetwork()
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert "hnet.start" in changed and "hnet.base" in changed and "hnet.task_embeddings" in changed
     assert any(n.startswith("mnet.encoder.") for n in changed)    # the query loss reaches the encoder
-    with pytest.raises(UserError, match="train.episodic.support"):
-        EpisodicTrainStep(BCE, Config({**cfg.to_dict(), "support": 1.0}))
+    assert options.range_of(("train", "episodic", "support")).problem(1.0)   # refused before any stage
     with pytest.raises(UserError, match="train.batch_size"):
         EpisodicTrainStep(BCE, cfg)(trainer, Batch(n=1))
 

@@ -128,7 +128,7 @@ def test_imagenet_weights_load_offline_through_torchvision_from_the_cache(tmp_pa
 
 
 def test_bad_encoder_cutoff():
-    with pytest.raises(UserError, match="cutoff 20 is out of range"):
+    with pytest.raises(UserError, match="model.encoder.cutoff: must be >= 1 and <= 19, got 20"):
         MainNet(cutoff=20)
 
 

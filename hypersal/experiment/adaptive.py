@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 
-from hypersal import choices, schema, search as search_mod, stagelist, tree as T, yamlio
+from hypersal import choices, options, schema, search as search_mod, stagelist, tree as T, yamlio
 from hypersal.errors import UserError
 from hypersal.experiment.plan import Plan, Run
 from hypersal.experiment.render import Template
@@ -53,6 +53,7 @@ def make(spec: ExperimentSpec, template: Template, seed: int) -> Plan:
     schema.check(probe, spec.schema, **where)
     choices.check(probe, **where)
     stagelist.check(probe["pipeline"], cfg=probe, prefix="runs[0].trainer.", file=file)
+    options.check(probe, **where)
     plan = Plan(spec=spec, seed=seed, template=template)
     plan.search = {"section": search.as_dict(), "space": trainer, "keys": sorted(found)}
     for i in range(search.trials):

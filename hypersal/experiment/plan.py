@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal import choices, schema, stagelist, tree as T
+from hypersal import choices, options, schema, stagelist, tree as T
 from hypersal.errors import UserError
 from hypersal.experiment import sampling
 from hypersal.experiment.render import Template
@@ -79,6 +79,7 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
             schema.check(trainer, spec.schema, **where)
             choices.check(trainer, **where)
             stagelist.check(trainer["pipeline"], cfg=trainer, prefix=f"runs[{entry.index}].trainer.", file=spec.file)
+            options.check(trainer, **where)
             plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=trainer,
                                  sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
                                  comet_key=uuid.uuid4().hex))

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
+from hypersal import options
 from hypersal.errors import UserError
+from hypersal.options import STRIDES
 
 # Output channels and total stride after each of MobileNetV2's 19 feature blocks.
 CHANNELS = (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280)
-STRIDES = (2, 2, 4, 4, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)
 N_BLOCKS = len(CHANNELS)
 
 
@@ -21,9 +22,7 @@ class Encoder(nn.Module):
     def __init__(self, cutoff: int = N_BLOCKS, weights: str | None = None,
                  weights_path: str | None = None):
         super().__init__()
-        if not 1 <= cutoff <= N_BLOCKS:
-            raise UserError(f"encoder cutoff {cutoff} is out of range", key="model.encoder.cutoff",
-                            fix=f"use 1 to {N_BLOCKS} (the number of MobileNetV2 blocks kept)")
+        options.enforce_range("model.encoder.cutoff", cutoff)
         net = mobilenet_v2(weights=None)
         if weights is not None or weights_path is not None:
             # strict=False: the classifier may be absent from a file; _check_state has made sure

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from hypersal import options
 from hypersal.errors import UserError
 from hypersal.models.decoders import DECODERS, SaliencyOutput
-from hypersal.models.encoder import CHANNELS, STRIDES, Encoder
+from hypersal.models.encoder import CHANNELS, Encoder
 from hypersal.models.hypernet import HYPERNETS
 
 GENERATE = ("decoder", "decoder+encoder", "none")
@@ -40,13 +41,9 @@ class MainNet(nn.Module):
         if skip is None:
             self.decoder = kind(self.encoder.out_channels, width)
             return
-        if not getattr(kind, "SKIPS", False):
-            raise UserError(f"the {decoder} decoder takes no skip", key="model.decoder.skip",
-                            fix="use decoder light, or set skip: null")
-        if not (isinstance(skip, int) and 1 <= skip < cutoff and STRIDES[skip - 1] < STRIDES[cutoff - 1]):
-            raise UserError(f"skip {skip} must be a number of encoder blocks, at least 1, before the cutoff "
-                            f"{cutoff}, at a finer stride than the last block's {STRIDES[cutoff - 1]}",
-                            key="model.decoder.skip", fix="e.g. 4 (stride 4, 24 channels) with cutoff 14")
+        options.enforce_range("model.decoder.skip", skip)
+        options.enforce({"model": {"decoder": {"name": decoder, "skip": skip}, "encoder": {"cutoff": cutoff}}},
+                        options.skip_needs_light, options.skip_before_cutoff)
         self.decoder = kind(self.encoder.out_channels, width, skip_channels=CHANNELS[skip - 1])
 
     def encode(self, x: torch.Tensor) -> tuple:

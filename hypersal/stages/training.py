@@ -12,7 +12,7 @@ from hypersal.stages import stage
 from hypersal.train.actions import FreezeHNETForCatchup
 from hypersal.train.checkpoint import load
 from hypersal.train.episodic import EpisodicTrainStep
-from hypersal.train.fit import Fit, accumulation, make_trainer, summary
+from hypersal.train.fit import Fit, make_trainer, summary
 from hypersal.train.losses import weighted
 from hypersal.train.steps import WeightsBatch, WeightsTrainStep
 
@@ -60,11 +60,9 @@ def episodic_step(job, cfg, model: HyperSaliency):
     if cfg.episodic.weight <= 0:
         return None
     needs_hypernet(model, "train with episodic.weight > 0")
-    for bad, key, fix in ((job.world.active, "train.episodic.weight", "train episodically on one process"),
-                          (accumulation(cfg, "train") > 1, "train.device_batch_size", "set it to null"),
-                          (cfg.precision != "fp32", "train.precision", "use fp32")):
-        if bad:
-            raise UserError("episodic training runs one process, fp32, whole batches", key=key, fix=fix)
+    if job.world.active:     # fp32 and whole batches: hypersal.options' rule, checked before any stage
+        raise UserError("episodic training runs one process, fp32, whole batches", key="train.episodic.weight",
+                        fix="train episodically on one process")
     return EpisodicTrainStep(weighted(cfg.loss, key="train.loss"), cfg.episodic, cfg.clip_grad)
 
 
@@ -117,9 +115,6 @@ class WeightsProvider:
 def load_targets(model: HyperSaliency, weights_dir: Path, tasks: list[str]) -> dict[int, dict]:
     """Each task's <task>.pth (a plain MainNet state dict): its generated parameters become the
     targets; its BatchNorm statistics go straight into the task's row of the bank."""
-    if weights_dir is None:
-        raise UserError("pretrain_weights needs per-task weight files", key="pretrain_weights.weights_dir",
-                        fix="point it at a folder of <task>.pth files (e.g. a run's export/ folder)")
     missing = [t for t in tasks if not (Path(weights_dir) / f"{t}.pth").is_file()]
     if missing:
         raise UserError(f"no weight file for task(s) {', '.join(missing)}", file=weights_dir,
@@ -145,9 +140,6 @@ def pretrain_weights(job) -> dict:
     """Fit the hypernetwork's output for each task to given main-network weights (the seed
     pretrained towards its distilled per-task models)."""
     cfg = job.cfg.pretrain_weights
-    if cfg.loss != "mse":
-        raise UserError(f"pretrain_weights fits parameters by their mean squared error; loss "
-                        f"'{cfg.loss}' cannot apply", key="pretrain_weights.loss", fix="remove the key")
     tasks = job.train_tasks()
     model = model_for(job, tasks)
     needs_hypernet(model, "pretrain_weights")

@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from hypersal import config as config_mod, stagelist
+from hypersal import config as config_mod, options, stagelist
 from hypersal.errors import UserError
 from hypersal.files import probe_writable
 from hypersal.log import say, set_rank
@@ -117,6 +117,7 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
     try:
         cfg = config_mod.load(path, cli=cli)
         stagelist.check(list(cfg.pipeline), skip, cfg)
+        options.check(cfg.to_dict())
         return cfg
     except UserError as e:
         if e.file is None:

@@ -42,13 +42,7 @@ class EpisodicTrainStep:
     def __init__(self, loss_fn: Callable, cfg, clip_grad: float = 0.0):
         self.loss_fn, self.clip_grad = loss_fn, clip_grad
         self.weight, self.inner_steps, self.inner_lr = float(cfg.weight), int(cfg.inner_steps), float(cfg.inner_lr)
-        self.support = float(cfg.support)
-        if not 0 < self.support < 1:
-            raise UserError(f"support must be a share of the batch between 0 and 1, got {cfg.support}",
-                            key="train.episodic.support", fix="e.g. 0.5")
-        if self.inner_steps < 1:
-            raise UserError(f"inner_steps must be >= 1, got {cfg.inner_steps}", key="train.episodic.inner_steps",
-                            fix="e.g. 3")
+        self.support = float(cfg.support)     # in (0, 1), inner_steps >= 1: hypersal.options' ranges
 
     def __call__(self, trainer, batch) -> torch.Tensor:
         model, opt, device = trainer.model, trainer.optimizer, trainer.device

@@ -20,21 +20,11 @@ from hypersal.train.steps import MultitaskTrainStep, Precision, images_to_input,
 
 
 def accumulation(cfg, key: str) -> int:
-    """How many device batches make the theoretical batch."""
+    """How many device batches make the theoretical batch
+    (a divisor of it: hypersal.options' rule, checked before any stage starts)"""
     if cfg.device_batch_size in (None, cfg.batch_size):
         return 1
-    if cfg.device_batch_size < 1 or cfg.batch_size % cfg.device_batch_size:
-        raise UserError(f"batch_size {cfg.batch_size} is not a multiple of device_batch_size "
-                        f"{cfg.device_batch_size}", key=f"{key}.device_batch_size",
-                        fix="choose a divisor of batch_size, or null")
     return cfg.batch_size // cfg.device_batch_size
-
-
-def check_lengths(cfg, key: str) -> None:
-    for name in ("epochs", "steps_per_epoch", "batch_size"):
-        if cfg[name] < 1:
-            raise UserError(f"{name} must be >= 1, got {cfg[name]}", key=f"{key}.{name}",
-                            fix=f"set {name} to a positive whole number")
 
 
 def validation(job, tasks: list[str], cfg, loss_fn):
@@ -76,7 +66,6 @@ class Fit:
 
 def make_trainer(job, name: str, cfg, fit: Fit) -> Trainer:
     """A Trainer for stage `name` with the options of its config section `cfg`."""
-    check_lengths(cfg, name)
     loss_fn = weighted(cfg.loss, key=f"{name}.loss")
     validate = fit.validate
     if validate is None and fit.val_tasks:

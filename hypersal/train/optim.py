@@ -51,9 +51,6 @@ def make_optimizer(params: Iterable, cfg: dict, key: str = "train.optim") -> tor
     if not params:
         raise UserError("nothing to train: every parameter is frozen", key=key,
                         fix="check model.hypernet.generate and the stage's freeze options")
-    if cfg["lr"] <= 0:
-        raise UserError(f"the learning rate must be > 0, got {cfg['lr']}", key=f"{key}.lr",
-                        fix="write e.g. lr: 0.001")
     return OPTIMIZERS.get(cfg["name"], key=f"{key}.name")(params, cfg)
 
 
@@ -85,12 +82,9 @@ def cyclic(opt, cfg, steps):
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: dict, total_steps: int, key: str = "train.schedule"):
-    """The schedule for `total_steps` optimizer steps, after `warmup_steps` of linear warmup."""
+    """The schedule for `total_steps` optimizer steps, after `warmup_steps` of linear warmup (the
+    values' ranges and the cyclic bounds are hypersal.options', checked before any stage)."""
     build = SCHEDULES.get(cfg["name"], key=f"{key}.name")
-    if cfg["name"] in ("exponential", "staircase") and cfg["decay_steps"] < 1:
-        raise UserError("decay_steps must be >= 1", key=f"{key}.decay_steps", fix="write e.g. 1000")
-    if cfg["name"] == "cyclic" and not 0 < cfg["min_lr"] < cfg["max_lr"]:
-        raise UserError("cyclic needs 0 < min_lr < max_lr", key=key, fix="e.g. min_lr: 1.0e-4, max_lr: 1.0e-3")
     warmup = cfg["warmup_steps"]
     if warmup <= 0:
         return build(opt, cfg, total_steps)
