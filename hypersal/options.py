@@ -413,6 +413,32 @@ def check_ranges(tree: dict, *, file=None, prefix: T.KeyPath = ()) -> None:
             raise UserError(problem, file=file, key=T.fmt(prefix + path), fix=f"use a value {r.describe()}")
 
 
+# The candidates a sample spec can draw that a range can judge before the draw: every item of a
+# list or grid, both ends of an interval.
+_ENDS = ("uniform", "loguniform", "randint", "range")
+
+
+def check_layer(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) -> None:
+    """The numbers of one layer as written (sample specs included) within their ranges: what a
+    sweep would draw is refused before the draw, with the line it is on."""
+    root = tree if root is None else root
+    for path, value in T.leaves(tree):
+        r = range_of(path)
+        if r is None:
+            continue
+        if T.is_leaf_mapping(value):
+            items = value.get("from") if isinstance(value.get("from"), list) else []
+            candidates = items if value.get("sample") in ("list", "grid") else items[:2] if value.get("sample") in _ENDS else []
+        else:
+            candidates = [value]
+        for item in candidates:
+            problem = r.problem(item) if _number(item) else None
+            if problem:
+                from hypersal.yamlio import line_of
+                raise UserError(problem, file=file, key=T.fmt(tuple(prefix) + path), line=line_of(root, path),
+                                fix=f"use a value {r.describe()}")
+
+
 def sections(cfg: dict) -> list[str]:
     return ["train", *(s for s in TRAINING_STAGES if isinstance(cfg.get(s), dict))]
 

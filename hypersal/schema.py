@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypersal import choices, tree as T
+from hypersal import choices, options, tree as T
 from hypersal.errors import UserError, suggest
 from hypersal.stagelist import TRAINING_STAGES
 from hypersal.yamlio import line_of
@@ -53,6 +53,7 @@ def check_trainer(layer: Any, schema: dict, *, file=None, prefix: T.KeyPath = ()
     """A trainer layer's keys and types (against `trainer_schema(defaults)`), then its values."""
     check(layer, schema, file=file, prefix=prefix, check_spec=check_spec)
     choices.check(layer, file=file, prefix=prefix)
+    options.check_layer(layer, file=file, prefix=prefix)
 
 
 def _type_ok(default: Any, value: Any) -> bool:

@@ -200,6 +200,64 @@ CASES = [
      "command line: cannot read the override 'trainer.train.epochs'", ["trainer.train.epochs"]),
     ("override-sbatch-not-in-template", "an sbatch value the template does not use", HEAD + GOOD_RUNS,
      "command line: sbatch.gpuz: the template sbatch.sh does not use the sbatch value 'gpuz'", ["sbatch.gpuz=1"]),
+    # Ranges and the rules between options (hypersal/options.py): refused on the login node, not
+    # after the queue wait.
+    ("negative-lr", "a learning rate below zero", HEAD + "runs:\n  - trainer: {train: {optim: {lr: -0.01}}}\n",
+     "exp.yaml:5: runs[0].trainer.train.optim.lr: must be > 0, got -0.01. Fix: use a value > 0", []),
+    ("zero-epochs", "epochs: 0", HEAD + "runs:\n  - trainer: {train: {epochs: 0}}\n",
+     "runs[0].trainer.train.epochs: must be >= 1, got 0", []),
+    ("device-batch-not-divisor", "batch_size 8 over device batches of 3",
+     HEAD + "runs:\n  - trainer: {train: {batch_size: 8, device_batch_size: 3}}\n",
+     "runs[0].trainer.train.device_batch_size: batch_size 8 is not a multiple of device_batch_size 3. "
+     "Fix: choose a divisor of batch_size, or null", []),
+    ("cyclic-bounds", "a cyclic schedule with min_lr > max_lr",
+     HEAD + "runs:\n  - trainer: {train: {schedule: {name: cyclic, min_lr: 0.1, max_lr: 0.01}}}\n",
+     "runs[0].trainer.train.schedule: cyclic needs 0 < min_lr < max_lr, got min_lr 0.1 and max_lr 0.01", []),
+    ("stage-range", "a training stage's own value out of range",
+     HEAD + "runs:\n  - trainer: {pipeline: [train, adapt], adapt: {task: center_bias, steps_per_epoch: 0}}\n",
+     "runs[0].trainer.adapt.steps_per_epoch: must be >= 1, got 0", []),
+    ("momentum-one", "sgd momentum of 1", HEAD + "runs:\n  - trainer: {train: {optim: {name: sgd, momentum: 1.0}}}\n",
+     "runs[0].trainer.train.optim.momentum: must be >= 0 and < 1, got 1.0", []),
+    ("hflip-probability", "a flip probability above 1", HEAD + "runs:\n  - trainer: {data: {hflip: 1.5}}\n",
+     "runs[0].trainer.data.hflip: must be >= 0 and <= 1, got 1.5", []),
+    ("crop-scale-order", "crop_scale [0.9, 0.5]", HEAD + "runs:\n  - trainer: {data: {crop_scale: [0.9, 0.5]}}\n",
+     "runs[0].trainer.data.crop_scale: crop_scale must be [low, high] with 0 < low <= high <= 1", []),
+    ("size-zero", "a training size of 0", HEAD + "runs:\n  - trainer: {data: {size: [64, 0]}}\n",
+     "runs[0].trainer.data.size: expects [height, width], two whole numbers of at least 8, got [64, 0]", []),
+    ("cutoff-range", "an encoder cutoff past MobileNetV2's 19 blocks",
+     HEAD + "runs:\n  - trainer: {model: {encoder: {cutoff: 20}}}\n",
+     "runs[0].trainer.model.encoder.cutoff: must be >= 1 and <= 19, got 20", []),
+    ("skip-past-cutoff", "a decoder skip at the cutoff",
+     HEAD + "runs:\n  - trainer: {model: {encoder: {cutoff: 7}, decoder: {skip: 7}}}\n",
+     "runs[0].trainer.model.decoder.skip: skip 7 must be a number of encoder blocks, at least 1, before the cutoff 7", []),
+    ("skip-wrong-decoder", "a skip on a decoder that takes none",
+     HEAD + "runs:\n  - trainer: {model: {decoder: {name: inception, skip: 4}}}\n",
+     "runs[0].trainer.model.decoder.skip: the inception decoder takes no skip", []),
+    ("encoder-from-missing", "decoder+encoder without its first block",
+     HEAD + "runs:\n  - trainer: {model: {hypernet: {generate: decoder+encoder}}}\n",
+     "runs[0].trainer.model.hypernet.encoder_from: generate: decoder+encoder needs the first generated encoder block", []),
+    ("stage-needs-hypernet", "train_catchup with no hypernetwork",
+     HEAD + "runs:\n  - trainer: {pipeline: [train, train_catchup], model: {hypernet: {generate: none}}}\n",
+     "runs[0].trainer.pipeline: stage train_catchup needs a hypernetwork, but model.hypernet.generate is none", []),
+    ("task-not-generated", "a training task the generated dataset lacks",
+     HEAD + "runs:\n  - trainer: {tasks: [fine_grained]}\n",
+     "runs[0].trainer.tasks: the generated dataset has no task fine_grained", []),
+    ("adapt-task-not-generated", "a new task the generated dataset lacks",
+     HEAD + "runs:\n  - trainer: {pipeline: [train, adapt], adapt: {task: boolean_map}}\n",
+     "runs[0].trainer.adapt.task: the new task must be one of the dataset's tasks, got 'boolean_map'", []),
+    ("episodic-precision", "episodes in bf16", HEAD + "runs:\n  - trainer: {train: {episodic: {weight: 1.0}, precision: bf16}}\n",
+     "runs[0].trainer.train.precision: episodic training runs one process, fp32, whole batches. Fix: use fp32", []),
+    ("fp16-on-cpu", "fp16 with device cpu", HEAD + "runs:\n  - trainer: {device: cpu, train: {precision: fp16}}\n",
+     "runs[0].trainer.train.precision: precision fp16 needs a GPU, and device is cpu", []),
+    ("pretrain-weights-files", "pretrain_weights without its weight files",
+     HEAD + "runs:\n  - trainer: {pipeline: [pretrain_weights, train]}\n",
+     "runs[0].trainer.pretrain_weights.weights_dir: pretrain_weights needs per-task weight files", []),
+    ("study-member", "a held-out family member that does not exist",
+     HEAD + "runs:\n  - trainer: {pipeline: [fewshot_study], study: {family: prior, test_members: [1, 8]}}\n",
+     "runs[0].trainer.study.test_members: a family has members 0..7, not 8", []),
+    ("sampled-out-of-range", "a drawn value out of range",
+     HEAD + "runs:\n  - trainer: {train: {batch_size: {sample: list, from: [8, 0]}}}\n",
+     "runs[0].trainer.train.batch_size: must be >= 1, got 0", []),
 ]
 
 
@@ -224,7 +282,7 @@ def test_malformed_experiment(tmp_path, case_id, what, text, expected, extra):
 
 
 def test_cases_are_distinct_and_enough():
-    assert len(CASES) >= 45
+    assert len(CASES) >= 66
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
