@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import os
@@ -304,7 +305,9 @@ def convert(sources: list[tuple[str, Path]], out: Path, fractions=(0.8, 0.1, 0.1
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if isinstance(e, OSError):         # a full disk, a read-only one, an unreadable source with --copy
-            where = str(e.filename or tmp).replace(str(tmp), str(out), 1)   # the name the user gave
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)   # the output's fault: name it
+            where = (e.filename2 if full and e.filename2 else e.filename) or tmp
+            where = str(where).replace(str(tmp), str(out), 1)                # the name the user gave
             raise UserError(f"the conversion failed here: {e.strerror or e}", file=where, key="--out",
                             fix="make the sources readable, and give --out a writable disk with room for the "
                                 "dataset (nothing was written)") from None
