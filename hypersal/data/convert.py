@@ -17,8 +17,10 @@ MIT1003 and CAT2000):
 | cat2000 | trainSet/Stimuli/<cat>/*.jpg    | trainSet/FIXATIONMAPS/<cat>/<stem>.jpg | trainSet/FIXATIONLOCS/<cat>/<stem>.mat:|
 |         | (testSet/Stimuli: the run split)|                                        | `fixLocs`, binary H x W                |
 
-What it writes, in one go (built beside --out and renamed into place: a failed conversion
-leaves nothing):
+Every image and map is decoded, every fixation file read and checked against its image
+(hypersal/data/checks.py says what is checked) before the conversion is called done; a bad
+file is an error naming it (exit status 2). What it writes, in one go (built beside --out and
+renamed into place: a failed conversion leaves nothing):
 
     <out>/images/{train,val,test,run}/<stem>.<ext>   hard links to the sources (symlinks across
                                                      file systems; --copy to copy)
@@ -36,18 +38,21 @@ Several sources: each is a task of its own images, stems prefixed by the task
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from hypersal.data import checks
 from hypersal.data.layout import IMAGE_SUFFIXES, SPLITS
 from hypersal.errors import UserError
 from hypersal.progress import Progress
@@ -60,21 +65,32 @@ class Item:
     stem: str                     # the name in hypersal's layout (without suffix)
     image: Path
     map: Path | None              # None: an image without a map (only in the run split)
-    fixations: Callable[[], np.ndarray] | None   # -> bool (H, W), read when written
+    fixations: Path | None        # read by the format's FIXATIONS reader when written
     split: str | None             # None: drawn by the seeded split
     group: str = ""               # the split is drawn per group (CAT2000's categories)
 
 
 def _need(path: Path, what: str, fmt: str) -> Path:
-    if not path.exists():
-        raise UserError(f"the {fmt} layout has {what} here, but it is missing", file=path,
+    """A folder of the layout."""
+    if not path.is_dir():
+        raise UserError(f"the {fmt} layout has {what} here, but it is "
+                        f"{'not a folder' if os.path.lexists(path) else 'missing'}", file=path,
                         fix=f"point the source at the folder the {fmt} archive unpacks to "
                             f"(python -m hypersal.data.convert --help shows the layouts)")
     return path
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The images of a folder; hidden files (macOS's ._<name>.jpg beside each file copied from a
+    Mac volume) are not images, a link to nothing is an error."""
+    try:
+        files = sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    except OSError as e:
+        raise UserError(f"cannot list the folder ({e.strerror})", file=folder, fix="make it readable") from None
+    for p in files:
+        checks.dangling(p)
+    return [p for p in files if p.is_file()]
 
 
 def _unmatched(fmt: str, missing: list[str], total: int, folder: Path, what: str) -> UserError:
@@ -88,31 +104,29 @@ def read_mat(path: Path, source: str) -> tuple[dict, str]:
     try:
         mat = loadmat(path)
     except Exception as e:
+        v73 = isinstance(e, NotImplementedError)      # scipy reads up to v7; v7.3 is HDF5
         raise UserError(f"cannot read the .mat file ({e.__class__.__name__}: {e})", file=path,
-                        fix=f"replace it with the file from {source}") from None
+                        fix=("save it again as a v7 .mat (MATLAB: save(name, ..., '-v7')), or " if v73 else "")
+                        + f"replace it with the file from {source}") from None
     return mat, ", ".join(k for k in mat if not k.startswith("__")) or "nothing"
 
 
 # --- SALICON ------------------------------------------------------------------------------------
 
-def salicon_fixations(path: Path) -> np.ndarray:
-    """The fixations of every observer of one image, as a binary map at its resolution."""
+def salicon_fixations(path: Path, hw: tuple[int, int], image: Path) -> tuple[np.ndarray, int]:
+    """The fixations of every observer of one image, as a binary map at its size, and the
+    number of points off the image (dropped)."""
     mat, found = read_mat(path, "the SALICON archive")
     if "gaze" not in mat or "resolution" not in mat:
         raise UserError(f"a SALICON fixation file has `gaze` and `resolution`; this one has {found}", file=path,
                         fix="use the fixations/{train,val}/*.mat of SALICON (the 2015 or 2017 release)")
-    h, w = (int(v) for v in np.asarray(mat["resolution"]).ravel()[:2])
-    out = np.zeros((h, w), bool)
+    checks.resolution(mat["resolution"], hw, path, image)     # before anything of that size is made
     gaze = np.asarray(mat["gaze"]).ravel()
     if gaze.dtype.names is None or "fixations" not in gaze.dtype.names:
-        raise UserError("its `gaze` entries have no `fixations` field", file=path,
+        raise UserError("its `gaze` entries have no `fixations` field", file=path, key="gaze",
                         fix="use the fixations/{train,val}/*.mat of SALICON (the 2015 or 2017 release)")
-    for subject in gaze:
-        points = np.asarray(subject["fixations"], dtype=float).reshape(-1, 2)
-        xs, ys = np.round(points[:, 0]).astype(int) - 1, np.round(points[:, 1]).astype(int) - 1  # 1-based
-        keep = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-        out[ys[keep], xs[keep]] = True
-    return out
+    every = [checks.points(subject["fixations"], path, f"gaze[{i + 1}].fixations") for i, subject in enumerate(gaze)]
+    return checks.points_mask(np.concatenate([np.zeros((0, 2)), *every]), hw, path)
 
 
 def salicon(src: Path) -> list[Item]:
@@ -124,8 +138,7 @@ def salicon(src: Path) -> list[Item]:
                 items.append(Item(image.stem, image, None, None, "run"))
                 continue
             items.append(Item(image.stem, image, src / "maps" / split / f"{image.stem}.png",
-                              _lazy(salicon_fixations, src / "fixations" / split / f"{image.stem}.mat"),
-                              ours, group=split))
+                              src / "fixations" / split / f"{image.stem}.mat", ours, group=split))
         if split != "test":
             for kind, suffix in (("maps", ".png"), ("fixations", ".mat")):
                 where = _need(src / kind / split, f"{kind}/{split}/", "SALICON")
@@ -137,14 +150,15 @@ def salicon(src: Path) -> list[Item]:
 
 # --- MIT1003 ------------------------------------------------------------------------------------
 
-def binary_image(path: Path) -> np.ndarray:
+def binary_image(path: Path, hw: tuple[int, int], image: Path) -> tuple[np.ndarray, int]:
     """A binary map saved as an image (JPEG noise included): pixels above half are fixations."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L")) > 127
+            pixels = np.asarray(im.convert("L"))
     except Exception as e:
         raise UserError(f"cannot read the fixation image ({e.__class__.__name__}: {e})", file=path,
                         fix="replace it with the file from the archive") from None
+    return checks.binary(pixels > 127, hw, path, image, None, "MIT1003's ALLFIXATIONMAPS"), 0
 
 
 def mit1003(src: Path) -> list[Item]:
@@ -156,7 +170,7 @@ def mit1003(src: Path) -> list[Item]:
         if not (fix_map.is_file() and fix_pts.is_file()):
             missing.append(image.stem)
             continue
-        items.append(Item(image.stem, image, fix_map, _lazy(binary_image, fix_pts), None))
+        items.append(Item(image.stem, image, fix_map, fix_pts, None))
     if missing:
         raise _unmatched("MIT1003", missing, len(missing) + len(items), maps, "_fixMap.jpg and _fixPts.jpg")
     return items
@@ -164,13 +178,13 @@ def mit1003(src: Path) -> list[Item]:
 
 # --- CAT2000 ------------------------------------------------------------------------------------
 
-def cat2000_fixations(path: Path) -> np.ndarray:
+def cat2000_fixations(path: Path, hw: tuple[int, int], image: Path) -> tuple[np.ndarray, int]:
     mat, found = read_mat(path, "CAT2000's trainSet")
     locs = mat.get("fixLocs")
-    if locs is None or np.asarray(locs).ndim != 2:
+    if locs is None:
         raise UserError(f"a CAT2000 FIXATIONLOCS file holds `fixLocs`, a 2-D binary matrix; this one has {found}",
                         file=path, fix="use trainSet/FIXATIONLOCS/<category>/*.mat of CAT2000")
-    return np.asarray(locs) > 0
+    return checks.binary(locs, hw, path, image, "fixLocs", "CAT2000's trainSet/FIXATIONLOCS"), 0
 
 
 def cat2000(src: Path) -> list[Item]:
@@ -188,8 +202,7 @@ def cat2000(src: Path) -> list[Item]:
             if not (fmap.is_file() and floc.is_file()):
                 missing.append(f"{cat.name}/{image.stem}")
                 continue
-            items.append(Item(f"{cat.name}_{image.stem}", image, fmap, _lazy(cat2000_fixations, floc), None,
-                              group=cat.name))
+            items.append(Item(f"{cat.name}_{image.stem}", image, fmap, floc, None, group=cat.name))
     if missing:
         raise _unmatched("CAT2000", missing, total, maps, "FIXATIONMAPS .jpg and FIXATIONLOCS .mat")
     test = src / "testSet" / "Stimuli"
@@ -200,10 +213,9 @@ def cat2000(src: Path) -> list[Item]:
 
 
 READERS = {"salicon": salicon, "mit1003": mit1003, "cat2000": cat2000}
-
-
-def _lazy(read, path: Path):
-    return lambda: read(path)
+# (fixation file, image's (H, W), image) -> (bool (H, W), points off the image dropped)
+FIXATIONS = {"salicon": salicon_fixations, "mit1003": binary_image, "cat2000": cat2000_fixations}
+SOURCES = {"salicon": "the SALICON archive", "mit1003": "the MIT1003 archive", "cat2000": "the CAT2000 archive"}
 
 
 # --- splitting and writing ----------------------------------------------------------------------
@@ -248,15 +260,14 @@ def write_png(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path, optimize=True)
 
 
+MAX_BAD = 10   # bad files named in one error; the conversion stops at the tenth
+
+
 def convert(sources: list[tuple[str, Path]], out: Path, fractions=(0.8, 0.1, 0.1), seed: int = 0,
             copy: bool = False, quiet: bool = False) -> dict:
     out = Path(out).absolute()
-    if out.exists():
-        raise UserError("the output folder exists already", file=out, key="--out",
-                        fix="remove it, or choose a new --out (a conversion never mixes into an old folder)")
-    if abs(sum(fractions) - 1) > 1e-6 or any(f < 0 for f in fractions):
-        raise UserError(f"the split fractions {list(fractions)} must be >= 0 and sum to 1", key="--fractions",
-                        fix="e.g. --fractions 0.8 0.1 0.1")
+    checks.out_folder(out)
+    _options(fractions, seed)
     several = len(sources) > 1
     tasks = [fmt for fmt, _ in sources]
     if len(set(tasks)) != len(tasks):
@@ -266,53 +277,106 @@ def convert(sources: list[tuple[str, Path]], out: Path, fractions=(0.8, 0.1, 0.1
     for fmt, src in sources:
         src = Path(src).expanduser().absolute()
         if not src.is_dir():
-            raise UserError("the source folder does not exist", file=src, fix=f"the folder the {fmt} archive unpacks to")
+            raise UserError(f"the source folder {'is not a folder' if os.path.lexists(src) else 'does not exist'}",
+                            file=src, fix=f"the folder the {fmt} archive unpacks to")
         items = READERS[fmt](src)
         if not any(i.map for i in items):
             raise UserError(f"no {fmt} image with a map", file=src, fix="check the source folder")
+        checks.unique_stems(items)
+        for path in (p for i in items for p in (i.image, i.map, i.fixations) if p is not None):
+            checks.inside(path, src)
         assign_splits(items, fractions, seed, fmt)
         if several:
             for item in items:
                 item.stem = f"{fmt}-{item.stem}"
         plan.append((fmt, src, items))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp, made = out.parent / f".{out.name}.partial-{os.getpid()}", []
     try:
+        checks.make_parents(out.parent, made)
+        shutil.rmtree(tmp, ignore_errors=True)
         manifest = _write(plan, tmp, "copy" if copy else "link", quiet)
         manifest.update(split_seed=seed, fractions=list(fractions), task_images="own" if several else "all",
                         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):      # the parents of --out this call made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(e, OSError):         # a full disk, a read-only one, an unreadable source with --copy
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)   # the output's fault: name it
+            where = (e.filename2 if full and e.filename2 else e.filename) or tmp
+            where = str(where).replace(str(tmp), str(out), 1)                # the name the user gave
+            raise UserError(f"the conversion failed here: {e.strerror or e}", file=where, key="--out",
+                            fix="make the sources readable, and give --out a writable disk with room for the "
+                                "dataset (nothing was written)") from None
         raise
     return manifest
+
+
+def _options(fractions, seed: int) -> None:
+    if not all(math.isfinite(f) and f >= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"the split fractions {list(fractions)} must be >= 0 and sum to 1", key="--fractions",
+                        fix="e.g. --fractions 0.8 0.1 0.1")
+    if seed < 0:
+        raise UserError(f"the split seed {seed} is negative", key="--seed",
+                        fix="give a whole number >= 0, e.g. --seed 0")
 
 
 def _write(plan, root: Path, how: str, quiet: bool) -> dict:
     for split in SPLITS:
         (root / "images" / split).mkdir(parents=True)
-    sources, links = [], set()
+    sources, links, bad = [], set(), []
     total = sum(len(items) for _, _, items in plan)
     progress = None if quiet else Progress(total, "converting", unit="img")
     for fmt, src, items in plan:
         (root / "maps" / fmt).mkdir(parents=True)
         (root / "fixations" / fmt).mkdir(parents=True)
         counts: dict[str, int] = {}
+        dropped = 0
         for item in items:
             counts[item.split] = counts.get(item.split, 0) + 1
-            links.add(place(item.image, root / "images" / item.split / f"{item.stem}{item.image.suffix}", how))
-            if item.map is not None:
-                links.add(place(item.map, root / "maps" / fmt / f"{item.stem}{item.map.suffix}", how))
-            if item.fixations is not None:
-                write_png(item.fixations(), root / "fixations" / fmt / f"{item.stem}.png")
+            try:   # after a bad file only check the rest: the folder goes with the error
+                dropped += _item(item, fmt, root, how, links, write=not bad)
+            except UserError as e:
+                bad.append(e)
+                if len(bad) == MAX_BAD:
+                    raise _bad_files(bad, stopped=True) from None
             if progress:
                 progress.update()
         counts = {s: counts[s] for s in SPLITS if s in counts}
         sources.append({"format": fmt, "task": fmt, "path": str(src), "counts": counts,
-                        "with_fixations": sum(i.fixations is not None for i in items)})
+                        "with_fixations": sum(i.fixations is not None for i in items),
+                        "fixations_off_image": dropped})
+    if bad:
+        raise _bad_files(bad)
     return {"sources": sources, "files": sorted(links)}
+
+
+def _item(item: Item, fmt: str, root: Path, how: str, links: set, write: bool) -> int:
+    """Check one image, its map and its fixations, then write them: the fixations dropped."""
+    hw = checks.decoded_size(item.image, "image", SOURCES[fmt])
+    if item.map is not None:
+        checks.same_size(checks.decoded_size(item.map, "map", SOURCES[fmt]), hw, item.map, "map", item.image)
+    mask, dropped = (None, 0) if item.fixations is None else FIXATIONS[fmt](item.fixations, hw, item.image)
+    if write:
+        links.add(place(item.image, root / "images" / item.split / f"{item.stem}{item.image.suffix}", how))
+        if item.map is not None:
+            links.add(place(item.map, root / "maps" / fmt / f"{item.stem}{item.map.suffix}", how))
+        if mask is not None:
+            write_png(mask, root / "fixations" / fmt / f"{item.stem}.png")
+    return dropped
+
+
+def _bad_files(bad: list[UserError], stopped: bool = False) -> UserError:
+    """The first bad file's error, naming the others."""
+    first = bad[0]
+    if len(bad) == 1:
+        return first
+    others = ", ".join(str(e.file) for e in bad[1:4]) + (", ..." if len(bad) > 4 else "")
+    return UserError(f"{first.message}; {len(bad) - 1}{' or more' if stopped else ''} other source file(s) "
+                     f"cannot be converted either ({others})", file=first.file, key=first.key, fix=first.fix)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,9 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nhypersal: interrupted: nothing was written", file=sys.stderr)
+        return 130
     for source in manifest["sources"]:
         counts = ", ".join(f"{n} {split}" for split, n in sorted(source["counts"].items()))
-        print(f"hypersal: {source['format']}: {counts} ({source['with_fixations']} with fixations)", file=sys.stderr)
+        off = source["fixations_off_image"]
+        print(f"hypersal: {source['format']}: {counts} ({source['with_fixations']} with fixations"
+              + (f"; {off} fixations off their image left out" if off else "") + ")", file=sys.stderr)
     images = args.out.absolute() / "images"
     how = {"hard": "hard-linked", "symbolic": "symlinked", "copy": "copied"}
     print(f"hypersal: wrote {args.out.absolute()} (images and maps {' and '.join(how[f] for f in manifest['files'])}). "
