@@ -127,6 +127,11 @@ def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
     return out
 
 
+def has_rule(path: tuple) -> bool:
+    rule = tuple(path) if tuple(path) in ONE_OF else rule_path(path)
+    return rule in ONE_OF or rule in EACH_OF or rule in (("train", "loss"), ("train", "actions"))
+
+
 def check_value(path: tuple, value: Any, **where) -> None:
     """Raise a UserError when the value at `path` (a trainer key path) is not allowed there."""
     rule = tuple(path) if tuple(path) in ONE_OF else rule_path(path)
@@ -153,6 +158,8 @@ def check(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) ->
     root = tree if root is None else root
     from hypersal.yamlio import line_of
     for path, value in T.leaves(tree):
+        if not has_rule(path):          # most keys: nothing to format (a sweep checks ~300 a run)
+            continue
         where = dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
         if T.is_leaf_mapping(value):
             if value.get("sample") in ("list", "grid") and isinstance(value.get("from"), list):

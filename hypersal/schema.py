@@ -86,16 +86,17 @@ def check(layer: Any, defaults: dict, *, file=None, prefix: T.KeyPath = (), chec
 
 
 def _check(value, default, file, prefix, path, root, check_spec) -> None:
-    where = dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
+    def where():        # formatted for an error only: a sweep checks ~150,000 nodes
+        return dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
     if T.is_leaf_mapping(value):
         if check_spec is None:
-            raise UserError("sampling is not allowed here", fix="write a plain value", **where)
-        check_spec(value, **where)
+            raise UserError("sampling is not allowed here", fix="write a plain value", **where())
+        check_spec(value, **where())
         return
     if isinstance(default, dict) and not T.is_leaf_mapping(default):
         if not isinstance(value, dict):
             raise UserError(f"expects a mapping (keys {', '.join(map(str, default)) or 'of your choice'}),"
-                            f" got {value!r}", fix="indent the keys below it", **where)
+                            f" got {value!r}", fix="indent the keys below it", **where())
         if not default:  # free-form mapping
             return
         for key, sub in value.items():
@@ -109,4 +110,4 @@ def _check(value, default, file, prefix, path, root, check_spec) -> None:
         return
     if not _type_ok(default, value):
         raise UserError(f"expects {_expected(default)}, got {value!r}",
-                        fix=f"write a value like the default ({default!r})", **where)
+                        fix=f"write a value like the default ({default!r})", **where())

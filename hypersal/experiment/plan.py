@@ -70,22 +70,35 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
         layered = {"trainer": T.merge(T.merge(base, entry.trainer), spec.cli_trainer),
                    "sbatch": T.merge(T.merge(spec.sbatch, entry.sbatch), spec.cli_sbatch)}
         repeat = entry.repeat * spec.repeat
+        where = dict(file=spec.file, prefix=("runs", entry.index, "trainer"))
+        # Every layer was checked as written (keys, types, names, ranges): what the runs of an
+        # entry share is checked once, and per run only the values drawn, then the rules.
+        options.check_ranges(schema.inherit(layered["trainer"]), **where)
+        drawn_paths = [p[1:] for p, _ in sampling.specs(layered) if p[0] == "trainer"]
         for resolved, sampled in sampling.expand(layered, seed, entry.index, repeat):
             trainer = schema.inherit(resolved["trainer"])
             if spec.no_comet:
                 trainer["comet"] = {**trainer["comet"], "mode": "disabled"}
-            where = dict(file=spec.file, prefix=("runs", entry.index, "trainer"))
-            # Drawn values must fit the schema too (a list of strings for a float key, say).
-            schema.check(trainer, spec.schema, **where)
-            choices.check(trainer, **where)
+            check_drawn(trainer, drawn_paths, spec.schema, **where)
             stagelist.check(trainer["pipeline"], cfg=trainer, prefix=f"runs[{entry.index}].trainer.", file=spec.file)
-            options.check(trainer, **where)
+            options.check_rules(trainer, **where)
             plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=trainer,
                                  sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
                                  comet_key=uuid.uuid4().hex))
     if spec.mode == "array":
         _check_uniform_sbatch(plan)
     return plan
+
+
+def check_drawn(trainer: dict, paths: list, tree_schema: dict, **where) -> None:
+    """The drawn values of a run must fit the schema too (a list of strings for a float key, say),
+    their names and ranges: checked as a layer holding them alone."""
+    layer: dict = {}
+    for path in paths:
+        T.set_(layer, path, T.get(trainer, path))
+    schema.check(layer, tree_schema, **where)
+    choices.check(layer, **where)
+    options.check_ranges(layer, **where)
 
 
 def _check_uniform_sbatch(plan: Plan) -> None:
