@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hypersal import yamlwrite
 from hypersal.errors import UserError
 from hypersal.files import write_atomic
 
@@ -157,8 +158,12 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def dumps(value: Any) -> str:
-    return yaml.dump(to_plain(value), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=100)
+    plain = to_plain(value)
+    try:
+        return yamlwrite.dumps(plain)
+    except yamlwrite.Unsupported:
+        return yaml.dump(plain, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         allow_unicode=True, width=100)
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:

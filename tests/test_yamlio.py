@@ -54,3 +54,21 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     yamlio.dump({"a": 1}, tmp_path / "f.yaml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.yaml"]
     assert yamlio.load(tmp_path / "f.yaml") == {"a": 1}
+
+
+def test_the_fast_writer_writes_pyyamls_text_for_every_shipped_config():
+    import yaml
+    from hypersal import schema, yamlwrite
+    from helpers.cli import ROOT
+
+    def pyyaml(tree):
+        return yaml.dump(tree, Dumper=yaml.SafeDumper, sort_keys=False, default_flow_style=False,
+                         allow_unicode=True, width=100)
+    trees = [yamlio.to_plain(schema.inherit(yamlio.load(schema.DEFAULTS_FILE)))]
+    trees += [yamlio.to_plain(yamlio.load(p)) for p in sorted((ROOT / "shared").rglob("*.yaml"))]
+    trees.append({"nested": [[1, 2], [], {}, {"x": [1, {"y": None}]}], "on": "on", "colon": "it's: x",
+                  "small": 1e-5, "flag": True, "accent": "é", 3: "int key", "empty": {}, "none": []})
+    for tree in trees:
+        assert yamlwrite.dumps(tree) == pyyaml(tree)
+    long = {"notes": "word " * 60, "multi": {"a": "two\nlines"}}
+    assert yaml.safe_load(yamlio.dumps(long)) == long     # not folded, or PyYAML's text: the same values
