@@ -28,7 +28,6 @@ FAMILY_SIZES = {"contrast": 8, "frequency": 8, "prior": 8, "region": 8}
 SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_grained", "frequency_tuned",
                             "image_signature", "spectral_residual")
                            + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
-FEWSHOT_METHODS = ("finetune", "hnet", "scratch")
 STUDY_ARMS = ("embedding", "finetune_all", "finetune_decoder", "k0_best", "k0_start", "plain_b", "saliency",
               "scratch")
 COMET_MODES = ("disabled", "offline", "online")
@@ -56,7 +55,6 @@ ONE_OF: dict[tuple, tuple[str, tuple]] = {
     ("train", "precision"): ("precision", PRECISIONS),
     ("train", "on_nan"): ("value", ("skip", "stop")),
     ("test", "split"): ("split", ("test", "train", "val")),
-    ("fewshot", "split"): ("split", ("test", "train", "val")),
     ("distributed", "lr_scaling"): ("value", ("linear", "none", "sqrt")),
     ("comet", "mode"): ("Comet mode", COMET_MODES),
     ("adapt", "bn_stats"): ("value", ("keep", "update")),       # adapt's own key: not train's rules
@@ -66,7 +64,6 @@ ONE_OF: dict[tuple, tuple[str, tuple]] = {
 # path -> (what one item is called, the allowed items): lists whose every item must be allowed
 EACH_OF: dict[tuple, tuple[str, tuple]] = {
     ("test", "metrics"): ("metric", METRICS),
-    ("fewshot", "methods"): ("fewshot method", FEWSHOT_METHODS),
     ("study", "arms"): ("study arm", STUDY_ARMS),
     ("study", "seen_arms"): ("study arm", STUDY_ARMS),
     ("data", "synth", "tasks"): ("saliency task", SYNTH_TASKS),

@@ -309,7 +309,7 @@ def tasks_generated(cfg):
 
 
 def _adapting(cfg) -> bool:
-    return any(s in cfg["pipeline"] for s in ("adapt", "fewshot"))
+    return "adapt" in cfg["pipeline"]
 
 
 @rule("adapt.task", "tasks", "data.synth.tasks",

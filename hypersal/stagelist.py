@@ -12,7 +12,7 @@ from hypersal.errors import UserError, unknown_name
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "pretrain_one_task": (), "pretrain_weights": (), "train": (), "train_catchup": (),
-    "adapt": ("adapt.task",), "fewshot": ("adapt.task",),
+    "adapt": ("adapt.task",),
     "fewshot_study": ("study.family",), "test": (), "run": (), "export": (),
 }
 # The stages that train with train's options: each inherits every key of `train` it does not
@@ -50,7 +50,7 @@ def check(pipeline: list, skip: list[str] = (), cfg: Any = None, prefix: str = "
 
 def held_out_task(cfg: Any) -> str | None:
     """The task training leaves out: adapt.task, when a stage that adapts to it is in the
-    pipeline (adapt, fewshot: the stages that need it); otherwise none."""
+    pipeline (adapt: the stage that needs it); otherwise none."""
     if any("adapt.task" in NEEDS.get(name, ()) for name in cfg["pipeline"]):
         return cfg["adapt"]["task"]
     return None

@@ -1,12 +1,10 @@
-"""Run a finished study run's `fewshot` (or `fewshot_study`) stage again with other settings,
-in a new folder:
+"""Run a finished few-shot study run's `fewshot_study` stage again with other settings, in a
+new folder:
 
     python scripts/fewshot_probe.py RUN_DIR OUT_DIR [key=value ...]
 
-e.g. `fewshot.steps=1 fewshot.hnet_lr=1e-9 fewshot.methods=[hnet]` scores the starting point
-of adaptation (the mean of the trained tasks' embeddings), with no learning; on a few-shot
-study run, `study.shots=[200] study.draws=1 study.steps=[200]` asks what each arm reaches from
-200 pairs (a ceiling). The trained model is copied, never retrained; values are YAML; Comet is
+e.g. `study.shots=[200] study.draws=1 study.steps=[200]` asks what each arm reaches from 200
+pairs (a ceiling; scripts/fewshot_ceiling.sh). The trained model is copied, never retrained; values are YAML; Comet is
 off. Prints the stage's summary (JSON).
 """
 from __future__ import annotations
@@ -28,9 +26,9 @@ def main(argv: list[str]) -> int:
         return 2
     run, out, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
     state = json.loads((run / "state.json").read_text())
-    stage = next((s for s in ("fewshot", "fewshot_study") if s in state.get("stages_done", [])), None)
+    stage = "fewshot_study" if "fewshot_study" in state.get("stages_done", []) else None
     if stage is None or not (run / "models").is_dir():
-        print(f"hypersal: error: {run} is not a finished run with a fewshot or fewshot_study stage", file=sys.stderr)
+        print(f"hypersal: error: {run} is not a finished run with a fewshot_study stage", file=sys.stderr)
         return 2
     cfg = yamlio.load(run / "config.yaml")
     defaults = yamlio.load(schema.DEFAULTS_FILE)

@@ -263,6 +263,16 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
                   env={"HYPERSAL_CPUS": "1"}, check_rc=0, timeout=300)   # the job's cpus (1 thread: same sums)
     assert "resuming after stage train" in resumed.stderr + resumed.stdout
     assert json.loads(path.read_text())["scores"] == done["scores"]
+
+    # scripts/fewshot_probe.py: the same trained model, other study settings, another folder.
+    probe = [PYTHON, str(ROOT / "scripts" / "fewshot_probe.py"), str(sweep / "run_000"), str(tmp_path / "probe")]
+    proc = run([*probe, "study.arms=[k0_start]", "study.seen_arms=[k0_start]", "study.shots=[1]",
+                "study.seen_shots=[1]", "study.draws=1"], env={"HYPERSAL_CPUS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["family"] == "prior" and "stage train is done already" in proc.stderr
+    assert json.loads(path.read_text())["scores"] == done["scores"]                 # the run is untouched
+    bad = run([*probe, "study.drawz=1"], timeout=60)
+    assert bad.returncode == 2 and "study.drawz=1: expects SECTION.KEY=VALUE" in bad.stderr
     out = tmp_path / "out"
     assert R.main([str(sweep), "--out", str(out), "--k", "3"]) == 0        # in-process: no second start-up
     text = (out / "results.md").read_text()

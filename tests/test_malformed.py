@@ -142,10 +142,9 @@ CASES = [
      HEAD + "runs:\n  - trainer:\n      train: {actions: [{name: lr_decay, evry: 2}]}\n",
      "runs[0].trainer.train.actions[0]: action 'lr_decay' has no option evry. Fix: its options are: "
      "factor, every. Did you mean 'every'?", []),
-    ("unknown-fewshot-method", "a misspelt few-shot method",
-     HEAD + "runs:\n  - trainer:\n      fewshot: {methods: [hnet, finetun]}\n",
-     "runs[0].trainer.fewshot.methods: unknown fewshot method 'finetun'. Fix: use one of: finetune, hnet, "
-     "scratch", []),
+    ("unknown-study-arm", "a misspelt few-shot study arm",
+     HEAD + "runs:\n  - trainer:\n      study: {arms: [saliency, finetune_al]}\n",
+     "runs[0].trainer.study.arms: unknown study arm 'finetune_al'. Fix: use one of: embedding, finetune_all, ", []),
     ("unknown-comet-mode", "offlien", HEAD + "runs:\n  - trainer:\n      comet: {mode: offlien}\n",
      "runs[0].trainer.comet.mode: unknown Comet mode 'offlien'. Fix: use one of: disabled, offline, online", []),
     ("unknown-device", "gpu instead of cuda", HEAD + "runs:\n  - trainer: {device: gpu}\n",

@@ -185,7 +185,7 @@ def test_every_action_and_stage_is_known_to_the_tests():
     assert A.ACTIONS.names() == ["batch_logger", "early_stopping", "freeze_encoder", "freeze_hnet_for_catchup",
                                  "log_epoch_losses", "lr_decay", "maps_tracker", "weight_watcher"]
     assert sorted(NEEDS) == STAGES.names()     # experiment.py checks pipelines with NEEDS
-    assert STAGES.names() == ["adapt", "export", "fewshot", "fewshot_study", "pretrain_one_task", "pretrain_weights",
+    assert STAGES.names() == ["adapt", "export", "fewshot_study", "pretrain_one_task", "pretrain_weights",
                               "run", "test", "train", "train_catchup"]
 
 
@@ -200,7 +200,6 @@ def test_the_login_node_tables_equal_the_registries():
     from hypersal.models.decoders import DECODERS
     from hypersal.models.hyper import GENERATE
     from hypersal.models.hypernet import HYPERNETS
-    from hypersal.stages.fewshot import METHODS
     from hypersal.study.arms import ARMS
     from hypersal.tracking import MODES
     assert list(choices.DECODERS) == DECODERS.names()
@@ -211,7 +210,6 @@ def test_the_login_node_tables_equal_the_registries():
     assert list(choices.LOSSES) == LOSSES.names()
     assert list(choices.METRICS) == sorted(metrics.METRICS)
     assert list(choices.SYNTH_TASKS) == TASKS.names()
-    assert list(choices.FEWSHOT_METHODS) == sorted(METHODS)
     assert list(choices.STUDY_ARMS) == sorted(ARMS)
     assert list(choices.COMET_MODES) == sorted(MODES)
     assert sorted(choices.ACTIONS) == A.ACTIONS.names()

@@ -33,4 +33,4 @@ def stage(name: str, changes_model: bool = False):
     return add
 
 
-from hypersal.stages import adapt, evaluate, export, fewshot, run, study, training  # noqa: E402,F401  (registration)
+from hypersal.stages import adapt, evaluate, export, run, study, training  # noqa: E402,F401  (registration)

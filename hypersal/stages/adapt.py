@@ -70,7 +70,7 @@ def shots(arrays: SplitArrays, k: int, seed: int, key: str) -> SplitArrays:
 
 
 def new_task_name(job) -> str:
-    """adapt.task, the task adapt and fewshot learn from k pairs: one of the dataset's tasks."""
+    """adapt.task, the task adapt learns from k pairs: one of the dataset's tasks."""
     name, found = job.cfg.adapt.task, job.dataset().tasks
     if name not in found:
         raise UserError(f"the new task must be one of the dataset's tasks, got {name!r}", key="adapt.task",
