@@ -1,8 +1,9 @@
 """Every allowed value of the trainer config, without torch: experiment.py checks every run with
 these tables on the login node, before anything is written, and train.py checks config.yaml
-again with the same ones. The registries that use the values at run time (decoders, losses,
-actions, ...) live beside the torch code; tests/test_registries.py proves each table here equals
-its registry, so the two cannot drift apart.
+again with the same ones. The registries of code (decoders, hypernetworks, optimizers,
+schedules, losses, actions) are declared here, each name with the dotted path of what
+implements it, imported only when train.py uses it: adding an optimizer is one line below
+plus its function (docs/options.md shows it). tests/test_registries.py builds every entry.
 
 A rule is keyed by its path in the trainer tree; the training stages that inherit from `train`
 (stagelist.TRAINING_STAGES) share train's rules.
@@ -13,14 +14,43 @@ from typing import Any
 
 from hypersal import tree as T
 from hypersal.errors import UserError, suggest, unknown_name
+from hypersal.registry import Declared
 from hypersal.stagelist import TRAINING_STAGES
 
-DECODERS = ("inception", "kdsalbox", "light")
-HYPERNETS = ("chunked", "simple")
+DECODERS = Declared("decoder", {
+    "light": "hypersal.models.decoders:LightDecoder",          # predicts at 1/8 (or the skip's grid)
+    "kdsalbox": "hypersal.models.decoders:KDSalBoxDecoder",    # the seed's, full resolution
+    "inception": "hypersal.models.decoders:InceptionDecoder",  # QUICKSAL's
+})
+HYPERNETS = Declared("hypernet", {
+    "chunked": "hypersal.models.hypernet:ChunkedHypernet",
+    "simple": "hypersal.models.hypernet:SimpleHypernet",
+})
 GENERATE = ("decoder", "decoder+encoder", "none")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "cyclic", "exponential", "none", "staircase")
-LOSSES = ("bce", "cc", "huber", "kld", "l1", "mse", "nss")
+# An optimizer is fn(params, cfg) -> torch.optim.Optimizer; cfg is the stage's `optim` section.
+OPTIMIZERS = Declared("optimizer", {
+    "adam": "hypersal.train.optim:adam",
+    "adamw": "hypersal.train.optim:adamw",
+    "sgd": "hypersal.train.optim:sgd",
+})
+# A schedule is fn(optimizer, cfg, steps) -> an lr scheduler stepped once per optimizer step.
+SCHEDULES = Declared("schedule", {
+    "none": "hypersal.train.optim:constant",
+    "exponential": "hypersal.train.optim:exponential",
+    "staircase": "hypersal.train.optim:staircase",
+    "cosine": "hypersal.train.optim:cosine",
+    "cyclic": "hypersal.train.optim:cyclic",
+})
+# A loss is fn(logits (B, 1, H, W), target (B, 1, H, W)) -> a scalar tensor.
+LOSSES = Declared("loss", {
+    "bce": "hypersal.train.losses:bce",
+    "kld": "hypersal.train.losses:kld",
+    "cc": "hypersal.train.losses:cc",
+    "nss": "hypersal.train.losses:nss",
+    "l1": "hypersal.train.losses:l1",
+    "mse": "hypersal.train.losses:mse",
+    "huber": "hypersal.train.losses:huber",
+})
 PRECISIONS = ("bf16", "fp16", "fp32")
 METRICS = ("auc_borji", "auc_judd", "cc", "fbeta", "info_gain", "kld", "mae", "nss", "sauc", "sim")
 # The classical tasks and the members of the parametric families (hypersal/data/families.py).
@@ -42,6 +72,16 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "maps_tracker": ("every", "images"),
     "weight_watcher": ("every",),
 }
+ACTION_CLASSES = Declared("action", {
+    "batch_logger": "hypersal.train.actions:BatchLogger",
+    "early_stopping": "hypersal.train.actions:EarlyStopping",
+    "freeze_encoder": "hypersal.train.actions:FreezeEncoder",
+    "freeze_hnet_for_catchup": "hypersal.train.actions:FreezeHNETForCatchup",
+    "log_epoch_losses": "hypersal.train.actions:LogEpochLosses",
+    "lr_decay": "hypersal.train.actions:LrDecay",
+    "maps_tracker": "hypersal.train.actions:MapsTracker",
+    "weight_watcher": "hypersal.train.actions:WeightWatcher",
+})
 
 # path -> (what the value is called in messages, the allowed values)
 ONE_OF: dict[tuple, tuple[str, tuple]] = {

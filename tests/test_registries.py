@@ -197,22 +197,19 @@ def test_the_login_node_tables_equal_the_registries():
 
     from hypersal import choices, metrics
     from hypersal.data.tasks import TASKS
-    from hypersal.models.decoders import DECODERS
     from hypersal.models.hyper import GENERATE
-    from hypersal.models.hypernet import HYPERNETS
     from hypersal.study.arms import ARMS
     from hypersal.tracking import MODES
-    assert list(choices.DECODERS) == DECODERS.names()
-    assert list(choices.HYPERNETS) == HYPERNETS.names()
     assert sorted(choices.GENERATE) == sorted(GENERATE)
-    assert list(choices.OPTIMIZERS) == OPTIMIZERS.names()
-    assert list(choices.SCHEDULES) == SCHEDULES.names()
-    assert list(choices.LOSSES) == LOSSES.names()
+    assert sorted(choices.ACTIONS) == choices.ACTION_CLASSES.names()
+    for declared in (choices.DECODERS, choices.HYPERNETS, choices.OPTIMIZERS, choices.SCHEDULES, choices.LOSSES,
+                     choices.ACTION_CLASSES):
+        for name in declared:
+            assert callable(declared.get(name)), f"{declared.kind} {name}: {declared.entries[name]}"
     assert list(choices.METRICS) == sorted(metrics.METRICS)
     assert list(choices.SYNTH_TASKS) == TASKS.names()
     assert list(choices.STUDY_ARMS) == sorted(ARMS)
     assert list(choices.COMET_MODES) == sorted(MODES)
-    assert sorted(choices.ACTIONS) == A.ACTIONS.names()
     for name, options in choices.ACTIONS.items():
         params = [p.name for p in inspect.signature(A.ACTIONS.get(name).__init__).parameters.values()
                   if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

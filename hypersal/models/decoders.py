@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hypersal.registry import Registry
+from hypersal import choices
 
-DECODERS: Registry[type] = Registry("decoder")
+
+DECODERS = choices.DECODERS   # the names and where each lives: hypersal/choices.py
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -40,7 +41,6 @@ def to_size(x: torch.Tensor, size) -> torch.Tensor:
         x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-@DECODERS.register("light")
 class LightDecoder(nn.Module):
     SKIPS = True     # takes a higher-resolution encoder output (model.decoder.skip)
 
@@ -118,7 +118,6 @@ class SaliencyOutput(nn.Module):
         return self.gain * self.blur(logits) + self.bias + self.priors(h, w)
 
 
-@DECODERS.register("kdsalbox")
 class KDSalBoxDecoder(nn.Module):
     """The seed's decoder; `width` (default 64) is the channel count of its last blocks."""
     MULTIPLIERS = (8, 4, 4, 2, 2, 1, 1)
@@ -153,7 +152,6 @@ class InceptionBlock(nn.Module):
         return torch.cat([b(x) for b in self.branches], dim=1)
 
 
-@DECODERS.register("inception")
 class InceptionDecoder(nn.Module):
     def __init__(self, in_channels: int, width: int | None = None):
         super().__init__()

@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 
 import torch
+
+from hypersal import choices
 from torch import nn
 
-from hypersal.registry import Registry
 
-HYPERNETS: Registry[type] = Registry("hypernet")
+HYPERNETS = choices.HYPERNETS   # the names and where each lives: hypersal/choices.py
 DELTA_INIT_STD = 1e-3
 
 
@@ -60,7 +61,6 @@ class Hypernet(nn.Module):
         return [p for n, p in self.named_parameters() if n != "task_embeddings"]
 
 
-@HYPERNETS.register("chunked")
 class ChunkedHypernet(Hypernet):
     def __init__(self, base: torch.Tensor, n_tasks: int, embedding_dim: int = 8,
                  hidden: list[int] = (64, 64), chunk_size: int = 4096, chunk_embedding_dim: int = 8):
@@ -77,7 +77,6 @@ class ChunkedHypernet(Hypernet):
         return chunks.flatten()[: self.n_outputs]                       # (N,)
 
 
-@HYPERNETS.register("simple")
 class SimpleHypernet(Hypernet):
     def __init__(self, base: torch.Tensor, n_tasks: int, embedding_dim: int = 8,
                  hidden: list[int] = (64, 64)):

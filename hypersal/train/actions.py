@@ -26,10 +26,9 @@ import torch
 from hypersal import choices
 from hypersal.log import say
 from hypersal.progress import fmt_duration
-from hypersal.registry import Registry
 from hypersal.train.api import Action
 
-ACTIONS: Registry[type] = Registry("action")
+ACTIONS = choices.ACTION_CLASSES   # the names and where each lives: hypersal/choices.py
 
 
 def _set_trainable(params, trainable: bool) -> None:
@@ -37,7 +36,6 @@ def _set_trainable(params, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-@ACTIONS.register("lr_decay")
 class LrDecay(Action):
     def __init__(self, factor: float = 0.5, every: int = 1):
         self.factor, self.every = factor, every
@@ -71,7 +69,6 @@ class _FreezeFor(Action):
         _set_trainable(self.params(trainer), True)
 
 
-@ACTIONS.register("freeze_encoder")
 class FreezeEncoder(_FreezeFor):
     def params(self, trainer) -> list:
         model = trainer.model
@@ -80,7 +77,6 @@ class FreezeEncoder(_FreezeFor):
         return [p for n, p in mnet.encoder.named_parameters(prefix="encoder") if n not in generated]
 
 
-@ACTIONS.register("freeze_hnet_for_catchup")
 class FreezeHNETForCatchup(_FreezeFor):
     def params(self, trainer) -> list:
         return trainer.model.shared_parameters()
@@ -90,7 +86,6 @@ class FreezeHNETForCatchup(_FreezeFor):
         _set_trainable(self.params(trainer), True)
 
 
-@ACTIONS.register("log_epoch_losses")
 class LogEpochLosses(Action):
     def on_start(self, trainer) -> None:
         self.t0, self.step0 = time.perf_counter(), trainer.step
@@ -105,7 +100,6 @@ class LogEpochLosses(Action):
             f"[{batch / per_step:.1f} img/s, ETA {fmt_duration(per_step * (trainer.total_steps - trainer.step))}]")
 
 
-@ACTIONS.register("batch_logger")
 class BatchLogger(Action):
     def __init__(self, every: int = 10):
         self.every = every
@@ -119,7 +113,6 @@ class BatchLogger(Action):
             say(f"{trainer.name} step {trainer.step}/{trainer.total_steps}: loss {mean:.4g}")
 
 
-@ACTIONS.register("weight_watcher")
 class WeightWatcher(Action):
     """Norms of parameters and their gradients, per part of the model, logged as metrics."""
 
@@ -147,7 +140,6 @@ class WeightWatcher(Action):
         self.last = figures
 
 
-@ACTIONS.register("early_stopping")
 class EarlyStopping(Action):
     def __init__(self, patience: int = 3, min_delta: float = 0.0, monitor: str = "val_loss"):
         self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
@@ -173,7 +165,6 @@ class EarlyStopping(Action):
         self.best, self.bad = state["best"], state["bad"]
 
 
-@ACTIONS.register("maps_tracker")
 class MapsTracker(Action):
     """The seed's RunProgressTracker: watch the maps change as the model learns."""
 

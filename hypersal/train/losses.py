@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from hypersal import choices
-from hypersal.registry import Registry
 
-LOSSES: Registry[Callable] = Registry("loss")
+LOSSES = choices.LOSSES   # the names and where each lives: hypersal/choices.py
 EPS = 2.2204e-16
 
 
@@ -30,12 +29,10 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)                                   # (B, H*W)
 
 
-@LOSSES.register("bce")
 def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-@LOSSES.register("kld")
 def kld(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = _flat(torch.sigmoid(logits))
     p = p / (p.sum(1, keepdim=True) + EPS)
@@ -44,7 +41,6 @@ def kld(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (q * torch.log(EPS + q / (p + EPS))).sum(1).mean()
 
 
-@LOSSES.register("cc")
 def cc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = _flat(torch.sigmoid(logits))
     q = _flat(target)
@@ -54,7 +50,6 @@ def cc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - r).mean()
 
 
-@LOSSES.register("nss")
 def nss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = _flat(logits)
     z = (p - p.mean(1, keepdim=True)) / (p.std(1, keepdim=True) + EPS)
@@ -62,17 +57,14 @@ def nss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -((z * w).sum(1) / (w.sum(1) + EPS)).mean()
 
 
-@LOSSES.register("l1")
 def l1(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(torch.sigmoid(logits), target)
 
 
-@LOSSES.register("mse")
 def mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(torch.sigmoid(logits), target)
 
 
-@LOSSES.register("huber")
 def huber(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.huber_loss(torch.sigmoid(logits), target, delta=0.1)
 

@@ -12,29 +12,26 @@ schedule (stepped once per optimizer step; every schedule may start with a linea
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch.optim import lr_scheduler as S
 
+from hypersal import choices
 from hypersal.errors import UserError
-from hypersal.registry import Registry
 
-OPTIMIZERS: Registry[Callable] = Registry("optimizer")
-SCHEDULES: Registry[Callable] = Registry("schedule")
+OPTIMIZERS = choices.OPTIMIZERS   # the names and where each lives: hypersal/choices.py
+SCHEDULES = choices.SCHEDULES   # the names and where each lives: hypersal/choices.py
 
 
-@OPTIMIZERS.register("adam")
 def adam(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
-@OPTIMIZERS.register("adamw")
 def adamw(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
-@OPTIMIZERS.register("sgd")
 def sgd(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                            momentum=cfg["momentum"], nesterov=cfg["momentum"] > 0)
@@ -54,27 +51,22 @@ def make_optimizer(params: Iterable, cfg: dict, key: str = "train.optim") -> tor
     return OPTIMIZERS.get(cfg["name"], key=f"{key}.name")(params, cfg)
 
 
-@SCHEDULES.register("none")
 def constant(opt, cfg, steps):
     return S.LambdaLR(opt, lambda _: 1.0)
 
 
-@SCHEDULES.register("exponential")
 def exponential(opt, cfg, steps):
     return S.ExponentialLR(opt, gamma=0.5 ** (1.0 / cfg["decay_steps"]))
 
 
-@SCHEDULES.register("staircase")
 def staircase(opt, cfg, steps):
     return S.StepLR(opt, step_size=cfg["decay_steps"], gamma=0.5)
 
 
-@SCHEDULES.register("cosine")
 def cosine(opt, cfg, steps):
     return S.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=cfg["min_lr"])
 
 
-@SCHEDULES.register("cyclic")
 def cyclic(opt, cfg, steps):
     # Momentum cycling needs an optimizer with momentum (SGD); Adam has betas instead.
     return S.CyclicLR(opt, base_lr=cfg["min_lr"], max_lr=cfg["max_lr"], step_size_up=cfg["cycle_steps"],
