@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal.errors import UserError
+from hypersal.errors import UserError, shorten
 from hypersal.experiment.submit import load_summary
 from hypersal.runfolder import RunFolder
 
@@ -85,7 +85,7 @@ class Sweep:
         search = self.search
         if requested:
             if requested not in self.metric_names():
-                raise UserError(f"no run has the metric {requested!r}", file=self.exp_dir, key="--metric",
+                raise UserError(f"no run has the metric {shorten(requested)}", file=self.exp_dir, key="--metric",
                                 fix="one of: " + ", ".join(self.metric_names() or ["(no run has figures yet)"]))
             if search and requested == search["metric"]:
                 return requested, search["direction"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hypersal import overrides as overrides_mod, schema, search as search_mod, tree as T, yamlio
-from hypersal.errors import UserError
+from hypersal.errors import UserError, name_of, shorten
 from hypersal.experiment import omnigan, sampling
 
 EXPERIMENT_SCHEMA = {
@@ -87,7 +87,7 @@ class ExperimentSpec:
 def check_name(name: Any, **where) -> str:
     """Names become folder and job names: no path separators, no `..`, no shell specials."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise UserError(f"the name {name!r} cannot be used as a folder name",
+        raise UserError(f"the name {shorten(name)} cannot be used as a folder name",
                         fix="use letters, digits, '.', '_' and '-' only, starting with a letter "
                             "or digit (at most 100 characters)", **where)
     return name
@@ -97,7 +97,7 @@ def _positive_int(value: Any, allow_none: bool = False, **where) -> Any:
     if value is None and allow_none:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"expects a whole number >= 1, got {value!r}", fix="write e.g. 2", **where)
+        raise UserError(f"expects a whole number >= 1, got {shorten(value)}", fix="write e.g. 2", **where)
     return value
 
 
@@ -116,7 +116,7 @@ def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) 
             raise UserError("a trainer config file must hold a mapping", file=path,
                             fix="write keys like `optim: {lr: 0.001}`")
         return layer, path, ()
-    raise UserError(f"expects a file path or a mapping, got {value!r}", file=file, key=key,
+    raise UserError(f"expects a file path or a mapping, got {shorten(value)}", file=file, key=key,
                     line=line, fix="write `config: path/to/config.yaml` or an indented mapping")
 
 
@@ -163,11 +163,11 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
     name = check_name(exp["name"], **where("name"))
     base_dir = Path(T.expand_path(exp["base_dir"], base, **where("base_dir")))
     if exp["mode"] not in MODES:
-        raise UserError(f"unknown mode '{exp['mode']}'", fix=f"use one of: {', '.join(MODES)}",
+        raise UserError(f"unknown mode '{name_of(exp['mode'])}'", fix=f"use one of: {', '.join(MODES)}",
                         **where("mode"))
     if exp["seed"] is not None and (not isinstance(exp["seed"], int) or isinstance(exp["seed"], bool)
                                     or exp["seed"] < 0):
-        raise UserError(f"the seed must be a whole number >= 0, got {exp['seed']!r}",
+        raise UserError(f"the seed must be a whole number >= 0, got {shorten(exp['seed'])}",
                         fix="write e.g. `seed: 0`", **where("seed"))
 
     defaults_file = Path(T.expand_path(exp["defaults"], base, **where("defaults"))) \
@@ -220,7 +220,7 @@ def _sbatch(value: Any, file: Path, prefix: tuple, doc: dict) -> dict:
     """Template values: a flat-or-nested mapping whose sample specs must be well formed."""
     value = value or {}
     if not isinstance(value, dict):
-        raise UserError(f"expects a mapping of template values, got {value!r}", file=file,
+        raise UserError(f"expects a mapping of template values, got {shorten(value)}", file=file,
                         key=T.fmt(prefix), line=yamlio.line_of(doc, prefix),
                         fix="write e.g. `sbatch: {cpus: 4, mem: 16G}`")
     for path, spec in sampling.specs(value):
@@ -235,7 +235,7 @@ def _load_run(i: int, entry: Any, spec: ExperimentSpec, doc: dict) -> RunEntry:
     if entry is None:
         entry = {}
     if not isinstance(entry, dict):
-        raise UserError(f"a run entry must be a mapping, got {entry!r}", file=file,
+        raise UserError(f"a run entry must be a mapping, got {shorten(entry)}", file=file,
                         key=T.fmt(prefix), line=line, fix="write `- trainer: {...}`")
     schema.check(entry, RUN_SCHEMA, file=file, prefix=prefix)
     trainer = entry.get("trainer") or {}
