@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypersal import urls
 from hypersal.errors import UserError, shorten
 from hypersal.experiment.submit import load_summary
 from hypersal.runfolder import RunFolder
@@ -129,10 +130,12 @@ def load(exp_dir: Path) -> Sweep:
 
 
 def comet_url(folder: RunFolder) -> str | None:
+    """comet_url.txt's URL, when it is a web address (the page links it: never a javascript: one)."""
     path = folder.path / "comet_url.txt"
     if not path.is_file():
         return None
-    return path.read_text().strip() or None
+    url = path.read_text().strip()
+    return url if urls.is_web(url) else None
 
 
 def search_results(exp_dir: Path, summary: dict) -> tuple[dict[int, float], str | None]:

@@ -10,6 +10,7 @@
       repeat: 1            # every run entry is drawn this many times (times its own repeat)
       mode: jobs           # jobs (one sbatch per run) | array (one job array)
       parallelism: null    # at most this many runs at once (an array's %N; the local executor too)
+      snapshot_max_mb: 50  # the code snapshot's limit (hypersal.experiment.snapshot)
     sbatch: {...}          # template values for every run (cpus, mem, gpus, time, ...)
     runs:                  # one entry per run (or per grid combination / repetition)
       - trainer: {...}     # trainer overrides, may hold {sample: ..., from: ...}
@@ -32,13 +33,13 @@ from typing import Any
 
 from hypersal import overrides as overrides_mod, schema, search as search_mod, tree as T, yamlio
 from hypersal.errors import UserError, name_of, shorten
-from hypersal.experiment import omnigan, sampling
+from hypersal.experiment import omnigan, sampling, snapshot
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
                    "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False,
-                   "search": None},
+                   "search": None, "snapshot_max_mb": float(snapshot.MAX_MB)},
     "sbatch": {},
     "runs": [],
 }
@@ -76,6 +77,7 @@ class ExperimentSpec:
     dev_mode: bool              # omnigan's: a dry run
     no_comet: bool              # omnigan's: every run's comet.mode is disabled
     search: Any                 # experiment.search (hypersal.search.Search), or None
+    snapshot_max_mb: float      # the code snapshot's size limit
     base_dir_where: dict        # where base_dir was set (file, key, line), for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
@@ -99,6 +101,12 @@ def _positive_int(value: Any, allow_none: bool = False, **where) -> Any:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UserError(f"expects a whole number >= 1, got {shorten(value)}", fix="write e.g. 2", **where)
     return value
+
+
+def _positive_number(value: Any, **where) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise UserError(f"expects a number > 0, got {shorten(value)}", fix="write e.g. 50", **where)
+    return float(value)
 
 
 def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) -> tuple[dict, Path, tuple]:
@@ -198,6 +206,7 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"],
         dev_mode=exp["dev_mode"], no_comet=exp["no_comet"],
         search=search_mod.check_section(exp["search"], **where("search")) if exp["search"] is not None else None,
+        snapshot_max_mb=_positive_number(exp["snapshot_max_mb"], **where("snapshot_max_mb")),
         base_dir_where=(
             dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
         sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
