@@ -121,7 +121,7 @@ def _warn(left: dict[str, list[str]]) -> None:
 
 
 def collect(root: Path = CODE_ROOT, max_mb: float = MAX_MB) -> Snapshot:
-    """The files train.py runs from, and their digest. Reads them all (a checkout of ~1 MB: ms).
+    """The files train.py runs from, and their digest. Reads them all (a checkout of ~2 MB: ms).
     A snapshot over max_mb is a UserError naming its largest files."""
     root = Path(root)
     names = _git_files(root)
