@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from hypersal import tree as T
-from hypersal.errors import UserError, suggest, unknown_name
+from hypersal.errors import UserError, name_of, shorten, suggest, unknown_name
 from hypersal.registry import Declared
 from hypersal.stagelist import TRAINING_STAGES
 
@@ -129,7 +129,7 @@ def parse_loss(expression: Any, **where) -> list[tuple[str, float]]:
             except ValueError:
                 weight = None
         if weight is None or not name:
-            raise UserError(f"cannot read the loss '{expression}'", **where,
+            raise UserError(f"cannot read the loss '{name_of(expression)}'", **where,
                             fix="write names joined by +, each with an optional weight: \"bce + 0.5 * cc\"")
         if name not in LOSSES:
             raise unknown_name("loss", name, LOSSES, **where)
@@ -142,7 +142,7 @@ def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
     if specs is None:
         return []
     if not isinstance(specs, list):
-        raise UserError(f"expects a list of actions, got {specs!r}", **where,
+        raise UserError(f"expects a list of actions, got {shorten(specs)}", **where,
                         fix="write e.g. [log_epoch_losses, {name: freeze_encoder, epochs: 1}]")
     out, key = [], where.pop("key", "actions")
     for i, spec in enumerate(specs):
@@ -150,7 +150,7 @@ def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
         if isinstance(spec, str):
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec:
-            raise UserError(f"an action must be a name or a mapping with `name`, got {spec!r}", **at,
+            raise UserError(f"an action must be a name or a mapping with `name`, got {shorten(spec)}", **at,
                             fix="write e.g. {name: freeze_encoder, epochs: 1}")
         if spec["name"] not in ACTIONS:
             raise unknown_name("action", spec["name"], ACTIONS, **dict(at, key=f"{at['key']}.name"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from hypersal import tree as T, yamlio
-from hypersal.errors import UserError, suggest
+from hypersal.errors import UserError, name_of, suggest
 
 PLACE = "command line"
 
@@ -25,16 +25,19 @@ def parse(items: Iterable[str], sections: tuple[str, ...] | None = None) -> dict
         key, sep, text = item.partition("=")
         path = tuple(key.split("."))
         if not sep or not all(path):
-            raise UserError(f"cannot read the override '{item}'", file=PLACE,
+            raise UserError(f"cannot read the override '{name_of(item)}'", file=PLACE,
                             fix="write KEY.PATH=VALUE, e.g. trainer.train.epochs=2")
         if sections is not None and path[0] not in sections:
-            raise UserError(f"unknown section '{path[0]}' in the override '{item}'", file=PLACE, key=key,
+            raise UserError(f"unknown section '{name_of(path[0])}' in the override '{name_of(item)}'", file=PLACE,
+                            key=name_of(key),
                             fix=f"start the key with one of: {', '.join(sections)}.{suggest(path[0], sections)}")
         try:
             value = yamlio.loads(text) if text.strip() else ""
         except UserError as e:
-            raise UserError(f"cannot read the value of '{item}' as YAML ({e.message})", file=PLACE, key=key,
-                            fix="quote the whole item for the shell, e.g. 'trainer.tasks=[a, b]'") from None
+            inner = f".{e.key}" if e.key and not e.key.startswith("[") else (e.key or "")
+            raise UserError(f"cannot read the value of '{name_of(item)}' as YAML ({e.message})", file=PLACE,
+                            key=name_of(key) + inner, fix=e.fix if not e.message.startswith("invalid YAML") else
+                            "quote the whole item for the shell, e.g. 'trainer.tasks=[a, b]'") from None
         node = out
         for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})

@@ -1,7 +1,7 @@
 """The run folder: what experiment.py writes into it and what train.py adds.
 
-Written by experiment.py: config.yaml, exp_<i>.yaml, exp.sh, run.yaml, hash.txt, comet_url.txt,
-env.yaml, diff.patch. Added by train.py:
+Written by experiment.py: config.yaml, exp_<i>.yaml, exp.sh, run.yaml, hash.txt (it names the
+sweep's diff.patch when the code is dirty), comet_url.txt, env.yaml. Added by train.py:
     state.json       where the run is: state, stage, finished stages, restarts (atomic)
     metrics.jsonl    every logged metric, one JSON object per line (append-only)
     results.json     the final figures of each stage (what `experiment.py collect` shows)

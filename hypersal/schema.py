@@ -2,9 +2,10 @@
 
 A layer (the experiment's `config`, a run's `trainer`, a run folder's `config.yaml`) is
 checked against it key by key: unknown keys are errors that list the valid ones; a value must
-have the default's type (an int is fine where the default is a float; a default of `null`
-takes anything; a default of "auto" also takes a number); an empty mapping `{}` in the
-defaults takes any keys (free-form, e.g. loss weights by name). Sample specs stand for a value
+have the default's type (an int is fine where the default is a float; a default of "auto" also
+takes a number); a key whose default is `null` takes null or the type NULL_TYPES gives it (a
+list is not a path, nor a workspace); an empty mapping `{}` in the defaults takes any keys
+(free-form, e.g. loss weights by name). Sample specs stand for a value
 and are checked by the sampling module. Allowed values (registry names, enums) are checked by
 hypersal.choices.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hypersal import choices, options, tree as T
-from hypersal.errors import UserError, suggest
+from hypersal.errors import UserError, name_of, shorten, suggest
 from hypersal.stagelist import TRAINING_STAGES
 from hypersal.yamlio import line_of
 
@@ -27,6 +28,35 @@ DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "shared" / "trainer" / 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a mapping"}
+
+# What a key whose default is null takes besides null, by its path from the schema's root (a
+# training stage's inherited keys follow train's: choices.rule_path). `object`: anything here,
+# because the code that reads the key checks it (and says more than a type could). Every null
+# default of shared/trainer/defaults.yaml and of the experiment section has a row
+# (tests/test_security.py holds them to it).
+NULL_TYPES: dict[tuple, type] = {
+    ("data", "images_dir"): str, ("data", "maps_dir"): str, ("data", "fixations_dir"): str,
+    ("data", "cache_dir"): str, ("data", "synth", "images_dir"): str,
+    ("model", "encoder", "weights"): str, ("model", "encoder", "weights_path"): str,
+    ("model", "decoder", "width"): int, ("model", "decoder", "skip"): int,
+    ("model", "hypernet", "encoder_from"): int,
+    ("train", "device_batch_size"): int,
+    ("pretrain_weights", "weights_dir"): str, ("pretrain_one_task", "task"): str, ("adapt", "task"): str,
+    ("study", "family"): str, ("study", "test_images"): int, ("test", "images"): int,
+    ("run", "images_dir"): str, ("run", "out_dir"): str,
+    ("comet", "workspace"): str,
+    ("experiment", "defaults"): str, ("experiment", "rerun_of"): str, ("experiment", "code_snapshot"): str,
+    ("experiment", "seed"): object, ("experiment", "config"): object,            # spec.load checks them
+    ("experiment", "parallelism"): object, ("experiment", "search"): object,
+}
+
+
+def null_type(path: tuple) -> type:
+    """What the key at `path`, null by default, takes besides null (object: anything)."""
+    path = tuple(path)
+    if path in NULL_TYPES:
+        return NULL_TYPES[path]
+    return NULL_TYPES.get(choices.rule_path(path), object)
 
 
 def inherit(cfg: dict) -> dict:
@@ -56,8 +86,11 @@ def check_trainer(layer: Any, schema: dict, *, file=None, prefix: T.KeyPath = ()
     options.check_layer(layer, file=file, prefix=prefix)
 
 
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None and isinstance(default, (str, list, dict)):
+def _type_ok(default: Any, value: Any, path: tuple = ()) -> bool:
+    if default is None:
+        kind = null_type(path)
+        return value is None or kind is object or _type_ok(kind(), value)
+    if value is None and isinstance(default, (str, list, dict)):
         return True
     if isinstance(default, bool):
         return isinstance(value, bool)
@@ -71,7 +104,9 @@ def _type_ok(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _expected(default: Any) -> str:
+def _expected(default: Any, path: tuple = ()) -> str:
+    if default is None:
+        return f"{_TYPE_NAMES[null_type(path)]} or null"
     name = _TYPE_NAMES.get(type(default), type(default).__name__)
     return f"{name} or \"auto\"" if default == "auto" else name
 
@@ -96,18 +131,19 @@ def _check(value, default, file, prefix, path, root, check_spec) -> None:
     if isinstance(default, dict) and not T.is_leaf_mapping(default):
         if not isinstance(value, dict):
             raise UserError(f"expects a mapping (keys {', '.join(map(str, default)) or 'of your choice'}),"
-                            f" got {value!r}", fix="indent the keys below it", **where())
+                            f" got {shorten(value)}", fix="indent the keys below it", **where())
         if not default:  # free-form mapping
             return
         for key, sub in value.items():
             if key not in default:
                 valid = ", ".join(map(str, default))
-                raise UserError(f"unknown key '{key}'",
+                raise UserError(f"unknown key '{name_of(key)}'",
                                 fix=f"valid keys here are: {valid}.{suggest(key, default)}",
                                 file=file, key=T.fmt(prefix + path + (key,)),
                                 line=line_of(root, path + (key,)))
             _check(sub, default[key], file, prefix, path + (key,), root, check_spec)
         return
-    if not _type_ok(default, value):
-        raise UserError(f"expects {_expected(default)}, got {value!r}",
-                        fix=f"write a value like the default ({default!r})", **where())
+    if not _type_ok(default, value, path):
+        raise UserError(f"expects {_expected(default, path)}, got {shorten(value)}",
+                        fix=f"write a value like the default ({default!r})" if default is not None
+                        else "write one value of that type, or null (the default)", **where())

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hypersal import schema, tree as T
-from hypersal.errors import UserError, unknown_name
+from hypersal.errors import UserError, name_of, shorten, unknown_name
 from hypersal.experiment import sampling
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -67,7 +67,7 @@ def check_section(value: Any, **where) -> Search:
     """experiment.search, every value checked (the file, key and line come in `where`)."""
     base = where.pop("key")
     if not isinstance(value, dict):
-        raise UserError(f"expects a mapping (keys {', '.join(DEFAULTS)}), got {value!r}", key=base, **where,
+        raise UserError(f"expects a mapping (keys {', '.join(DEFAULTS)}), got {shorten(value)}", key=base, **where,
                         fix="indent the search settings below `search:`")
     schema.check(value, DEFAULTS, file=where.get("file"), prefix=tuple(base.split(".")))
     s = {**DEFAULTS, **value}
@@ -83,10 +83,10 @@ def check_section(value: Any, **where) -> Search:
             continue
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < (2 if key == "reduction_factor" else 1):
             least = 2 if key == "reduction_factor" else 1
-            raise UserError(f"expects a whole number >= {least}, got {s[key]!r}", fix=f"write e.g. {least + 1}", **at(key))
+            raise UserError(f"expects a whole number >= {least}, got {shorten(s[key])}", fix=f"write e.g. {least + 1}", **at(key))
     metric = s["metric"]
     if not isinstance(metric, str) or not (metric in ("val_loss", "train_loss") or metric.startswith("val_loss/")):
-        raise UserError(f"the train stage never logs '{metric}' per epoch", **at("metric"),
+        raise UserError(f"the train stage never logs '{name_of(metric)}' per epoch", **at("metric"),
                         fix="use val_loss, val_loss/<task> or train_loss")
     return Search(**s)
 

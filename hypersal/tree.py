@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from hypersal.errors import UserError
+from hypersal.errors import UserError, name_of
 
 KeyPath = tuple  # ("runs", 0, "trainer", "optim", "lr")
 
@@ -91,7 +91,7 @@ def expand_path(value: Any, base_dir: Path, **where) -> Any:
     def env(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         if name not in os.environ:
-            raise UserError(f"environment variable ${name} is not set (in '{value}')",
+            raise UserError(f"environment variable ${name} is not set (in '{name_of(value)}')",
                             fix=f"export {name}=... before running, or write the path out", **where)
         return os.environ[name]
 

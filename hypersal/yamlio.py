@@ -1,10 +1,14 @@
 """YAML in and out: the safe loader only, line numbers kept for error messages, plain types out.
 
-Loading differs from `yaml.safe_load` in three ways, each a trap users fell into:
+Loading differs from `yaml.safe_load` in four ways, each a trap users fell into:
 - `1e-3` is a float (YAML 1.1 reads it as a string), as in YAML 1.2 and Python;
 - a key given twice in one mapping is an error instead of a silent overwrite;
 - mappings and lists remember the line of each key / item (`YamlMap.lines`), so errors can
-  point at `file:line`.
+  point at `file:line`;
+- aliases are bounded: a document whose aliases (`*name`) add more than ALIAS_BUDGET values,
+  or that holds itself, is refused before anything is built. Nine nested aliases of nine items
+  ("billion laughs") are a few hundred bytes that expand to 9**9 values: every later step
+  (a message quoting the value, a config written to disk) would pay for them.
 Dumping converts numpy scalars, tuples, paths and the classes above to plain Python first
 (`yaml.safe_dump` crashes on numpy scalars: a bug of the omnigan seed).
 """
@@ -17,9 +21,11 @@ from typing import Any
 
 import yaml
 
-from hypersal import yamlwrite
-from hypersal.errors import UserError
+from hypersal import tree as T, yamlwrite
+from hypersal.errors import UserError, name_of
 from hypersal.files import write_atomic
+
+ALIAS_BUDGET = 100_000   # values aliases may add to a document (a real config adds a few hundred)
 
 
 class YamlMap(dict):
@@ -54,9 +60,12 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise UserError("a key must be a name or a number, not a list or a mapping",
+                            file=getattr(loader, "path", None), line=line, fix="write `name: value`")
         # Keys merged in by `<<` come first and may be overridden; explicit duplicates may not.
         if key in explicit and not getattr(key_node, "_merged", False):
-            raise UserError(f"key '{key}' appears twice in one mapping (lines {explicit[key]} "
+            raise UserError(f"key '{name_of(key)}' appears twice in one mapping (lines {explicit[key]} "
                             f"and {line})", file=getattr(loader, "path", None), line=line,
                             fix="keep one of them")
         if not getattr(key_node, "_merged", False):
@@ -94,12 +103,75 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_list)
 
 
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_sizes(root: yaml.Node, path) -> dict[int, int]:
+    """{id(node): the values it stands for once every alias is expanded}, counted on the node
+    graph (each distinct node once, iteratively: no recursion limit). A node that holds itself
+    is an error."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
+        elif id(node) in open_:
+            raise UserError("an alias refers to the value that holds it (a value that contains itself)",
+                            file=path, line=node.start_mark.line + 1, fix="write the values out")
+        elif id(node) not in sizes:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node))
+    return sizes
+
+
+def _check_aliases(root: yaml.Node, path) -> None:
+    """Refuse a document whose aliases add more than ALIAS_BUDGET values, naming the deepest key
+    whose value alone is over it (where the bomb is)."""
+    sizes = _expanded_sizes(root, path)
+    added = sizes[id(root)] - len(sizes)
+    if added <= ALIAS_BUDGET:
+        return
+    keys, node, line = [], root, None
+    while True:   # down through mappings (and the mappings of lists: runs[2]), to the key to name
+        if isinstance(node, yaml.MappingNode):
+            parts = [(k.value if isinstance(k, yaml.ScalarNode) else "?", k, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            parts = [(i, v, v) for i, v in enumerate(node.value) if isinstance(v, yaml.MappingNode)]
+        else:
+            parts = []
+        big = [(sizes[id(v)], key, at, v) for key, at, v in parts if sizes[id(v)] > ALIAS_BUDGET]
+        if not big:
+            break
+        _, key, at, node = max(big, key=lambda b: b[0])
+        keys.append(key)
+        line = at.start_mark.line + 1
+    raise UserError(f"its aliases (*name) expand to {sizes[id(node)]:,} values, more than hypersal reads "
+                    f"(aliases may add {ALIAS_BUDGET:,}): an alias bomb?", file=path, key=T.fmt(tuple(keys)) or None,
+                    line=line,
+                    fix="write the values out, or nest fewer aliases")
+
+
 def loads(text: str, path: Path | str | None = None) -> Any:
-    """Parse YAML text; syntax errors become UserErrors naming `path` and the line."""
+    """Parse YAML text; syntax errors become UserErrors naming `path` and the line. Aliases are
+    counted (and bounded) on the parsed node graph, before any value is built."""
     loader = _Loader(text)
     loader.path = path
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(node, path)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UserError("the YAML is nested too deeply", file=path,
+                        fix="nest fewer lists and mappings inside each other") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise UserError(f"invalid YAML: {e.problem or e.context}", file=path,

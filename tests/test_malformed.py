@@ -67,7 +67,7 @@ CASES = [
      "runs[0].trainer.train.optim.lr: expects a number, got 'slow'", []),
     ("unknown-stage", "a misspelt stage", HEAD + "runs:\n  - trainer: {pipeline: [trian, test]}\n",
      "exp.yaml: runs[0].trainer.pipeline[0]: unknown stage 'trian'. Fix: use one of: adapt, export, "
-     "fewshot, fewshot_study, pretrain_one_task, pretrain_weights, run, test, train, train_catchup. Did you mean 'train'?", []),
+     "fewshot_study, pretrain_one_task, pretrain_weights, run, test, train, train_catchup. Did you mean 'train'?", []),
     ("stage-needs-a-key", "adapt with no task to adapt to", HEAD + "runs:\n  - trainer: {pipeline: [train, adapt]}\n",
      "exp.yaml: runs[0].trainer.adapt.task: stage 'adapt' needs adapt.task, which is not set", []),
     ("bad-tags", "comet tags that are not a list", HEAD + "runs:\n  - comet: {tags: 5}\n",

@@ -5,7 +5,8 @@ experiment folder holds, besides summary.yaml and the job array's script:
 
     search/space.yaml     the layered trainer tree, its sample specs kept: the search space
     search/study.journal  the Optuna study (JournalStorage in a file)
-    search/shared/        hash.txt, env.yaml (and diff.patch) that each job copies into its run folder
+    search/shared/        hash.txt, env.yaml that each job copies into its run folder
+    diff.patch            when the code is dirty, once for the sweep (each hash.txt names it)
     run_000/ ...          made empty here (Slurm writes each task's log into its folder); the job
                           writes config.yaml, exp_i.yaml, run.yaml (trial number) and the rest
 

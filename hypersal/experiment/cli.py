@@ -131,7 +131,7 @@ def code_for(spec: spec_mod.ExperimentSpec, args: argparse.Namespace):
             f" (it ran on {recorded}: --recorded-code reruns it there)" if recorded else ""))
     if args.no_snapshot:
         return repro.CODE_ROOT, None
-    snap = snapshot.collect()
+    snap = snapshot.collect(max_mb=spec.snapshot_max_mb)
     return snap.folder(spec.base_dir), snap
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from hypersal import tree as T, yamlio
-from hypersal.errors import UserError
+from hypersal.errors import UserError, shorten
 from hypersal.log import say
 
 SBATCH = {"cpu": "cpus", "duration": "time"}
@@ -78,7 +78,7 @@ def _split_gpu(sbatch: dict, doc: dict, file, path: tuple) -> None:
     value = sbatch["gpu"]
     kind, _, count = str(value).rpartition(":")
     if isinstance(value, bool) or not count.strip().isdigit():
-        raise UserError(f"cannot read sbatch.gpu {value!r}", file=file, key=T.fmt(path + ("gpu",)),
+        raise UserError(f"cannot read sbatch.gpu {shorten(value)}", file=file, key=T.fmt(path + ("gpu",)),
                         line=yamlio.line_of(doc, path + ("gpu",)), fix="write gpus: N (and gpu_type: TYPE)")
     _rename(sbatch, "gpu", "gpus", doc, file, path)
     sbatch["gpus"] = int(count)

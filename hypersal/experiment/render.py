@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from hypersal.errors import UserError, suggest
+from hypersal.errors import UserError, name_of, suggest
 
 BUILTINS = ("job",)  # what hypersal provides to every template; not user-settable
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -75,12 +75,12 @@ class Template:
         for key in values:
             where["key"] = f"{prefix}.{key}"
             if key in BUILTINS:
-                raise UserError(f"'{key}' is set by hypersal and cannot be an sbatch value",
+                raise UserError(f"'{name_of(key)}' is set by hypersal and cannot be an sbatch value",
                                 fix="rename or remove it", **where)
             if key not in self.variables:
                 used = sorted(self.variables - set(BUILTINS))
                 raise UserError(f"the template {self.path.name} does not use the sbatch value "
-                                f"'{key}', so it would be ignored",
+                                f"'{name_of(key)}', so it would be ignored",
                                 fix=f"use one of: {', '.join(used)}.{suggest(key, used)} Or add "
                                     f"{{{{ {key} }}}} to the template", **where)
 

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from hypersal.experiment import secret
+
 CODE_ROOT = Path(__file__).resolve().parents[2]   # the hypersal checkout
 PACKAGES = ("torch", "torchvision", "numpy", "comet_ml", "jinja2", "pyyaml", "addict", "gitpython")
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
@@ -20,11 +22,16 @@ SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 class GitState:
     commit: str          # "unknown" outside a git checkout
     dirty: bool
-    diff: str            # `git diff HEAD` when dirty
+    diff: str            # `git diff HEAD` when dirty, less the changes of files that look like secrets
     untracked: tuple
 
     def hash_txt(self) -> str:
         return f"{self.commit}\n{'dirty' if self.dirty else 'clean'}\n"
+
+    def patch(self) -> str:
+        """diff.patch: the untracked files' names, then the diff."""
+        untracked = "".join(f"# untracked: {p}\n" for p in self.untracked)
+        return untracked + self.diff + ("\n" if self.diff else "")
 
 
 def git_state(root: Path = CODE_ROOT) -> GitState:
@@ -38,7 +45,8 @@ def git_state(root: Path = CODE_ROOT) -> GitState:
         return GitState("unknown", False, "", ())
     diff = repo.git.diff("HEAD")
     untracked = tuple(repo.untracked_files)
-    return GitState(commit, bool(diff or untracked), diff, untracked)
+    kept, _ = secret.filter_diff(diff)   # the snapshot leaves those files out; so does the diff
+    return GitState(commit, bool(diff or untracked), kept, untracked)
 
 
 def versions() -> dict:

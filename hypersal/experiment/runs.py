@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal.errors import UserError
+from hypersal import urls
+from hypersal.errors import UserError, shorten
 from hypersal.experiment.submit import load_summary
 from hypersal.runfolder import RunFolder
 
@@ -85,7 +86,7 @@ class Sweep:
         search = self.search
         if requested:
             if requested not in self.metric_names():
-                raise UserError(f"no run has the metric {requested!r}", file=self.exp_dir, key="--metric",
+                raise UserError(f"no run has the metric {shorten(requested)}", file=self.exp_dir, key="--metric",
                                 fix="one of: " + ", ".join(self.metric_names() or ["(no run has figures yet)"]))
             if search and requested == search["metric"]:
                 return requested, search["direction"]
@@ -129,10 +130,12 @@ def load(exp_dir: Path) -> Sweep:
 
 
 def comet_url(folder: RunFolder) -> str | None:
+    """comet_url.txt's URL, when it is a web address (the page links it: never a javascript: one)."""
     path = folder.path / "comet_url.txt"
     if not path.is_file():
         return None
-    return path.read_text().strip() or None
+    url = path.read_text().strip()
+    return url if urls.is_web(url) else None
 
 
 def search_results(exp_dir: Path, summary: dict) -> tuple[dict[int, float], str | None]:

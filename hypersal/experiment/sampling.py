@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hypersal import tree as T
-from hypersal.errors import UserError, unknown_name
+from hypersal.errors import UserError, shorten, unknown_name
 
 
 def _is_number(x: Any) -> bool:
@@ -121,7 +121,7 @@ def check_spec(spec: dict, **where) -> None:
                         **where)
     problem = SAMPLERS[name].check(spec["from"])
     if problem:
-        raise UserError(f"sample: {name} {problem}, got {spec['from']!r}",
+        raise UserError(f"sample: {name} {problem}, got {shorten(spec['from'])}",
                         fix="see the sampler table in the README", **where)
 
 

@@ -10,6 +10,7 @@
       repeat: 1            # every run entry is drawn this many times (times its own repeat)
       mode: jobs           # jobs (one sbatch per run) | array (one job array)
       parallelism: null    # at most this many runs at once (an array's %N; the local executor too)
+      snapshot_max_mb: 50  # the code snapshot's limit (hypersal.experiment.snapshot)
     sbatch: {...}          # template values for every run (cpus, mem, gpus, time, ...)
     runs:                  # one entry per run (or per grid combination / repetition)
       - trainer: {...}     # trainer overrides, may hold {sample: ..., from: ...}
@@ -31,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from hypersal import overrides as overrides_mod, schema, search as search_mod, tree as T, yamlio
-from hypersal.errors import UserError
-from hypersal.experiment import omnigan, sampling
+from hypersal.errors import UserError, name_of, shorten
+from hypersal.experiment import omnigan, sampling, snapshot
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
                    "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False,
-                   "search": None},
+                   "search": None, "snapshot_max_mb": float(snapshot.MAX_MB)},
     "sbatch": {},
     "runs": [],
 }
@@ -76,6 +77,7 @@ class ExperimentSpec:
     dev_mode: bool              # omnigan's: a dry run
     no_comet: bool              # omnigan's: every run's comet.mode is disabled
     search: Any                 # experiment.search (hypersal.search.Search), or None
+    snapshot_max_mb: float      # the code snapshot's size limit
     base_dir_where: dict        # where base_dir was set (file, key, line), for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
@@ -87,7 +89,7 @@ class ExperimentSpec:
 def check_name(name: Any, **where) -> str:
     """Names become folder and job names: no path separators, no `..`, no shell specials."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise UserError(f"the name {name!r} cannot be used as a folder name",
+        raise UserError(f"the name {shorten(name)} cannot be used as a folder name",
                         fix="use letters, digits, '.', '_' and '-' only, starting with a letter "
                             "or digit (at most 100 characters)", **where)
     return name
@@ -97,8 +99,14 @@ def _positive_int(value: Any, allow_none: bool = False, **where) -> Any:
     if value is None and allow_none:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"expects a whole number >= 1, got {value!r}", fix="write e.g. 2", **where)
+        raise UserError(f"expects a whole number >= 1, got {shorten(value)}", fix="write e.g. 2", **where)
     return value
+
+
+def _positive_number(value: Any, **where) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise UserError(f"expects a number > 0, got {shorten(value)}", fix="write e.g. 50", **where)
+    return float(value)
 
 
 def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) -> tuple[dict, Path, tuple]:
@@ -116,7 +124,7 @@ def _load_layer(value: Any, base: Path, file: Path, key: str, line: int | None) 
             raise UserError("a trainer config file must hold a mapping", file=path,
                             fix="write keys like `optim: {lr: 0.001}`")
         return layer, path, ()
-    raise UserError(f"expects a file path or a mapping, got {value!r}", file=file, key=key,
+    raise UserError(f"expects a file path or a mapping, got {shorten(value)}", file=file, key=key,
                     line=line, fix="write `config: path/to/config.yaml` or an indented mapping")
 
 
@@ -163,11 +171,11 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
     name = check_name(exp["name"], **where("name"))
     base_dir = Path(T.expand_path(exp["base_dir"], base, **where("base_dir")))
     if exp["mode"] not in MODES:
-        raise UserError(f"unknown mode '{exp['mode']}'", fix=f"use one of: {', '.join(MODES)}",
+        raise UserError(f"unknown mode '{name_of(exp['mode'])}'", fix=f"use one of: {', '.join(MODES)}",
                         **where("mode"))
     if exp["seed"] is not None and (not isinstance(exp["seed"], int) or isinstance(exp["seed"], bool)
                                     or exp["seed"] < 0):
-        raise UserError(f"the seed must be a whole number >= 0, got {exp['seed']!r}",
+        raise UserError(f"the seed must be a whole number >= 0, got {shorten(exp['seed'])}",
                         fix="write e.g. `seed: 0`", **where("seed"))
 
     defaults_file = Path(T.expand_path(exp["defaults"], base, **where("defaults"))) \
@@ -198,6 +206,7 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         rerun_of=exp["rerun_of"], code_snapshot=exp["code_snapshot"],
         dev_mode=exp["dev_mode"], no_comet=exp["no_comet"],
         search=search_mod.check_section(exp["search"], **where("search")) if exp["search"] is not None else None,
+        snapshot_max_mb=_positive_number(exp["snapshot_max_mb"], **where("snapshot_max_mb")),
         base_dir_where=(
             dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
         sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
@@ -220,7 +229,7 @@ def _sbatch(value: Any, file: Path, prefix: tuple, doc: dict) -> dict:
     """Template values: a flat-or-nested mapping whose sample specs must be well formed."""
     value = value or {}
     if not isinstance(value, dict):
-        raise UserError(f"expects a mapping of template values, got {value!r}", file=file,
+        raise UserError(f"expects a mapping of template values, got {shorten(value)}", file=file,
                         key=T.fmt(prefix), line=yamlio.line_of(doc, prefix),
                         fix="write e.g. `sbatch: {cpus: 4, mem: 16G}`")
     for path, spec in sampling.specs(value):
@@ -235,7 +244,7 @@ def _load_run(i: int, entry: Any, spec: ExperimentSpec, doc: dict) -> RunEntry:
     if entry is None:
         entry = {}
     if not isinstance(entry, dict):
-        raise UserError(f"a run entry must be a mapping, got {entry!r}", file=file,
+        raise UserError(f"a run entry must be a mapping, got {shorten(entry)}", file=file,
                         key=T.fmt(prefix), line=line, fix="write `- trainer: {...}`")
     schema.check(entry, RUN_SCHEMA, file=file, prefix=prefix)
     trainer = entry.get("trainer") or {}

@@ -4,13 +4,14 @@
         summary.yaml        seed, files, runs and their sampled values (written last)
         jobs.tsv            one line per submission: run folder, job id (append-only)
         array.sh            array mode: the script submitted for the whole sweep
+        diff.patch          `git diff HEAD` when dirty: once per sweep, each hash.txt names it
         run_000/
             config.yaml     the complete trainer config train.py reads
             exp_0.yaml      a one-run experiment file, every sampled value frozen: rerun it
             exp.sh          the rendered sbatch script
             run.yaml        what train.py needs besides the config: Comet key, tags, note
-            hash.txt        git commit, then "clean" or "dirty", then "code <folder train.py runs from>"
-            diff.patch      `git diff HEAD` when dirty
+            hash.txt        git commit, "clean" or "dirty", "code <folder train.py runs from>", and
+                            "diff <the sweep's diff.patch>" when dirty
             comet_url.txt   the Comet URL, known before the job starts
             env.yaml        who, where, when, with which packages
 """
@@ -21,8 +22,9 @@ import multiprocessing
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
-from hypersal import yamlio
+from hypersal import urls, yamlio
 from hypersal.errors import UserError
 from hypersal.files import probe_writable
 from hypersal.experiment.plan import Plan, Run, render
@@ -31,6 +33,7 @@ from hypersal.experiment.repro import CODE_ROOT, GitState
 
 SUMMARY = "summary.yaml"
 JOBS = "jobs.tsv"
+DIFF = "diff.patch"
 
 
 def check_base_dir(base_dir: Path, **where) -> None:
@@ -69,7 +72,8 @@ def comet_url(run: Run) -> str:
 def comet_url_for(comet: dict, key: str) -> str:
     """The Comet URL of an experiment key, known before the job starts (comet_url.txt)."""
     server, workspace = _comet_server_workspace(comet.get("workspace"))
-    return f"{server}/{workspace or '<workspace>'}/{comet.get('project') or 'general'}/{key}\n"
+    project = comet.get("project") or "general"
+    return f"{server}/{quote(workspace, safe='') if workspace else '<workspace>'}/{quote(project, safe='')}/{key}\n"
 
 
 _COMET_CONFIG: tuple | None = None
@@ -79,10 +83,12 @@ def _comet_server_workspace(workspace: str | None) -> tuple[str, str | None]:
     """Comet's web root and the default workspace, read once, the way comet_ml reads them:
     COMET_* variables, then ./.comet.config, then $COMET_CONFIG or ~/.comet.config ([comet]
     workspace, url_override). Read here rather than through comet_ml, whose import costs a
-    second on every sweep."""
+    second on every sweep. A url_override that is not http(s) is a UserError naming where it was
+    set (it becomes a link on the sweep page)."""
     global _COMET_CONFIG
     if _COMET_CONFIG is None:
         settings = {"workspace": os.environ.get("COMET_WORKSPACE"), "url_override": os.environ.get("COMET_URL_OVERRIDE")}
+        origin = {k: dict(file="the environment", key=f"COMET_{k.upper()}") for k, v in settings.items() if v}
         home = Path(os.environ.get("COMET_CONFIG") or Path.home() / ".comet.config").expanduser()
         for path in (Path(".comet.config"), home):
             parser = configparser.ConfigParser(interpolation=None)
@@ -91,9 +97,12 @@ def _comet_server_workspace(workspace: str | None) -> tuple[str, str | None]:
             except (configparser.Error, OSError, UnicodeDecodeError):
                 continue   # comet_ml would complain when the job starts; the URL is a courtesy
             for key in settings:
-                settings[key] = settings[key] or parser.get("comet", key, fallback=None)
+                if not settings[key] and parser.get("comet", key, fallback=None):
+                    settings[key] = parser.get("comet", key)
+                    origin[key] = dict(file=path.absolute(), key=f"[comet] {key}")
         server = "https://www.comet.com"
         if settings["url_override"]:
+            urls.check(settings["url_override"], **origin["url_override"])
             server = settings["url_override"].split("/clientlib")[0].rstrip("/")
         _COMET_CONFIG = (server, settings["workspace"])
     return _COMET_CONFIG[0], workspace or _COMET_CONFIG[1]
@@ -205,16 +214,18 @@ def write(plan: Plan, git: GitState, env: dict) -> Path:
     copied first (once per distinct code; it stays for the next sweep of the same code)."""
     spec = plan.spec
     where = spec.base_dir_where
+    _comet_server_workspace(None)   # a bad Comet setting is said before anything is written
     check_base_dir(spec.base_dir, **where)
     if plan.snapshot is not None:
         snapshot_mod.materialize(plan.snapshot, spec.base_dir, **where)
     exp_dir = claim_folder(spec.base_dir, spec.name, **where)
     try:
         render(plan, exp_dir)
-        shared = {"hash.txt": git.hash_txt() + f"code {plan.code_dir}\n", "env.yaml": yamlio.dumps(env)}
-        if git.dirty:
-            untracked = "".join(f"# untracked: {p}\n" for p in git.untracked)
-            shared["diff.patch"] = untracked + git.diff + ("\n" if git.diff else "")
+        hash_txt = git.hash_txt() + f"code {plan.code_dir}\n"
+        if git.dirty:   # once for the sweep: a large change copied into every run folder adds up
+            (exp_dir / DIFF).write_text(git.patch(), encoding="utf-8")
+            hash_txt += f"diff {exp_dir / DIFF}\n"
+        shared = {"hash.txt": hash_txt, "env.yaml": yamlio.dumps(env)}
         if plan.search:   # each job writes its run folder when it starts (adaptive.py)
             for run in plan.runs:
                 run.dir.mkdir()

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from hypersal import options
-from hypersal.errors import UserError
+from hypersal.errors import UserError, shorten
 from hypersal.models.decoders import DECODERS, SaliencyOutput
 from hypersal.models.encoder import CHANNELS, Encoder
 from hypersal.models.hypernet import HYPERNETS
@@ -34,7 +34,7 @@ class MainNet(nn.Module):
         kind = DECODERS.get(decoder, key="model.decoder.name")
         self.skip = skip
         if prior and not (isinstance(prior, int) and prior > 0):
-            raise UserError(f"prior {prior!r} must be a number of Gaussian maps (0: none)", key="model.decoder.prior",
+            raise UserError(f"prior {shorten(prior)} must be a number of Gaussian maps (0: none)", key="model.decoder.prior",
                             fix="e.g. 4")
         # Saliency-shaped parameters on the logits (output.*): generated with the decoder.
         self.output = SaliencyOutput(prior) if prior else None

@@ -14,7 +14,7 @@ from torch import nn
 
 from hypersal.data.cache import SplitArrays
 from hypersal.data.provider import BatchAndTaskProvider
-from hypersal.errors import UserError
+from hypersal.errors import UserError, shorten
 from hypersal.models.hyper import HyperSaliency
 from hypersal.stages import stage
 from hypersal.stages.training import all_parameters, model_for
@@ -73,7 +73,7 @@ def new_task_name(job) -> str:
     """adapt.task, the task adapt learns from k pairs: one of the dataset's tasks."""
     name, found = job.cfg.adapt.task, job.dataset().tasks
     if name not in found:
-        raise UserError(f"the new task must be one of the dataset's tasks, got {name!r}", key="adapt.task",
+        raise UserError(f"the new task must be one of the dataset's tasks, got {shorten(name)}", key="adapt.task",
                         fix=f"set adapt.task to one of: {', '.join(found)}")
     return name
 

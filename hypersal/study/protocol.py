@@ -10,14 +10,14 @@ member of a seen family".
 from __future__ import annotations
 
 from hypersal.choices import FAMILY_SIZES
-from hypersal.errors import UserError, unknown_name
+from hypersal.errors import UserError, shorten, unknown_name
 
 
 def members(family: str, which) -> list[str]:
     size = FAMILY_SIZES[family]
     bad = [m for m in which if not (isinstance(m, int) and 0 <= m < size)]
     if bad:
-        raise UserError(f"family {family} has members 0..{size - 1}, not {bad[0]!r}", key="study",
+        raise UserError(f"family {family} has members 0..{size - 1}, not {shorten(bad[0])}", key="study",
                         fix=f"use member numbers from 0 to {size - 1}")
     return [f"{family}-{m}" for m in which]
 
