@@ -5,6 +5,10 @@ template cannot forget to quote: `{{ job.dir }}` with `$(touch x)` in it stays a
 path. A list renders as several quoted words (`exec {{ job.args }}`). The template itself is
 code; values are never code. Undefined variables are errors (StrictUndefined), and so are
 values the user set that the template never reads.
+
+Templates written for omnigan's experiment.py ({{cpu}}, {{gpu}}, {{main_partition}}, {{config}},
+...) get those variables filled as omnigan.TEMPLATE declares; the sbatch values they are made of
+count as used.
 """
 from __future__ import annotations
 
@@ -17,9 +21,15 @@ import jinja2
 from jinja2 import meta
 
 from hypersal.errors import UserError, name_of, suggest
+from hypersal.experiment import omnigan
 
 BUILTINS = ("job",)  # what hypersal provides to every template; not user-settable
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Text(str):
+    """Text hypersal composed itself, checked to be inert, that goes into the script as written
+    (an omnigan template's whole `#SBATCH -p` line, or nothing): never a user's value as such."""
 
 
 def quote(value: Any) -> str:
@@ -29,6 +39,8 @@ def quote(value: Any) -> str:
     bash ANSI-C quoting ($'...'), which keeps the value on one line: inside an #SBATCH
     directive a raw newline would start a new line of shell code.
     """
+    if isinstance(value, Text):
+        return str(value)
     if value is None:
         return "''"
     if isinstance(value, bool):
@@ -64,11 +76,24 @@ class Template:
                                  keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                                  autoescape=False)
         try:
-            self.variables = meta.find_undeclared_variables(env.parse(source))
+            parsed = env.parse(source)
+            self.variables = meta.find_undeclared_variables(parsed)
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as e:
             raise UserError(f"template syntax error: {e.message}", file=self.path, line=e.lineno,
                             fix="check the {{ }} and {% %} tags on that line") from None
+        self.omnigan = omnigan.template_names(self.variables)   # empty: not an omnigan template
+        self._output_folder = omnigan.output_is_folder(source)
+        # What a user may set under `sbatch:`: what the template reads, less what hypersal fills
+        # in, plus the sbatch values the filled variables are made of.
+        self.settable = (self.variables - set(BUILTINS) - self.omnigan) | {
+            key for name in self.omnigan for key in omnigan.TEMPLATE[name].reads}
+        if self.omnigan:
+            lines: dict = {}
+            for node in parsed.find_all(jinja2.nodes.Name):
+                lines.setdefault(node.name, node.lineno)
+            omnigan.check_template(self.path, self.variables, lines)
+            omnigan.note_template(self.path, self.omnigan, lines, reads_job="job" in self.variables)
 
     def check_values(self, values: dict, prefix: str = "sbatch", **where) -> None:
         """Every value the user set must be read by the template (or it would be ignored)."""
@@ -77,16 +102,25 @@ class Template:
             if key in BUILTINS:
                 raise UserError(f"'{name_of(key)}' is set by hypersal and cannot be an sbatch value",
                                 fix="rename or remove it", **where)
-            if key not in self.variables:
-                used = sorted(self.variables - set(BUILTINS))
+            if key in self.omnigan and key not in self.settable:
+                var = omnigan.TEMPLATE[key]
+                does = "renders empty" if var.instead else f"fills in ({var.means})"
+                raise UserError(f"'{key}' is one of omnigan's template variables, which hypersal {does}, "
+                                "so it cannot be an sbatch value",
+                                fix=f"set {', '.join('sbatch.' + k for k in var.reads)} instead" if var.reads
+                                else f"remove it: {var.instead}" if var.instead else "remove it", **where)
+            if key not in self.settable:
+                used = sorted(self.settable)
                 raise UserError(f"the template {self.path.name} does not use the sbatch value "
                                 f"'{name_of(key)}', so it would be ignored",
                                 fix=f"use one of: {', '.join(used)}.{suggest(key, used)} Or add "
                                     f"{{{{ {key} }}}} to the template", **where)
 
     def render(self, values: dict, job: dict, **where) -> str:
+        filled = omnigan.fill(self.omnigan, values, job, self.path.name, self._output_folder, **where)
+        filled = {k: Text(v) if omnigan.TEMPLATE[k].text else v for k, v in filled.items()}
         try:
-            return self._template.render({**values, "job": job})
+            return self._template.render({**values, **filled, "job": job})
         except jinja2.UndefinedError as e:
             raise UserError(f"the template {self.path.name} needs a value: {e.message}",
                             fix="set it under `sbatch:` in the experiment file, or give it a "
