@@ -306,9 +306,11 @@ def test_a_missing_or_empty_journal_is_an_error_and_never_made_again(tmp_path, c
     for command in ("status", "collect", "report"):
         code, _, err = cli(capsys, command, str(exp))
         assert code == 2 and err == f"hypersal: error: {journal}: the search's study journal is missing. {fix}\n"
-    job = train("--trial", str(exp), "--index", "0", check_rc=2)      # a job of the sweep starting
-    no_traceback(job)
-    assert job.stderr.strip().endswith(f"hypersal: error: {journal}: the search's study journal is missing. {fix}")
+    from hypersal.errors import UserError
+    from hypersal.train import trial
+    with pytest.raises(UserError) as job:             # a job of the sweep starting: its trial
+        trial.prepare(exp, 0)
+    assert str(job.value) == f"{journal}: the search's study journal is missing. {fix}"
     assert not journal.exists() and not (exp / "run_000" / "run.yaml").exists()
     for data in (b"", b'{"op_code":0,"worker_id":"w","study_na'):
         journal.write_bytes(data)
