@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from hypersal import yamlio
-from hypersal.errors import UserError
-from hypersal.log import warn
 from hypersal.stagelist import held_out_task
 from hypersal.runfolder import RunFolder
 
@@ -53,14 +51,10 @@ def gather(folders: list[Path]) -> tuple[dict, dict, list]:
     for folder in folders:
         for cfg_path in sorted(Path(folder).glob("run_*/config.yaml")):
             run = RunFolder(cfg_path.parent)
-            try:
-                results = run.results()
-                if run.state().get("state") != "done" or "test" not in results:
-                    continue
-                cfg = yamlio.load(cfg_path)
-            except UserError as e:   # a damaged file: said, and the run left out
-                warn(f"{e} (left out of the tables)")
+            results = run.results()
+            if run.state().get("state") != "done" or "test" not in results:
                 continue
+            cfg = yamlio.load(cfg_path)
             if "fewshot" in cfg["pipeline"] and "fewshot" in results:
                 multitask[variant(cfg)].append({"held_out": held_out_task(cfg), "seed": cfg["seed"],
                                                 "test": results["test"], "fewshot": results["fewshot"],
