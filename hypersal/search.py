@@ -20,7 +20,9 @@ the best its train stage reported (the weights train keeps with restore_best).
 
 Where the study lives: <experiment>/search/study.journal, Optuna's JournalStorage in a file
 (no database server; appends under a file lock, checked here with 8 processes at once). Shared
-file systems that do not honour those locks (some NFS setups) are not supported.
+file systems that do not honour those locks (some NFS setups) are not supported. Every open
+checks the journal and every append repairs a torn end first (hypersal/journal.py); status,
+collect and report read it through `view`, which never writes.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypersal import schema, tree as T
+from hypersal import journal, schema, tree as T
 from hypersal.errors import UserError, name_of, shorten, unknown_name
 from hypersal.experiment import sampling
 
@@ -123,9 +125,28 @@ def distributions(found: dict[str, dict]) -> dict:
     return out
 
 
-def storage(exp_dir: Path):
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-    return JournalStorage(JournalFileBackend(str(Path(exp_dir) / FOLDER / JOURNAL)))
+def journal_path(exp_dir: Path) -> Path:
+    return Path(exp_dir) / FOLDER / JOURNAL
+
+
+MISSING_FIX = ("restore it from a backup: hypersal never makes it again, since a new, empty study would forget "
+               "every trial (each run folder's run.yaml still names its trial and values)")
+
+
+def storage(exp_dir: Path, must_exist: bool = False):
+    """The study's storage, for writing (hypersal.journal): every line checked first, a torn end
+    repaired under the journal's lock. A missing journal is created (as Optuna does) unless
+    `must_exist`: only experiment.py, writing the sweep, makes it."""
+    from optuna.storages.journal import JournalStorage
+    path = journal_path(exp_dir)
+    if not must_exist and not path.exists():
+        return JournalStorage(journal.writer(path))
+    found = journal.check(path, missing_fix=MISSING_FIX, reading=False)
+    backend = journal.writer(path)
+    if found.tail:
+        with journal.locked(backend.lock):
+            journal.repair_tail(path)
+    return journal.replay(found, lambda: JournalStorage(backend))
 
 
 def sampler(search: Search, seed: int, index: int):
@@ -154,7 +175,8 @@ def pruner(search: Search, epochs: int):
 def study(exp_dir: Path, search: Search, found: dict, seed: int, index: int, epochs: int, create: bool = False):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir), sampler=sampler(search, seed, index),
+    kwargs = dict(study_name=STUDY_NAME, storage=storage(exp_dir, must_exist=not create),
+                  sampler=sampler(search, seed, index),
                   pruner=pruner(search, epochs))
     if create:
         created = optuna.create_study(direction=search.direction, **kwargs)
@@ -162,7 +184,7 @@ def study(exp_dir: Path, search: Search, found: dict, seed: int, index: int, epo
             for point in grid_points(found)[:search.trials]:
                 created.enqueue_trial(point)
         return created
-    return optuna.load_study(**kwargs)
+    return _load(exp_dir, **kwargs)
 
 
 def grid_points(found: dict[str, dict]) -> list[dict]:
@@ -177,10 +199,28 @@ def grid_points(found: dict[str, dict]) -> list[dict]:
 
 
 def load(exp_dir: Path):
-    """The study of an experiment folder, for reading (status, collect, optuna-dashboard's view)."""
+    """The study of an experiment folder, to read and write (a script's, a test's)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=STUDY_NAME, storage=storage(exp_dir))
+    return _load(exp_dir, study_name=STUDY_NAME, storage=storage(exp_dir, must_exist=True))
+
+
+def view(exp_dir: Path):
+    """The study, read once and never written (status, collect, report): nothing in the folder
+    changes, not even a torn last line (it is skipped, with a warning)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    found = journal.check(journal_path(exp_dir), missing_fix=MISSING_FIX)
+    return _load(exp_dir, study_name=STUDY_NAME, storage=journal.read_only(found))
+
+
+def _load(exp_dir: Path, **kwargs):
+    import optuna
+    try:
+        return optuna.load_study(**kwargs)
+    except KeyError:   # Optuna's "Record does not exist."
+        raise UserError(f"the journal holds no study named {STUDY_NAME!r}", file=journal_path(exp_dir),
+                        fix=MISSING_FIX) from None
 
 
 def tell(study, number: int, value: float | None = None, pruned: bool = False) -> None:

@@ -7,17 +7,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from hypersal.errors import UserError
-from hypersal.log import say
+from hypersal.log import forget_warnings, say
 from hypersal.experiment import adaptive, collect as collect_mod, executors, plan as plan_mod, repro, snapshot, spec as spec_mod
 from hypersal.experiment import status as status_mod, submit as submit_mod, write as write_mod
 from hypersal.experiment.render import Template
+from hypersal.experiment.table import to_json
 
 DEFAULT_TEMPLATE = repro.CODE_ROOT / "templates" / "sbatch.sh"
 COMMANDS = ("submit", "resume", "status", "cancel", "collect", "report", "upload")
@@ -159,7 +159,7 @@ def run_command(command: str, argv: list[str]) -> int:
         say(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) or '-'}")
     elif command == "collect":
         table, full, csv_path = collect_mod.collect(exp_dir, args.metric, every_column=args.all)
-        print(json.dumps(full, indent=1) if args.json else table)
+        print(to_json(full) if args.json else table)
         say(f"written to {csv_path}")
     elif command == "report":
         from hypersal.experiment import report as report_mod   # plotly: only this command needs it
@@ -188,6 +188,7 @@ def _quiet_executor(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    forget_warnings()
     try:
         if argv and argv[0] in COMMANDS:
             return run_command(argv[0], argv[1:])

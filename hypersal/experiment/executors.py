@@ -92,8 +92,8 @@ class LocalExecutor:
     `parallelism` at once."""
     name = "local"
 
-    def run(self, script: Path, cwd: Path) -> int:
-        env = {**os.environ, "HYPERSAL_EXECUTOR": "local"}
+    def run(self, script: Path, cwd: Path, env: dict | None = None) -> int:
+        env = {**os.environ, "HYPERSAL_EXECUTOR": "local", **(env or {})}
         cpus = re.search(r"^#SBATCH --cpus-per-task=(\d+)\s*$", Path(script).read_text(), re.M)
         if cpus:
             env["HYPERSAL_CPUS"] = cpus.group(1)

@@ -49,7 +49,7 @@ def render(sweep: runs_mod.Sweep, metric: str, how: str, best: int = 3) -> str:
     family = [m for m in runs_mod.HEADLINE_FAMILY if m != metric and any(m in r.figures for r in sweep.runs)]
     counts: dict[str, int] = {}
     for run in sweep.runs:
-        word = run.state.get("state") or "not started"
+        word = "damaged" if run.damaged else run.state.get("state") or "not started"
         counts[word] = counts.get(word, 0) + 1
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = _fmt
@@ -111,11 +111,13 @@ def parcoords(sweep: runs_mod.Sweep, metric: str, how: str, names: dict) -> go.F
 
 def loss_curves(run: runs_mod.Run) -> tuple[str | None, list[dict], list[dict]]:
     """(stage, its `loss` records, its `val_loss` records) from metrics.jsonl."""
-    records = runs_mod.metric_records(run.folder)
+    records = [r for r in runs_mod.metric_records(run.folder, live=run.state.get("state") == "running")
+               if runs_mod.number(r.get("step"))]
     stages = list(dict.fromkeys(r.get("stage") for r in records if "loss" in r))
     stage = "train" if "train" in stages else (stages[0] if stages else None)
     mine = [r for r in records if r.get("stage") == stage]
-    return stage, [r for r in mine if "loss" in r], [r for r in mine if "val_loss" in r]
+    return (stage, [r for r in mine if runs_mod.number(r.get("loss"))],
+            [r for r in mine if runs_mod.number(r.get("val_loss"))])
 
 
 def trailing_mean(values: list[float], n: int = SMOOTH) -> list[float]:
@@ -152,7 +154,8 @@ def curves(sweep: runs_mod.Sweep, top: list[runs_mod.Run]) -> go.Figure:
 
 def card(run: runs_mod.Run) -> dict:
     """A best run: its per-task test metrics and its test pictures (inlined PNGs)."""
-    test = run.folder.results().get("test") or {}
+    test = run.results.get("test")
+    test = test if isinstance(test, dict) else {}
     tasks = {k: v for k, v in test.items() if isinstance(v, dict)}
     metrics = list(dict.fromkeys(m for v in tasks.values() for m in v))
     pictures = []

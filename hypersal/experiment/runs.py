@@ -9,13 +9,15 @@ names another column: the search metric of an adaptive sweep, else the test spli
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypersal import urls
 from hypersal.errors import UserError, shorten
-from hypersal.experiment.submit import load_summary
-from hypersal.runfolder import RunFolder
+from hypersal.experiment.folder import load_summary
+from hypersal.log import warn
+from hypersal.runfolder import Damaged, RunFolder
 
 # Lower is better for these; every other metric is higher-is-better.
 LOWER_IS_BETTER = ("loss", "kld", "mae", "seconds")
@@ -47,9 +49,22 @@ class Run:
     trial: int | None = None
     comet_url: str | None = None
     extra: dict = field(default_factory=dict)   # the search metric's value, by its name
+    results: dict = field(default_factory=dict)  # results.json as it is
+    damaged: dict = field(default_factory=dict)  # {file name: what is wrong with it}
+
+    @property
+    def damage(self) -> str | None:
+        """The run's damaged files in words ("state.json: not JSON ..."), None if none."""
+        return "; ".join(f"{name}: {what}" for name, what in self.damaged.items()) or None
+
+    @property
+    def damaged_files(self) -> str:
+        return ", ".join(self.damaged)
 
     @property
     def state_word(self) -> str:
+        if self.damaged:
+            return "damaged"
         word = self.state.get("state") or "-"
         return f"pruned@{self.state.get('pruned_epoch')}" if word == "pruned" else word
 
@@ -114,19 +129,37 @@ def direction(metric: str) -> str:
 def load(exp_dir: Path) -> Sweep:
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
-    values, best = search_results(exp_dir, summary)
+    study = search_results(exp_dir, summary)
     runs = []
     for entry in summary["runs"]:
         folder = RunFolder(exp_dir / entry["dir"])
-        info = folder.run_info()
-        run = Run(name=entry["dir"], folder=folder, state=folder.state(),
+        damaged: dict[str, str] = {}
+        info = _read(folder.run_info, folder.run_yaml, damaged)
+        results = _read(folder.results, folder.results_file, damaged)
+        run = Run(name=entry["dir"], folder=folder, state=_read(folder.state, folder.state_file, damaged),
                   # an adaptive sweep's values are drawn when its job starts: run.yaml has them
                   sampled=info.get("sampled") or entry.get("sampled") or {},
-                  figures=figures(folder.results()), trial=info.get("trial"), comet_url=comet_url(folder))
-        if summary.get("search") and run.trial in values:
-            run.extra[summary["search"]["metric"]] = values[run.trial]
+                  figures=figures(results), trial=info.get("trial"), comet_url=comet_url(folder),
+                  results=results, damaged=damaged)
+        if study is not None and run.trial is not None:
+            if run.trial in study.values:
+                run.extra[summary["search"]["metric"]] = study.values[run.trial]
+            elif run.trial not in study.numbers:
+                warn(f"{run.name} ran trial {run.trial}, which the study ({study.path}) does not hold: "
+                     "its journal has lost entries")
         runs.append(run)
-    return Sweep(exp_dir, summary, runs, best)
+    return Sweep(exp_dir, summary, runs, study.best if study else None)
+
+
+def _read(read, path: Path, damaged: dict) -> dict:
+    """read(), or {} with a warning (and the file noted as damaged) when the file is damaged."""
+    try:
+        return read()
+    except Damaged as e:
+        warn(f"{path}: damaged: {e.what}; the run is shown as damaged (restore the file from a backup, or move "
+             "it aside)")
+        damaged[path.name] = e.what
+        return {}
 
 
 def comet_url(folder: RunFolder) -> str | None:
@@ -134,28 +167,38 @@ def comet_url(folder: RunFolder) -> str | None:
     path = folder.path / "comet_url.txt"
     if not path.is_file():
         return None
-    url = path.read_text().strip()
+    url = path.read_bytes().decode("utf-8", errors="replace").strip()
     return url if urls.is_web(url) else None
 
 
-def search_results(exp_dir: Path, summary: dict) -> tuple[dict[int, float], str | None]:
-    """An adaptive sweep's study, read once: {trial number: its value (finished) or last reported
-    value (pruned)}, and its best trial so far in words. ({}, None) for a plain sweep."""
+@dataclass
+class StudyResults:
+    path: Path
+    values: dict[int, float]     # trial number: its value (finished) or last reported value (pruned)
+    numbers: set[int]            # every trial the study holds
+    best: str                    # the best trial so far, in words
+
+
+def search_results(exp_dir: Path, summary: dict) -> StudyResults | None:
+    """An adaptive sweep's study, read once and never written; None for a plain sweep."""
     if "search" not in summary:
-        return {}, None
+        return None
     from hypersal import search as search_mod
-    study = search_mod.load(exp_dir)
-    values = {}
+    study = search_mod.view(exp_dir)
+    values, numbers = {}, set()
     for trial in study.get_trials(deepcopy=False):
+        numbers.add(trial.number)
         if trial.value is not None:
             values[trial.number] = float(trial.value)
         elif trial.intermediate_values:
             values[trial.number] = float(trial.intermediate_values[max(trial.intermediate_values)])
+    out = StudyResults(search_mod.journal_path(exp_dir), values, numbers, "none yet (no trial has finished)")
     try:
         best = study.best_trial
     except (ValueError, KeyError):     # no trial finished yet
-        return values, "none yet (no trial has finished)"
-    return values, f"trial {best.number}, {summary['search']['metric']} {best.value:.6g}"
+        return out
+    out.best = f"trial {best.number}, {summary['search']['metric']} {best.value:.6g}"
+    return out
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -172,19 +215,40 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return out
 
 
-def metric_records(folder: RunFolder, whole: bool = True) -> list[dict]:
-    """metrics.jsonl as records; `whole=False` reads only its last 64 KB (status, many times)."""
+def number(value) -> bool:
+    """A figure a table or a curve can use (metrics.jsonl is read as it is: a line may hold anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric_records(folder: RunFolder, whole: bool = True, live: bool = False) -> list[dict]:
+    """metrics.jsonl as records (mappings); `whole=False` reads only its last 64 KB (status,
+    many times). A line that is not a JSON mapping is skipped with one warning per file: a torn
+    last line (a job killed mid-write) too, unless the run is `live` (that line may be being
+    written now)."""
     path = folder.metrics
-    if not path.is_file():
+    try:
+        with open(path, "rb") as f:
+            start = 0 if whole else max(0, f.seek(0, 2) - TAIL_BYTES)
+            f.seek(start)
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError):
         return []
-    with open(path, "rb") as f:
-        if not whole:
-            f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
-        text = f.read().decode("utf-8", errors="replace")
-    records = []
-    for line in text.splitlines():
+    lines = data.split(b"\n")
+    torn = lines.pop()
+    if start:
+        lines = lines[1:]     # the tail's first line, cut by the seek
+    records, bad = [], []
+    for number, raw in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:   # the tail's first, cut line, or one being written
-            continue
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif raw.strip():
+            bad.append(number)
+    if bad or (torn.strip() and not live):
+        where = f"line {bad[0]}" if bad and whole else "near its end" if bad else "its last line"
+        count = len(bad) + (1 if torn.strip() and not live else 0)
+        warn(f"{path}: skipping {count} torn or damaged line{'s' * (count > 1)} ({where}: not a JSON mapping)")
     return records

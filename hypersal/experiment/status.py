@@ -3,21 +3,20 @@ what train.py wrote into the run folder (state.json, the tail of metrics.jsonl),
 sacct. `status --watch` redraws the table until every run has ended."""
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 from hypersal import yamlio
 from hypersal.experiment import runs as runs_mod
-from hypersal.experiment.runs import Sweep, metric_records, short_names
+from hypersal.errors import UserError
+from hypersal.experiment.runs import Sweep, metric_records, number, short_names
 from hypersal.progress import fmt_duration
 from hypersal.experiment.executors import QueueEntry, SubmitError
-from hypersal.experiment.submit import read_jobs
+from hypersal.experiment.folder import read_jobs
 from hypersal.experiment.table import format_table
 from hypersal.log import say
-from hypersal.runfolder import RunFolder
+from hypersal.runfolder import RunFolder, running_here
 
 
 def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_known: bool = True) -> str:
@@ -27,7 +26,7 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
     again = f" (requeued {requeues}x)" if requeues else ""
     if job is None:
         # The local executor records a run once it has ended: one running now is not yet recorded.
-        return "running" if state.get("state") == "running" and _alive_here(state) else "not submitted"
+        return "running" if state.get("state") == "running" and running_here(state) else "not submitted"
     if not queue_known and state.get("state") in (None, "running", "requeued"):
         return f"unknown (squeue failed; its folder says {state.get('state') or 'nothing yet'})"
     if queued is not None:
@@ -36,7 +35,7 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
             word += f" ({queued.reason})"
         return word + again
     saved = state.get("state")
-    if saved == "running" and job == "local" and _alive_here(state):   # rerun by `submit`, here
+    if saved == "running" and job == "local" and running_here(state):   # rerun by `submit`, here
         return "running"
     if saved == "pruned":
         return f"pruned at epoch {state.get('pruned_epoch', '?')}" + again
@@ -67,7 +66,9 @@ def rows(sweep: Sweep, executor) -> list[dict]:
             "run": run.name, "job": job or "-",
             # an adaptive sweep's trials: their numbers and values
             **({"trial": "-" if run.trial is None else run.trial, metric: run.extra.get(metric, "-")} if metric else {}),
-            "status": run_status(job, queue.get(job), run.state, queue_known),
+            # which file, in the table; what is wrong with it, in the warning above it
+            "status": f"damaged ({run.damaged_files})" if run.damaged else run_status(job, queue.get(job), run.state,
+                                                                                      queue_known),
             "stage": run.state.get("stage") or "-",
             "progress": run.state.get("progress") or "-",
             **latest(run.folder, run.state),
@@ -77,22 +78,12 @@ def rows(sweep: Sweep, executor) -> list[dict]:
     return [{names.get(k, k): v for k, v in row.items()} for row in out]
 
 
-def _alive_here(state: dict) -> bool:
-    """A run of the local executor still running: its process lives on this machine."""
-    if state.get("host") != socket.gethostname() or not state.get("pid"):
-        return False
-    try:
-        os.kill(int(state["pid"]), 0)
-    except (ProcessLookupError, PermissionError, ValueError):
-        return False
-    return True
-
-
 def latest(folder: RunFolder, state: dict) -> dict:
     """The latest training loss and the running stage's ETA, from the tail of metrics.jsonl:
     the rate between its first and last loss records of that stage, against the stage's
-    epochs x steps_per_epoch in config.yaml."""
-    records = [r for r in metric_records(folder, whole=False) if "loss" in r]
+    epochs x steps_per_epoch in config.yaml. A figure that is not a number is passed over."""
+    records = [r for r in metric_records(folder, whole=False, live=state.get("state") == "running")
+               if number(r.get("loss")) and number(r.get("step")) and number(r.get("time"))]
     if not records:
         return {"loss": "-", "eta": "-"}
     last = records[-1]
@@ -105,7 +96,7 @@ def latest(folder: RunFolder, state: dict) -> dict:
     try:
         section = yamlio.load(folder.config).get(stage) or {}
         total = int(section["epochs"]) * int(section["steps_per_epoch"])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (UserError, AttributeError, KeyError, TypeError, ValueError):   # the ETA is a courtesy
         return out
     if last["step"] > first["step"] and last["time"] > first["time"]:
         rate = (last["step"] - first["step"]) / (last["time"] - first["time"])

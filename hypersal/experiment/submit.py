@@ -15,12 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hypersal import yamlio
-from hypersal.errors import UserError
 from hypersal.experiment.executors import LocalExecutor, SlurmExecutor, SubmitError
+from hypersal.experiment.folder import load_summary, read_jobs   # noqa: F401 (read from here by others)
+from hypersal.experiment.lock import submitting
 from hypersal.experiment.plan import array_spec
 from hypersal.experiment.repro import CODE_ROOT
 from hypersal.experiment.write import JOBS, SUMMARY
-from hypersal.runfolder import RunFolder
+from hypersal.log import warn
+from hypersal.runfolder import Damaged, RunFolder, running_here
 
 
 class SweepSubmitError(Exception):
@@ -46,26 +48,6 @@ def limit_of(reason: str) -> str | None:
     return next((what for words, what in LIMITS if any(w in reason for w in words)), None)
 
 
-def load_summary(exp_dir: Path) -> dict:
-    path = Path(exp_dir) / SUMMARY
-    if not path.is_file():
-        raise UserError("not an experiment folder (no summary.yaml)", file=exp_dir,
-                        fix="pass the folder experiment.py printed, <base_dir>/<name>")
-    return yamlio.load(path)
-
-
-def read_jobs(exp_dir: Path) -> dict[str, str]:
-    """{run folder name: job id} of every submission so far (the last one wins)."""
-    jobs = {}
-    path = Path(exp_dir) / JOBS
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if "\t" in line:
-                run, job = line.split("\t", 1)
-                jobs[run] = job
-    return jobs
-
-
 def _record(exp_dir: Path, lines: list[tuple[str, str]]) -> None:
     with open(exp_dir / JOBS, "a", encoding="utf-8") as f:
         f.write("".join(f"{run}\t{job}\n" for run, job in lines))
@@ -74,7 +56,7 @@ def _record(exp_dir: Path, lines: list[tuple[str, str]]) -> None:
 
 def pending_runs(exp_dir: Path, summary: dict) -> list[dict]:
     done = read_jobs(exp_dir)
-    return [r for r in summary["runs"] if r["dir"] not in done]
+    return [r for r in summary["runs"] if r["dir"] not in done and not _started(exp_dir, r)]
 
 
 def unfinished_runs(exp_dir: Path, summary: dict, executor) -> list[dict]:
@@ -83,7 +65,23 @@ def unfinished_runs(exp_dir: Path, summary: dict, executor) -> list[dict]:
     jobs = read_jobs(exp_dir)
     queue = executor.queue()
     return [r for r in summary["runs"] if r["dir"] in jobs and jobs[r["dir"]] not in queue
-            and RunFolder(exp_dir / r["dir"]).state().get("state") != "done"]
+            and not _started(exp_dir, r, unless="done")]
+
+
+def _started(exp_dir: Path, run: dict, unless: str | None = None) -> bool:
+    """Whether the run must not be started now: its train.py runs on this machine (started by
+    a submitter that was killed, or by hand), or its state.json is damaged (done or not cannot
+    be told); with `unless`, also when its state is that."""
+    folder = RunFolder(exp_dir / run["dir"])
+    try:
+        state = folder.state()
+    except Damaged as e:
+        warn(f"{run['dir']} is not started: {e}")
+        return True
+    if running_here(state):
+        warn(f"{run['dir']} is not started: it is running already (pid {state['pid']} on this machine)")
+        return True
+    return unless is not None and state.get("state") == unless
 
 
 def follow(exp_dir: Path, executor, poll_s: float | None = None) -> list[tuple[str, str]]:
@@ -109,19 +107,21 @@ def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]
     (experiment.py resume), the unfinished runs instead: each resumes from its checkpoint."""
     exp_dir = Path(exp_dir)
     summary = load_summary(exp_dir)
-    todo = unfinished_runs(exp_dir, summary, executor) if again else pending_runs(exp_dir, summary)
-    if not todo:
-        what = "done or still queued" if again else f"submitted already (see {JOBS})"
-        print(f"hypersal: every run of {exp_dir} is {what}", file=sys.stderr)
-        return []
-    try:
-        if isinstance(executor, LocalExecutor):
-            return _run_locally(exp_dir, todo, executor, summary.get("parallelism"))
-        if summary["mode"] == "array":
-            return _submit_array(exp_dir, summary, todo, executor)
-        return _submit_jobs(exp_dir, summary, todo, executor)
-    finally:
-        _summary_job_ids(exp_dir, summary)
+    with submitting(exp_dir):   # decided and started by one submitter at a time
+        read_jobs(exp_dir, strict=True)   # a damaged line: which run it records cannot be told
+        todo = unfinished_runs(exp_dir, summary, executor) if again else pending_runs(exp_dir, summary)
+        if not todo:
+            what = "done or still queued" if again else f"submitted already (see {JOBS})"
+            print(f"hypersal: every run of {exp_dir} is {what}", file=sys.stderr)
+            return []
+        try:
+            if isinstance(executor, LocalExecutor):
+                return _run_locally(exp_dir, todo, executor, summary)
+            if summary["mode"] == "array":
+                return _submit_array(exp_dir, summary, todo, executor)
+            return _submit_jobs(exp_dir, summary, todo, executor)
+        finally:
+            _summary_job_ids(exp_dir, summary)
 
 
 def _summary_job_ids(exp_dir: Path, summary: dict) -> None:
@@ -203,8 +203,11 @@ def _submit_array(exp_dir: Path, summary: dict, todo: list[dict], executor: Slur
     return done
 
 
-def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor, parallelism: int | None = None):
-    """Each run's exp.sh on this machine, `parallelism` of them at once (one when unset)."""
+def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor, summary: dict):
+    """Each run's exp.sh on this machine, `parallelism` of them at once (one when unset). An
+    adaptive sweep's run folders stay empty until their job starts: each of its runs is the
+    sweep's array.sh, given the run's index as Slurm gives an array task its id."""
+    parallelism = summary.get("parallelism")
     lock = threading.Lock()
     codes: dict[str, int] = {}
 
@@ -213,7 +216,11 @@ def _run_locally(exp_dir: Path, todo: list[dict], executor: LocalExecutor, paral
         with lock:
             print(f"hypersal: [{k}/{len(todo)}] running {run['dir']} here (log: {run_dir / 'local.out'})",
                   file=sys.stderr, flush=True)
-        code = executor.run(run_dir / "exp.sh", cwd=run_dir)
+        if "search" in summary:
+            code = executor.run(exp_dir / "array.sh", cwd=run_dir,
+                                env={"SLURM_ARRAY_TASK_ID": str(run["index"]), "HYPERSAL_ARRAY_OFFSET": "0"})
+        else:
+            code = executor.run(run_dir / "exp.sh", cwd=run_dir)
         with lock:
             # Recorded once it ended: a sweep interrupted here reruns this run on `submit`
             # (train.py resumes from its checkpoint).

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from typing import Any
 
 
@@ -39,3 +41,19 @@ def to_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def finite(value: Any) -> Any:
+    """NaN and the infinities as None, everywhere in a tree: JSON has no word for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(rows: list[dict]) -> str:
+    """Strict JSON (a NaN figure, a diverged loss, is null), which every JSON reader accepts."""
+    return json.dumps(finite(rows), indent=1, allow_nan=False)

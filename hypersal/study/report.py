@@ -12,7 +12,6 @@ differences are paired record by record.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 from hypersal import stats, yamlio
 from hypersal.data.families import family_of
 from hypersal.errors import UserError
+from hypersal.log import warn
+from hypersal.runfolder import RunFolder, read_mapping
 from hypersal.study.arms import ARMS, FINETUNE_ARMS, HNET_ARMS
 from hypersal.study.protocol import budget_key, parse_key, parse_tried
 
@@ -38,13 +39,18 @@ def load(sweeps: list[Path]) -> tuple[list[dict], dict[str, float]]:
     studies, refs = [], {}
     for sweep in sweeps:
         for run in sorted(Path(sweep).glob("run_*")):
-            if (run / "study.json").is_file():
-                record = json.loads((run / "study.json").read_text())
-                if "groups" in record:                   # a finished run
-                    record["seed"] = yamlio.load(run / "config.yaml")["seed"]
-                    studies.append(record)
-            elif (run / "results.json").is_file():
-                test = json.loads((run / "results.json").read_text()).get("test", {})
+            try:
+                if (run / "study.json").is_file():
+                    record = read_mapping(run / "study.json")
+                    if "groups" in record:                   # a finished run
+                        record["seed"] = yamlio.load(run / "config.yaml")["seed"]
+                        studies.append(record)
+                    continue
+                test = RunFolder(run).results().get("test", {})
+            except (UserError, KeyError, TypeError) as e:   # a damaged file: said, and the run left out
+                warn(f"{run}: {e} (left out of the tables)")
+                continue
+            if isinstance(test, dict):
                 for task, row in test.items():
                     if family_of(task) and isinstance(row, dict) and "cc" in row:
                         refs.setdefault(task, []).append(row["cc"])

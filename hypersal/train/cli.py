@@ -24,7 +24,7 @@ from hypersal import config as config_mod, options, stagelist
 from hypersal.errors import UserError
 from hypersal.files import probe_writable
 from hypersal.log import say, set_rank
-from hypersal.runfolder import RunFolder
+from hypersal.runfolder import Damaged, RunFolder
 from hypersal.tracking import Tracker
 from hypersal.train import distributed, pipeline, signals, trial
 from hypersal.train.trial import Pruned
@@ -114,6 +114,12 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
     """The config and the stage list, before anything opens; the error goes to state.json too
     (so `experiment.py status` can say why the run failed)."""
     check_writable(folder)
+    try:   # read without it, every finished stage would run again: said, and the file left as it is
+        folder.state()
+    except Damaged as e:
+        e.fix = ("restore it from a backup, or delete it to run every stage again (a stage's checkpoints "
+                 "are kept: an unfinished stage resumes where it was)")
+        raise
     try:
         cfg = config_mod.load(path, cli=cli)
         stagelist.check(list(cfg.pipeline), skip, cfg)
