@@ -27,7 +27,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="experiment.py", description="Plan, write and submit a sweep of training runs.",
         epilog=f"Other commands: {', '.join(c + ' DIR' for c in COMMANDS)} (e.g. "
-               "`experiment.py status ~/runs/demo`).")
+               "`experiment.py status ~/runs/demo`); `experiment.py schema [--trainer]`: the JSON Schema "
+               "of the experiment file, for editors.")
     p.add_argument("--experiment", "-e", required=True, help="the experiment YAML file")
     p.add_argument("--template", "-t", default=str(DEFAULT_TEMPLATE),
                    help="the Jinja sbatch template (default: templates/sbatch.sh)")
@@ -135,6 +136,18 @@ def code_for(spec: spec_mod.ExperimentSpec, args: argparse.Namespace):
     return snap.folder(spec.base_dir), snap
 
 
+def schema_command(argv: list[str]) -> int:
+    """The JSON Schema of the experiment file (or, with --trainer, of a trainer config) on stdout,
+    for editors: see hypersal/editor_schema.py."""
+    p = argparse.ArgumentParser(prog="experiment.py schema", description=schema_command.__doc__)
+    p.add_argument("--trainer", action="store_true", help="the schema of a trainer config (config.yaml)")
+    args = p.parse_args(argv)
+    from hypersal import editor_schema
+    doc = editor_schema.trainer_document() if args.trainer else editor_schema.experiment_document()
+    sys.stdout.write(editor_schema.dumps(doc))
+    return 0
+
+
 def run_command(command: str, argv: list[str]) -> int:
     args = folder_parser(command).parse_args(argv)
     exp_dir = args.dir.absolute()
@@ -190,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     forget_warnings()
     try:
+        if argv and argv[0] == "schema":
+            return schema_command(argv[1:])
         if argv and argv[0] in COMMANDS:
             return run_command(argv[0], argv[1:])
         return run_sweep(sweep_parser().parse_args(argv), argv)
