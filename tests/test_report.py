@@ -126,6 +126,16 @@ def test_the_report_of_the_demo_draws_in_a_real_browser(demo, chromium, tmp_path
     lrs = chromium.execute_script(
         "return Array.from(document.querySelectorAll('#runs tbody tr')).map(r => Number(r.cells[3].dataset.sort))")
     assert lrs == sorted(lrs)
+    # Every link is a web page (Comet) or a file: nothing a click would run. The file links are
+    # clicked (the web ones would leave this offline machine) and open file: pages.
+    hrefs = chromium.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    assert hrefs and all(h.split(":")[0] in ("http", "https", "file") for h in hrefs), hrefs
+    files = sorted({h for h in hrefs if h.startswith("file:") and "#" not in h})
+    assert files                                                       # the run folders at least
+    for href in files:
+        chromium.find_element("css selector", f"a[href='{href[len(page.parent.as_uri()) + 1:]}']").click()
+        assert chromium.current_url.startswith("file:"), chromium.current_url
+        chromium.back()
     shot = browser.screenshot(chromium, tmp_path / "report.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
