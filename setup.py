@@ -28,7 +28,7 @@ setup(
         # cv2.saliency (spectral residual, fine grained) for task synthesis. The *contrib* build:
         # a package pulling plain opencv-python-headless would overwrite it, and cv2.saliency with it.
         "opencv-contrib-python-headless>=4.8",
-        # Adaptive sweeps (hypersal/search.py): samplers, pruners, ask-and-tell, and the journal
+        # Adaptive sweeps (hypersal/search/__init__.py): samplers, pruners, ask-and-tell, and the journal
         # storage in a file (optuna.storages.journal.JournalFileBackend, new in 4.0).
         "optuna>=4.0",
         # The benchmarks' .mat fixation files (hypersal.data.convert: SALICON, CAT2000).

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hypersal import metrics
+from hypersal.evaluation import metrics
 from hypersal.data import synth
 
 

@@ -70,6 +70,21 @@ def map_leaves(tree: Any, fn: Callable[[KeyPath, Any], Any], prefix: KeyPath = (
     return fn(prefix, tree)
 
 
+def line_of(tree: Any, key_path: tuple) -> int | None:
+    """The line where `key_path` (a tuple of keys / indices) was written; for a key that is
+    not there, the line of the deepest part of the path that is."""
+    line, node = getattr(tree, "line", None), tree
+    for key in key_path:
+        lines = getattr(node, "lines", None)
+        try:
+            line = lines[key] if lines is not None else line
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+
 PATH_SUFFIXES = ("_dir", "_path", "_file")
 _VAR = re.compile(r"\$(\w+)|\$\{([^}]+)\}")
 
@@ -101,8 +116,6 @@ def expand_path(value: Any, base_dir: Path, **where) -> Any:
 
 def expand_paths(tree: Any, base_dir: Path, file=None, prefix: KeyPath = ()) -> Any:
     """expand_path on every value whose key marks a path; `prefix` names the tree in errors."""
-    from hypersal.yamlio import line_of
-
     def fix(path: KeyPath, value: Any) -> Any:
         if not path or not is_path_key(path[-1]):
             return value

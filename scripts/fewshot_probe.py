@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hypersal import schema, yamlio
+from hypersal import yamlio
+from hypersal.config import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -59,3 +59,25 @@ def slurm():
             pytest.fail(message)
         pytest.skip(message)
     return os.environ.get("SLURM_CONF")
+
+
+# The tiers. `pytest -m "not slow"` is the developers' fast loop (README: under 2 minutes on 2
+# cores): no Slurm, no browser, no training of more than a few steps. The full suite (what CI
+# and the README's test command run) is every test. Slow: whatever uses the Slurm cluster or the
+# demo sweep, the modules that train end to end, and the few long tests elsewhere (each measured
+# over ~4 s on the 2-core machine, 2026-12-01).
+SLOW_MODULES = {"test_pipeline", "test_preemption", "test_distributed", "test_benchmarks", "test_fewshot_study",
+                "test_search", "test_runs", "test_limits", "test_submitted", "test_report", "test_faults",
+                "test_train_cli", "test_damaged"}
+SLOW_TESTS = {"test_the_interval_covers_the_truth_and_narrows_with_more_families",
+              "test_compiled_model_equals_eager_and_never_recompiles_across_tasks",
+              "test_an_omnigan_template_and_experiment_file_run_on_slurm"}
+SLOW_FIXTURES = {"slurm", "demo"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if (module in SLOW_MODULES or item.originalname in SLOW_TESTS
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slurm")):
+            item.add_marker(pytest.mark.slow)

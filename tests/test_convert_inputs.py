@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat, savemat
 
+from helpers import disk
 from helpers import benchmarks
 from helpers.cli import PYTHON, ROOT
 from hypersal.data import convert
@@ -455,16 +456,9 @@ def test_ctrl_c_midway_leaves_nothing(capsys, tmp_path, src, monkeypatch):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MB tmpfs: a real disk that fills or turns read-only (root only; CI runs as root)."""
-    if os.geteuid() != 0:
-        if os.environ.get("HYPERSAL_REQUIRE_SLURM") == "1":
-            pytest.fail("the disk tests need root (mount -t tmpfs)")
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    """A 4 MB tmpfs: a real disk that fills or turns read-only."""
+    with disk.tmpfs(tmp_path / "disk", 4) as folder:
+        yield folder
 
 
 @pytest.mark.parametrize("case", ["read-only", "full"])

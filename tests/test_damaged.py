@@ -275,7 +275,7 @@ MID = {   # what replaces line 6 of the journal: (bytes, what the error says)
 
 def test_a_damaged_journal_line_in_the_middle_is_an_error_naming_the_line(tmp_path, capsys):
     from hypersal.errors import UserError
-    from hypersal.train import trial
+    from hypersal.runner import trial
     exp, journal = study_with_trials(tmp_path)
     lines = journal.read_bytes().splitlines(keepends=True)
     before = None
@@ -307,7 +307,7 @@ def test_a_missing_or_empty_journal_is_an_error_and_never_made_again(tmp_path, c
         code, _, err = cli(capsys, command, str(exp))
         assert code == 2 and err == f"hypersal: error: {journal}: the search's study journal is missing. {fix}\n"
     from hypersal.errors import UserError
-    from hypersal.train import trial
+    from hypersal.runner import trial
     with pytest.raises(UserError) as job:             # a job of the sweep starting: its trial
         trial.prepare(exp, 0)
     assert str(job.value) == f"{journal}: the search's study journal is missing. {fix}"

@@ -18,6 +18,7 @@ from hypersal.runfolder import RunFolder
 from hypersal.tracking import Tracker, read_metrics
 from hypersal.train.checkpoint import load
 
+from helpers import disk
 from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, train
 
 STEPS = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 4, "val_batches": 1, "val_batch_size": 4,
@@ -91,16 +92,9 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_restart(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 64 MB tmpfs: a real disk that can be filled (root only; CI runs as root)."""
-    if os.geteuid() != 0:
-        if os.environ.get("HYPERSAL_REQUIRE_SLURM") == "1":
-            pytest.fail("the disk-full tests need root (mount -t tmpfs)")
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    """A 64 MB tmpfs: a real disk that can be filled."""
+    with disk.tmpfs(tmp_path / "disk", 64) as folder:
+        yield folder
 
 
 def fill(disk: Path, leave_bytes: int) -> Path:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hypersal import options
+from hypersal.config import options
 from hypersal import yamlio
 from hypersal.config import Config
 from hypersal.errors import UserError
@@ -57,7 +57,7 @@ def test_a_learned_start_is_a_shared_parameter_and_new_tasks_begin_there():
 
 
 def test_the_count_of_trained_tasks_survives_a_save_and_load(tmp_path):
-    from hypersal.train.job import build_model
+    from hypersal.runner.job import build_model
     mnet = dict(cutoff=7, width=8, skip=4, prior=2, decoder="light", weights=None)
     args = dict(mnet=mnet, task_names=["t0", "t1", "t2"], hypernet_options=dict(
         embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4), per_task_bn=False)

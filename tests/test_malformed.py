@@ -104,7 +104,7 @@ CASES = [
      "exp.yaml:4: sbatch.gpu: cannot read sbatch.gpu 'two'. Fix: write gpus: N (and gpu_type: TYPE)", []),
     ("omnigan-and-new-spelling", "cpu and cpus both set", HEAD + "sbatch: {cpu: 2, cpus: 4}\n" + GOOD_RUNS,
      "exp.yaml:4: sbatch.cpu: both cpu (omnigan's spelling) and cpus are set. Fix: keep cpus only", []),
-    # Allowed values, checked on the login node (hypersal/choices.py), not hours later on the node.
+    # Allowed values, checked on the login node (hypersal/config/choices.py), not hours later on the node.
     ("unknown-metric", "a misspelt test metric", HEAD + "runs:\n  - trainer:\n      test: {metrics: [cc, auc_jud]}\n",
      "exp.yaml:6: runs[0].trainer.test.metrics: unknown metric 'auc_jud'. Fix: use one of: auc_borji, "
      "auc_judd, cc, fbeta, info_gain, kld, mae, nss, sauc, sim. Did you mean 'auc_judd'?", []),
@@ -199,7 +199,7 @@ CASES = [
      "command line: cannot read the override 'trainer.train.epochs'", ["trainer.train.epochs"]),
     ("override-sbatch-not-in-template", "an sbatch value the template does not use", HEAD + GOOD_RUNS,
      "command line: sbatch.gpuz: the template sbatch.sh does not use the sbatch value 'gpuz'", ["sbatch.gpuz=1"]),
-    # Ranges and the rules between options (hypersal/options.py): refused on the login node, not
+    # Ranges and the rules between options (hypersal/config/options.py): refused on the login node, not
     # after the queue wait.
     ("negative-lr", "a learning rate below zero", HEAD + "runs:\n  - trainer: {train: {optim: {lr: -0.01}}}\n",
      "exp.yaml:5: runs[0].trainer.train.optim.lr: must be > 0, got -0.01. Fix: use a value > 0", []),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hypersal import metrics as M
+from hypersal.evaluation import metrics as M
 
 
 def rand_map(seed: int, shape=(24, 32)) -> np.ndarray:

@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     from pysaliency.metrics import CC, MIT_KLDiv, NSS, SIM
     from pysaliency.roc import general_roc
 
-from hypersal import metrics as M
+from hypersal.evaluation import metrics as M
 
 CASES = range(12)
 

@@ -1,4 +1,4 @@
-"""Every declared range and rule (hypersal/options.py) is applied on both sides: by experiment.py
+"""Every declared range and rule (hypersal/config/options.py) is applied on both sides: by experiment.py
 on the login node (its plan, before anything is written) and by train.py (its check of
 config.yaml before any stage starts). Enumerated from the declarations, so a new rule is
 tested the moment it is declared; each case names the key in both error messages."""
@@ -11,11 +11,12 @@ import re
 import pytest
 import yaml
 
-from hypersal import options, schema, tree as T, yamlio
+from hypersal import tree as T, yamlio
+from hypersal.config import options, schema
 from hypersal.experiment import cli as experiment_cli
-from hypersal.options import RANGES, RULES
+from hypersal.config.options import RANGES, RULES
 from hypersal.runfolder import RunFolder
-from hypersal.train import cli as train_cli
+from hypersal.runner import cli as train_cli
 from helpers.cli import TINY_TRAINER
 
 DEFAULTS = yamlio.load(schema.DEFAULTS_FILE)

@@ -141,7 +141,7 @@ def test_run_stage_writes_a_map_per_image_at_its_size(full_run):
 def test_exported_mnet_gives_the_hnet_path_maps(full_run):
     folder, _ = full_run
     images_dir = Path(json.loads((folder / "results.json").read_text())["run"]["images_dir"])
-    from hypersal.train.job import build_model
+    from hypersal.runner.job import build_model
     saved = load(folder / "models" / "after_adapt.pt")
     args = {**saved["args"], "mnet": {**saved["args"]["mnet"], "weights": None, "weights_path": None}}
     model = build_model(args)

@@ -12,7 +12,7 @@ from hypersal.data.provider import MultitaskBatchProvider
 from hypersal.errors import UserError
 from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.stages import STAGES
-from hypersal.stagelist import NEEDS
+from hypersal.config.stagelist import NEEDS
 from hypersal.tracking import Tracker
 from hypersal.train import actions as A
 from hypersal.train.api import Trainer
@@ -190,12 +190,13 @@ def test_every_action_and_stage_is_known_to_the_tests():
 
 
 def test_the_login_node_tables_equal_the_registries():
-    """experiment.py checks values with hypersal.choices, without torch; each table must be exactly
+    """experiment.py checks values with hypersal.config.choices, without torch; each table must be exactly
     what train.py accepts, or a value would pass the login node and fail hours later (or a valid
     one be refused)."""
     import inspect
 
-    from hypersal import choices, metrics
+    from hypersal.evaluation import metrics
+    from hypersal.config import choices
     from hypersal.data.tasks import TASKS
     from hypersal.models.hyper import GENERATE
     from hypersal.study.arms import ARMS
@@ -224,14 +225,15 @@ def test_the_login_node_tables_equal_the_registries():
     from hypersal.config import Config
     for rule in choices.ONE_OF[("distributed", "lr_scaling")][1]:
         scaled_lr(Config(lr_scaling=rule, reference_batch=8), Config(batch_size=8), 0.1)
-    from hypersal.train.job import pick_device
+    from hypersal.runner.job import pick_device
     for device in choices.ONE_OF[("device",)][1]:
         if device != "cuda" or torch.cuda.is_available():
             pick_device(device)
 
 
 def test_training_stages_inherit_what_they_do_not_set():
-    from hypersal import schema, yamlio
+    from hypersal import yamlio
+    from hypersal.config import schema
     defaults = yamlio.load(schema.DEFAULTS_FILE)
     cfg = schema.inherit({**defaults, "train": {**defaults["train"], "optim": {**defaults["train"]["optim"], "lr": 0.123}},
                           "train_catchup": {"optim": {"lr": 0.5}}})

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from hypersal.errors import UserError
-from hypersal.experiment import sampling as S
+from hypersal import sampling as S
 
 
 def draw(spec, n=200, seed=0):

@@ -250,7 +250,8 @@ def test_a_list_is_not_a_string_where_a_null_default_takes_one(tmp_path):
 
 
 def test_every_null_default_declares_its_type():
-    from hypersal import schema, tree as T, yamlio
+    from hypersal import tree as T, yamlio
+    from hypersal.config import schema
     from hypersal.experiment.spec import EXPERIMENT_SCHEMA
     nulls = [p for p, v in T.leaves(yamlio.load(schema.DEFAULTS_FILE)) if v is None]
     nulls += [("experiment", k) for k, v in EXPERIMENT_SCHEMA["experiment"].items() if v is None]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hypersal.stats import difference, interval, macro_mean, paired_interval
+from hypersal.evaluation.stats import difference, interval, macro_mean, paired_interval
 
 
 def nested(values_by_family: dict) -> dict:

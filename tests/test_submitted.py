@@ -35,7 +35,7 @@ def test_the_code_is_frozen_in_one_shared_snapshot(tmp_path):
     code = snapshots[0]
     assert "code snapshot " + str(code) + " (new)" in first.stderr
     assert "code snapshot " + str(code) + " (shared)" in second.stderr
-    for name in ("train.py", "hypersal/train/cli.py", "shared/trainer/defaults.yaml", "templates/sbatch.sh"):
+    for name in ("train.py", "hypersal/runner/cli.py", "shared/trainer/defaults.yaml", "templates/sbatch.sh"):
         assert (code / name).read_bytes() == (ROOT / name).read_bytes(), name
     for sweep in ("sub", "sub_1"):
         run_dir = tmp_path / "out" / sweep / "run_000"
@@ -139,7 +139,8 @@ def test_train_py_takes_overrides_checked_like_the_file(tmp_path):
 
 
 def test_a_train_override_follows_into_stages_that_inherited_it(tmp_path):
-    from hypersal import config as config_mod, schema, yamlio
+    from hypersal import config as config_mod, yamlio
+    from hypersal.config import schema
     defaults = yamlio.load(schema.DEFAULTS_FILE)
     resolved = schema.inherit({**defaults, "train_catchup": {"optim": {"lr": 0.5}}})
     path = tmp_path / "config.yaml"

@@ -58,7 +58,8 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
 
 def test_the_fast_writer_writes_pyyamls_text_for_every_shipped_config():
     import yaml
-    from hypersal import schema, yamlwrite
+    from hypersal import yamlwrite
+    from hypersal.config import schema
     from helpers.cli import ROOT
 
     def pyyaml(tree):

@@ -1,4 +1,4 @@
-"""Planning and writing an adaptive sweep (experiment.search, hypersal/search.py).
+"""Planning and writing an adaptive sweep (experiment.search, hypersal/search/__init__.py).
 
 Nothing is drawn at submission: each job asks the study for its values when it starts. So the
 experiment folder holds, besides summary.yaml and the job array's script:
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import uuid
 
-from hypersal import choices, options, schema, search as search_mod, stagelist, tree as T, yamlio
+from hypersal import search as search_mod, tree as T, yamlio
+from hypersal.config import choices, options, schema, stagelist
 from hypersal.errors import UserError
 from hypersal.experiment.plan import Plan, Run
 from hypersal.experiment.render import Template

@@ -138,11 +138,11 @@ def code_for(spec: spec_mod.ExperimentSpec, args: argparse.Namespace):
 
 def schema_command(argv: list[str]) -> int:
     """The JSON Schema of the experiment file (or, with --trainer, of a trainer config) on stdout,
-    for editors: see hypersal/editor_schema.py."""
+    for editors: see hypersal/experiment/editor_schema.py."""
     p = argparse.ArgumentParser(prog="experiment.py schema", description=schema_command.__doc__)
     p.add_argument("--trainer", action="store_true", help="the schema of a trainer config (config.yaml)")
     args = p.parse_args(argv)
-    from hypersal import editor_schema
+    from hypersal.experiment import editor_schema
     doc = editor_schema.trainer_document() if args.trainer else editor_schema.experiment_document()
     sys.stdout.write(editor_schema.dumps(doc))
     return 0

@@ -8,9 +8,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hypersal import choices, options, schema, stagelist, tree as T
+from hypersal import tree as T
+from hypersal.config import choices, options, schema, stagelist
 from hypersal.errors import UserError
-from hypersal.experiment import sampling
+from hypersal import sampling
 from hypersal.experiment.render import Template
 from hypersal.experiment.repro import CODE_ROOT
 from hypersal.experiment.snapshot import Snapshot

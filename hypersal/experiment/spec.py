@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypersal import overrides as overrides_mod, schema, search as search_mod, tree as T, yamlio
+from hypersal import search as search_mod, tree as T, yamlio
+from hypersal.config import overrides as overrides_mod, schema
 from hypersal.errors import UserError, name_of, shorten
-from hypersal.experiment import omnigan, sampling, snapshot
+from hypersal.experiment import omnigan, snapshot
+from hypersal import sampling
 
 EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
@@ -139,7 +141,7 @@ def _load_named_file(path: Path, file: Path, key: str, line: int | None) -> Any:
 def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -> ExperimentSpec:
     """Read and validate an experiment file; nothing is written. `overrides` (from the command
     line's flags: name, base_dir, seed, mode, parallelism) replace the file's `experiment` values;
-    `cli` holds the command line's SECTION.KEY=VALUE overrides (hypersal.overrides)."""
+    `cli` holds the command line's SECTION.KEY=VALUE overrides (hypersal.config.overrides)."""
     cli_tree = overrides_mod.parse(cli, sections=("experiment", "trainer", "sbatch"))
     schema.check({k: v for k, v in cli_tree.items() if k == "experiment"}, EXPERIMENT_SCHEMA,
                  file=overrides_mod.PLACE)

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hypersal import choices
+from hypersal.config import choices
 
 
-DECODERS = choices.DECODERS   # the names and where each lives: hypersal/choices.py
+DECODERS = choices.DECODERS   # the names and where each lives: hypersal/config/choices.py
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 3, dilation: int = 1) -> nn.Sequential:

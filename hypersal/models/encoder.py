@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-from hypersal import options
+from hypersal.config import options
 from hypersal.errors import UserError
-from hypersal.options import STRIDES
+from hypersal.config.options import STRIDES
 
 # Output channels and total stride after each of MobileNetV2's 19 feature blocks.
 CHANNELS = (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from hypersal import options
+from hypersal.config import options
 from hypersal.errors import UserError, shorten
 from hypersal.models.decoders import DECODERS, SaliencyOutput
 from hypersal.models.encoder import CHANNELS, Encoder

@@ -20,11 +20,11 @@ import math
 
 import torch
 
-from hypersal import choices
+from hypersal.config import choices
 from torch import nn
 
 
-HYPERNETS = choices.HYPERNETS   # the names and where each lives: hypersal/choices.py
+HYPERNETS = choices.HYPERNETS   # the names and where each lives: hypersal/config/choices.py
 DELTA_INIT_STD = 1e-3
 
 

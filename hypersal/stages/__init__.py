@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hypersal.registry import Registry
-from hypersal.stagelist import NEEDS
+from hypersal.config.stagelist import NEEDS
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,8 @@ STAGES: Registry[Stage] = Registry("stage")
 
 
 def stage(name: str, changes_model: bool = False):
-    """Register a stage; its name must be one of hypersal.stagelist.NEEDS (what it needs set)."""
-    assert name in NEEDS, f"add '{name}' to hypersal.stagelist.NEEDS"
+    """Register a stage; its name must be one of hypersal.config.stagelist.NEEDS (what it needs set)."""
+    assert name in NEEDS, f"add '{name}' to hypersal.config.stagelist.NEEDS"
 
     def add(fn: Callable) -> Callable:
         STAGES.register(name)(Stage(name, fn, changes_model))

@@ -14,33 +14,18 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from hypersal import metrics as M, viz
+from hypersal.evaluation import metrics as M
+from hypersal.evaluation import viz
 from hypersal.data.cache import read_image, read_map
-from hypersal.data.provider import sequential
 from hypersal.data.tasks import center_bias
 from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.stages import stage
-from hypersal.train import signals
-from hypersal.train.steps import Precision, images_to_input
+from hypersal.train.predict import predict
+from hypersal.train.steps import Precision
 
 OTHER_IMAGES = 10   # sAUC negatives: the fixations of this many other images (MIT uses 10)
-
-
-@torch.no_grad()
-def predict(model, arrays, array_task: int | None, task: int, batch_size: int, device,
-            precision: Precision = Precision()) -> np.ndarray:
-    """Saliency probabilities (N, H, W) at the training size, float32 on the CPU."""
-    model.eval()
-    out = []
-    for batch in sequential(arrays, array_task, task, batch_size):
-        signals.check()
-        with precision.autocast(device):
-            logits = model(images_to_input(batch.images, device), task=task)
-        out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
-    return np.concatenate(out)
 
 
 def trained_model(job, stage_name: str):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from hypersal import viz
+from hypersal.evaluation import viz
 from hypersal.data.cache import read_image, resize
 from hypersal.data.layout import list_images
 from hypersal.errors import UserError
@@ -25,7 +25,7 @@ from hypersal.progress import Progress
 from hypersal.stages import stage
 from hypersal.stages.evaluate import trained_model
 from hypersal.train import signals
-from hypersal.train.job import worker_count
+from hypersal.train.cpus import worker_count
 from hypersal.train.steps import Precision, images_to_input
 
 PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]      # fast; PNG stays lossless

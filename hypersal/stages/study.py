@@ -161,7 +161,7 @@ def fewshot_study(job) -> dict:
 
 
 def check(cfg) -> None:
-    """What the config's tables (hypersal.choices: family, arm names) cannot say alone."""
+    """What the config's tables (hypersal.config.choices: family, arm names) cannot say alone."""
     protocol.check(cfg)
     missing = [a for a in set(cfg.arms) | set(cfg.seen_arms) if a in A.TRAINED and not cfg.lrs.get(a)]
     if missing:

@@ -60,7 +60,7 @@ def episodic_step(job, cfg, model: HyperSaliency):
     if cfg.episodic.weight <= 0:
         return None
     needs_hypernet(model, "train with episodic.weight > 0")
-    if job.world.active:     # fp32 and whole batches: hypersal.options' rule, checked before any stage
+    if job.world.active:     # fp32 and whole batches: hypersal.config.options' rule, checked before any stage
         raise UserError("episodic training runs one process, fp32, whole batches", key="train.episodic.weight",
                         fix="train episodically on one process")
     return EpisodicTrainStep(weighted(cfg.loss, key="train.loss"), cfg.episodic, cfg.clip_grad)

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hypersal import metrics as M
+from hypersal.evaluation import metrics as M
 from hypersal.models.hyper import HyperSaliency, MainNet
 
 ARMS = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder", "finetune_all", "plain_b", "scratch")

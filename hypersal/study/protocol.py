@@ -9,7 +9,7 @@ member of a seen family".
 """
 from __future__ import annotations
 
-from hypersal.choices import FAMILY_SIZES
+from hypersal.config.choices import FAMILY_SIZES
 from hypersal.errors import UserError, shorten, unknown_name
 
 

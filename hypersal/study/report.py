@@ -6,7 +6,7 @@ member: results.json's test CC).
 
 writes <out>/results.md (printed too) and <out>/cc_vs_k.png (a panel per held-out family:
 each arm's macro mean with its interval band, the converged reference dashed, k = 0 dotted).
-Intervals: hypersal.stats' hierarchical bootstrap (families > tasks > seeds > draws); the
+Intervals: hypersal.evaluation.stats' hierarchical bootstrap (families > tasks > seeds > draws); the
 differences are paired record by record.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hypersal import stats, yamlio
+from hypersal import yamlio
+from hypersal.evaluation import stats
 from hypersal.data.families import family_of
 from hypersal.errors import UserError
 from hypersal.log import warn

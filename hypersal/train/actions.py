@@ -23,12 +23,12 @@ import numpy as np
 
 import torch
 
-from hypersal import choices
+from hypersal.config import choices
 from hypersal.log import say
 from hypersal.progress import fmt_duration
 from hypersal.train.api import Action
 
-ACTIONS = choices.ACTION_CLASSES   # the names and where each lives: hypersal/choices.py
+ACTIONS = choices.ACTION_CLASSES   # the names and where each lives: hypersal/config/choices.py
 
 
 def _set_trainable(params, trainable: bool) -> None:
@@ -175,8 +175,8 @@ class MapsTracker(Action):
         job = trainer.job
         if job is None or trainer.epoch % self.every or not job.is_main:
             return
-        from hypersal import viz
-        from hypersal.stages.evaluate import predict
+        from hypersal.evaluation import viz
+        from hypersal.train.predict import predict
         model = getattr(trainer.model, "model", trainer.model)
         tasks = [t for t in model.task_names if t in job.dataset().tasks]
         rows, labels = [], []
@@ -200,6 +200,6 @@ class MapsTracker(Action):
 
 def build(specs: list, key: str) -> list[Action]:
     """Actions from a config list of names or {name: ..., option: value}; names and options are
-    checked against hypersal.choices.ACTIONS (which tests keep equal to this registry and to the
+    checked against hypersal.config.choices.ACTIONS (which tests keep equal to this registry and to the
     constructors' signatures), so a typo is an error that lists the valid ones."""
     return [ACTIONS.get(name)(**options) for name, options in choices.action_specs(specs, key=key)]

@@ -42,7 +42,7 @@ class EpisodicTrainStep:
     def __init__(self, loss_fn: Callable, cfg, clip_grad: float = 0.0):
         self.loss_fn, self.clip_grad = loss_fn, clip_grad
         self.weight, self.inner_steps, self.inner_lr = float(cfg.weight), int(cfg.inner_steps), float(cfg.inner_lr)
-        self.support = float(cfg.support)     # in (0, 1), inner_steps >= 1: hypersal.options' ranges
+        self.support = float(cfg.support)     # in (0, 1), inner_steps >= 1: hypersal.config.options' ranges
 
     def __call__(self, trainer, batch) -> torch.Tensor:
         model, opt, device = trainer.model, trainer.optimizer, trainer.device

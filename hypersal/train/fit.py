@@ -21,7 +21,7 @@ from hypersal.train.steps import MultitaskTrainStep, Precision, images_to_input,
 
 def accumulation(cfg, key: str) -> int:
     """How many device batches make the theoretical batch
-    (a divisor of it: hypersal.options' rule, checked before any stage starts)"""
+    (a divisor of it: hypersal.config.options' rule, checked before any stage starts)"""
     if cfg.device_batch_size in (None, cfg.batch_size):
         return 1
     return cfg.batch_size // cfg.device_batch_size

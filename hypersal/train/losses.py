@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hypersal import choices
+from hypersal.config import choices
 
-LOSSES = choices.LOSSES   # the names and where each lives: hypersal/choices.py
+LOSSES = choices.LOSSES   # the names and where each lives: hypersal/config/choices.py
 EPS = 2.2204e-16
 
 
@@ -71,7 +71,7 @@ def huber(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def parse(expression: str, key: str = "train.loss") -> list[tuple[str, float]]:
     """"bce + 0.5 * cc" -> [("bce", 1.0), ("cc", 0.5)]; unknown names are errors (the login
-    node's check, hypersal.choices, reads the same expressions without torch)."""
+    node's check, hypersal.config.choices, reads the same expressions without torch)."""
     return choices.parse_loss(expression, key=key)
 
 

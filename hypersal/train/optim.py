@@ -17,11 +17,11 @@ from typing import Iterable
 import torch
 from torch.optim import lr_scheduler as S
 
-from hypersal import choices
+from hypersal.config import choices
 from hypersal.errors import UserError
 
-OPTIMIZERS = choices.OPTIMIZERS   # the names and where each lives: hypersal/choices.py
-SCHEDULES = choices.SCHEDULES   # the names and where each lives: hypersal/choices.py
+OPTIMIZERS = choices.OPTIMIZERS   # the names and where each lives: hypersal/config/choices.py
+SCHEDULES = choices.SCHEDULES   # the names and where each lives: hypersal/config/choices.py
 
 
 def adam(params, cfg) -> torch.optim.Optimizer:
@@ -75,7 +75,7 @@ def cyclic(opt, cfg, steps):
 
 def make_schedule(opt: torch.optim.Optimizer, cfg: dict, total_steps: int, key: str = "train.schedule"):
     """The schedule for `total_steps` optimizer steps, after `warmup_steps` of linear warmup (the
-    values' ranges and the cyclic bounds are hypersal.options', checked before any stage)."""
+    values' ranges and the cyclic bounds are hypersal.config.options', checked before any stage)."""
     build = SCHEDULES.get(cfg["name"], key=f"{key}.name")
     warmup = cfg["warmup_steps"]
     if warmup <= 0:

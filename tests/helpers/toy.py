@@ -1,5 +1,5 @@
 """A toy optimizer that a test declares at run time (tests/test_editor_schema.py): adding one
-is a line in hypersal.choices.OPTIMIZERS plus a function like this."""
+is a line in hypersal.config.choices.OPTIMIZERS plus a function like this."""
 import torch
 
 

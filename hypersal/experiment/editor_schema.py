@@ -1,12 +1,12 @@
 """JSON Schemas of the experiment file and of a trainer config, derived from the declarations
-(shared/trainer/defaults.yaml for keys, types and defaults; hypersal.choices for names;
-hypersal.options for ranges; schema.NULL_TYPES for null defaults), so an editor completes keys
+(shared/trainer/defaults.yaml for keys, types and defaults; hypersal.config.choices for names;
+hypersal.config.options for ranges; schema.NULL_TYPES for null defaults), so an editor completes keys
 and underlines bad values while the file is typed:
 
-    python experiment.py schema > hypersal.schema.json             # the experiment file
+    python experiment.py schema > hypersal.config.schema.json             # the experiment file
     python experiment.py schema --trainer > trainer.schema.json    # a trainer config (config.yaml)
 
-then, at the top of an experiment file, `# yaml-language-server: $schema=hypersal.schema.json`
+then, at the top of an experiment file, `# yaml-language-server: $schema=hypersal.config.schema.json`
 (VS Code's YAML extension, and any editor using the YAML language server). What a schema cannot
 say (rules between options, a task the data lacks) experiment.py still says on the login node.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypersal import choices, options, schema, yamlio
+from hypersal import yamlio
+from hypersal.config import choices, options, schema
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
@@ -23,7 +24,7 @@ _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", 
 
 def sample_spec() -> dict:
     """`{sample: ..., from: [...]}`: any trainer value may be drawn (the sampling module checks the rest)."""
-    from hypersal.experiment.sampling import SAMPLERS
+    from hypersal.sampling import SAMPLERS
     return {"type": "object", "required": ["sample", "from"], "additionalProperties": False,
             "properties": {"sample": {"enum": sorted(SAMPLERS)}, "from": {"type": "array"}}}
 

@@ -20,18 +20,22 @@ import sys
 import traceback
 from pathlib import Path
 
-from hypersal import config as config_mod, options, stagelist
+from hypersal import config as config_mod
+from hypersal.config import options, stagelist
 from hypersal.errors import UserError
 from hypersal.files import probe_writable
 from hypersal.log import say, set_rank
 from hypersal.runfolder import Damaged, RunFolder
 from hypersal.tracking import Tracker
-from hypersal.train import distributed, pipeline, signals, trial
-from hypersal.train.trial import Pruned
+from hypersal.train import distributed, signals
+from hypersal.runner import pipeline
+from hypersal.runner import trial
+from hypersal.runner.trial import Pruned
 from hypersal.train.api import NonFiniteLoss
 from hypersal.train.checkpoint import CheckpointError
 from hypersal.train.signals import Stopped
-from hypersal.train.job import Job, pick_device, seed_everything, use_job_cpus
+from hypersal.runner.job import Job, pick_device, seed_everything
+from hypersal.train.cpus import use_job_cpus
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="RUN_DIR/config.yaml")
     where.add_argument("--sweep", type=Path, help="an experiment folder; the run is SLURM_ARRAY_TASK_ID's")
-    where.add_argument("--trial", type=Path, help="an adaptive sweep's folder: this job's trial (hypersal/search.py)")
+    where.add_argument("--trial", type=Path, help="an adaptive sweep's folder: this job's trial (hypersal/search/__init__.py)")
     p.add_argument("--index", type=int, help="with --trial: the run index (default: SLURM_ARRAY_TASK_ID + offset)")
     p.add_argument("--skip", default="", help="comma-separated stages not to run this time")
     p.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import addict
 
-from hypersal import overrides, schema, tree as T, yamlio
+from hypersal import tree as T, yamlio
+from hypersal.config import overrides, schema
 from hypersal.errors import UserError
 
 

@@ -7,7 +7,7 @@ takes a number); a key whose default is `null` takes null or the type NULL_TYPES
 list is not a path, nor a workspace); an empty mapping `{}` in the defaults takes any keys
 (free-form, e.g. loss weights by name). Sample specs stand for a value
 and are checked by the sampling module. Allowed values (registry names, enums) are checked by
-hypersal.choices.
+hypersal.config.choices.
 
 The training stages (stagelist.TRAINING_STAGES) inherit from `train`: a layer may set any key of
 `train` under them, and once every layer is merged, `inherit` fills each stage with the train
@@ -19,12 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypersal import choices, options, tree as T
+from hypersal import tree as T
+from hypersal.config import choices, options
 from hypersal.errors import UserError, name_of, shorten, suggest
-from hypersal.stagelist import TRAINING_STAGES
+from hypersal.config.stagelist import TRAINING_STAGES
 from hypersal.yamlio import line_of
 
-DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "shared" / "trainer" / "defaults.yaml"
+DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "shared" / "trainer" / "defaults.yaml"
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a mapping"}

@@ -1,4 +1,4 @@
-"""A job of an adaptive sweep (hypersal/search.py): `train.py --trial EXP_DIR` in its job array.
+"""A job of an adaptive sweep (hypersal/search/__init__.py): `train.py --trial EXP_DIR` in its job array.
 
 When the job starts it asks the study for its values and writes its run folder (run.yaml with
 the trial number first, then config.yaml, exp_i.yaml, comet_url.txt, hash.txt, env.yaml), before
@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypersal import schema, search as search_mod, tree as T, yamlio
+from hypersal import search as search_mod, tree as T, yamlio
+from hypersal.config import schema
 from hypersal.errors import UserError
 from hypersal.experiment.write import comet_url_for, rerun_file
 from hypersal.yamlio import write_text_atomic

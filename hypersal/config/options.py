@@ -4,7 +4,7 @@ written, and train.py checks config.yaml with the same code (`check`) before any
 so a job never learns after its queue wait what the login node could have said.
 
 The keys, their types and defaults are shared/trainer/defaults.yaml (what a user reads); the
-allowed names are hypersal.choices. Here:
+allowed names are hypersal.config.choices. Here:
 - RANGES: path -> Range, for numbers (a null value, or "auto", is not a number: it passes);
 - RULES: one function per rule between options, registered with `@rule(keys, bad=...)`.
   `keys` are what it reads (the first is the key its errors name), `bad` a layer that
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hypersal import tree as T
-from hypersal.choices import FAMILY_SIZES, rule_path
+from hypersal.config.choices import FAMILY_SIZES, rule_path
 from hypersal.errors import UserError
-from hypersal.stagelist import TRAINING_STAGES
+from hypersal.config.stagelist import TRAINING_STAGES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from hypersal.log import say
 from hypersal.stages import STAGES
-from hypersal.stagelist import check
+from hypersal.config.stagelist import check
 from hypersal.train import signals
 from hypersal.train.distributed import barrier
 

@@ -21,7 +21,7 @@ the best its train stage reported (the weights train keeps with restore_best).
 Where the study lives: <experiment>/search/study.journal, Optuna's JournalStorage in a file
 (no database server; appends under a file lock, checked here with 8 processes at once). Shared
 file systems that do not honour those locks (some NFS setups) are not supported. Every open
-checks the journal and every append repairs a torn end first (hypersal/journal.py); status,
+checks the journal and every append repairs a torn end first (hypersal/search/journal.py); status,
 collect and report read it through `view`, which never writes.
 """
 from __future__ import annotations
@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypersal import journal, schema, tree as T
+from hypersal import tree as T
+from hypersal.search import journal
+from hypersal.config import schema
 from hypersal.errors import UserError, name_of, shorten, unknown_name
-from hypersal.experiment import sampling
+from hypersal import sampling
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("asha", "hyperband", "median", "none")
@@ -134,7 +136,7 @@ MISSING_FIX = ("restore it from a backup: hypersal never makes it again, since a
 
 
 def storage(exp_dir: Path, must_exist: bool = False):
-    """The study's storage, for writing (hypersal.journal): every line checked first, a torn end
+    """The study's storage, for writing (hypersal.search.journal): every line checked first, a torn end
     repaired under the journal's lock. A missing journal is created (as Optuna does) unless
     `must_exist`: only experiment.py, writing the sweep, makes it."""
     from optuna.storages.journal import JournalStorage

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hypersal import stagelist
+from hypersal.config import stagelist
 from hypersal.config import Config
 from hypersal.data import cache, layout, synth
 from hypersal.data.provider import Augment
@@ -21,6 +20,7 @@ from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.runfolder import RunFolder
 from hypersal.study import protocol
 from hypersal.train.checkpoint import load, save_atomic
+from hypersal.train.cpus import worker_count
 from hypersal.train.distributed import World, barrier, sync_batchnorm
 from hypersal.tracking import Tracker
 
@@ -45,31 +45,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def job_cpus() -> int:
-    """The CPUs this job may use: Slurm's allocation where there is one (its task plugin may
-    not pin the process, so the affinity mask can show the whole node), or what the local
-    executor was asked for (HYPERSAL_CPUS, the script's --cpus-per-task), else the affinity
-    mask. More threads than that is slower, not faster: the demo's training takes 47 s with 2
-    threads on a 2-core machine and 29 s with 1 (its batch prefetcher is a thread too)."""
-    for name in ("SLURM_CPUS_PER_TASK", "HYPERSAL_CPUS"):
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return min(int(value), synth.cpu_count())
-    return synth.cpu_count()
-
-
-def use_job_cpus() -> int:
-    """torch's thread pool sized to the job's CPUs: more threads than CPUs, on a node shared
-    with other jobs, makes everyone slower."""
-    n = job_cpus()
-    torch.set_num_threads(n)
-    return n
-
-
-def worker_count(value) -> int:
-    return job_cpus() if value == "auto" else max(1, int(value))
-
-
 @dataclass
 class Job:
     cfg: Config
@@ -79,7 +54,7 @@ class Job:
     world: World = field(default_factory=World)
     model: HyperSaliency | None = None
     collective: bool = False   # True during stages every rank runs (barriers must pair up)
-    trial: Any = None          # an adaptive sweep's trial (train/trial.py): the train stage reports to it
+    trial: Any = None          # an adaptive sweep's trial (runner/trial.py): the train stage reports to it
     _index: layout.DatasetIndex | None = field(default=None, repr=False)
     _arrays: dict = field(default_factory=dict, repr=False)
 

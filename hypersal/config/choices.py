@@ -15,7 +15,7 @@ from typing import Any
 from hypersal import tree as T
 from hypersal.errors import UserError, name_of, shorten, suggest, unknown_name
 from hypersal.registry import Declared
-from hypersal.stagelist import TRAINING_STAGES
+from hypersal.config.stagelist import TRAINING_STAGES
 
 DECODERS = Declared("decoder", {
     "light": "hypersal.models.decoders:LightDecoder",          # predicts at 1/8 (or the skip's grid)
