@@ -112,7 +112,7 @@ def check_spec(spec: dict, **where) -> None:
     if extra:
         raise UserError(f"a sample spec takes only the keys `sample` and `from`, not "
                         f"{', '.join(repr(e) for e in extra)}",
-                        fix="write {sample: NAME, from: [...]}; see the table in the README", **where)
+                        fix="write {sample: NAME, from: [...]}; see the sampler table in docs/experiment-file.md", **where)
     name = spec["sample"]
     if name not in SAMPLERS:
         raise unknown_name("sampler", name, SAMPLERS, **where)
@@ -122,7 +122,7 @@ def check_spec(spec: dict, **where) -> None:
     problem = SAMPLERS[name].check(spec["from"])
     if problem:
         raise UserError(f"sample: {name} {problem}, got {shorten(spec['from'])}",
-                        fix="see the sampler table in the README", **where)
+                        fix="see the sampler table in docs/experiment-file.md", **where)
 
 
 def specs(tree: dict) -> list[tuple[T.KeyPath, dict]]:

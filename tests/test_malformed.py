@@ -1,6 +1,6 @@
 """Malformed experiment files: each exits with status 2, prints one paragraph naming the file,
 the key and the fix, and writes nothing. `python tests/test_malformed.py` prints the table of
-cases and messages that the README shows."""
+cases and messages that docs/experiment-file.md shows."""
 from __future__ import annotations
 
 from pathlib import Path

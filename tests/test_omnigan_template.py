@@ -194,8 +194,8 @@ def test_a_bad_omnigan_template_fails_clearly(tmp_path, case_id, text, template,
     assert not (tmp_path / "out" / "omni").exists()
 
 
-def test_the_readme_table_is_the_declared_one():
-    """README.md shows omnigan.TEMPLATE as template_table() writes it: docs and checks agree."""
-    assert omnigan.template_table() in (ROOT / "README.md").read_text()
+def test_the_docs_table_is_the_declared_one():
+    """docs/experiment-file.md shows omnigan.TEMPLATE as template_table() writes it: docs and checks agree."""
+    assert omnigan.template_table() in (ROOT / "docs" / "experiment-file.md").read_text()
     assert set(omnigan.TEMPLATE) == {"cpu", "gpu", "mem", "time", "output_path", "main_partition", "config",
                                      *FLAGS}

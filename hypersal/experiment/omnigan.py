@@ -16,7 +16,7 @@ The sbatch spellings apply at the experiment level and in every run entry.
 Templates written for omnigan's experiment.py render unchanged too: `TEMPLATE` below declares
 every variable they read, what hypersal fills it with and which sbatch values it is made of.
 render.Template derives its checks from it (those sbatch values count as used; the names it
-fills cannot be set under `sbatch:`), and README.md's table says the same.
+fills cannot be set under `sbatch:`), and docs/experiment-file.md's table says the same.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _split_gpu(sbatch: dict, doc: dict, file, path: tuple) -> None:
 @dataclass(frozen=True)
 class Variable:
     """A variable of omnigan's sbatch templates, as hypersal fills it."""
-    means: str = ""        # what it renders (README.md's table is template_table())
+    means: str = ""        # what it renders (docs/experiment-file.md's table is template_table())
     reads: tuple = ()      # the sbatch values it is made of: they count as used by the template
     required: str = ""     # the sbatch value it cannot do without
     text: bool = False     # inserted as written (a whole line, or nothing), not as one quoted word
@@ -135,7 +135,7 @@ _OUTPUT_FOLDER_RE = re.compile(r"\{\{-?\s*output_path\s*-?\}\}/")
 
 
 def template_table() -> str:
-    """README.md's table of the variables, one row per distinct meaning."""
+    """docs/experiment-file.md's table of the variables, one row per distinct meaning."""
     rows: dict = {}
     for name, var in TEMPLATE.items():
         rows.setdefault(f"nothing: {var.instead}" if var.instead else var.means, []).append(f"`{{{{{name}}}}}`")
