@@ -71,7 +71,11 @@ SLOW_MODULES = {"test_pipeline", "test_preemption", "test_distributed", "test_be
                 "test_train_cli", "test_damaged"}
 SLOW_TESTS = {"test_the_interval_covers_the_truth_and_narrows_with_more_families",
               "test_compiled_model_equals_eager_and_never_recompiles_across_tasks",
-              "test_an_omnigan_template_and_experiment_file_run_on_slurm"}
+              "test_an_omnigan_template_and_experiment_file_run_on_slurm",
+              "test_train_py_stops_with_the_missing_map_message", "test_comet_url_uses_the_settings_comet_ml_reads",
+              "test_rerun_from_exp_i_reproduces_config_byte_for_byte",
+              "test_a_large_sweep_is_written_by_several_processes_completely",
+              "test_the_snapshot_leaves_out_links_out_secrets_and_data_and_refuses_its_limit"}
 SLOW_FIXTURES = {"slurm", "demo"}
 
 

@@ -3,10 +3,10 @@
 hypersal.config.options for ranges; schema.NULL_TYPES for null defaults), so an editor completes keys
 and underlines bad values while the file is typed:
 
-    python experiment.py schema > hypersal.config.schema.json             # the experiment file
+    python experiment.py schema > hypersal.schema.json      # the experiment file
     python experiment.py schema --trainer > trainer.schema.json    # a trainer config (config.yaml)
 
-then, at the top of an experiment file, `# yaml-language-server: $schema=hypersal.config.schema.json`
+then, at the top of an experiment file, `# yaml-language-server: $schema=hypersal.schema.json`
 (VS Code's YAML extension, and any editor using the YAML language server). What a schema cannot
 say (rules between options, a task the data lacks) experiment.py still says on the login node.
 """
