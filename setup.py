@@ -52,5 +52,7 @@ setup(
         # Drives Debian's chromium (tests/helpers/browser.py) through the chromedriver on PATH; 4.10+ takes
         # Service(executable_path=...), so its driver manager never downloads a browser.
         "selenium>=4.10",
+        # Checks `experiment.py schema` as an editor would (tests/test_editor_schema.py, test_docs.py).
+        "jsonschema>=4.18",
     ]},
 )
