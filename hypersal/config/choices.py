@@ -164,14 +164,21 @@ def action_specs(specs: Any, **where) -> list[tuple[str, dict]]:
     return out
 
 
+_PARSED = (("train", "loss"), ("train", "actions"))
+
+
+def _rule(path: tuple) -> tuple:
+    return tuple(path) if tuple(path) in ONE_OF else rule_path(path)
+
+
 def has_rule(path: tuple) -> bool:
-    rule = tuple(path) if tuple(path) in ONE_OF else rule_path(path)
-    return rule in ONE_OF or rule in EACH_OF or rule in (("train", "loss"), ("train", "actions"))
+    rule = _rule(path)
+    return rule in ONE_OF or rule in EACH_OF or rule in _PARSED
 
 
 def check_value(path: tuple, value: Any, **where) -> None:
     """Raise a UserError when the value at `path` (a trainer key path) is not allowed there."""
-    rule = tuple(path) if tuple(path) in ONE_OF else rule_path(path)
+    rule = _rule(path)
     if rule in ONE_OF:
         kind, valid = ONE_OF[rule]
         if value not in valid:
@@ -193,11 +200,10 @@ def check(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) ->
     drawn numbers are checked after the draw. `root` is the tree as read from `file` (for lines).
     """
     root = tree if root is None else root
-    from hypersal.yamlio import line_of
     for path, value in T.leaves(tree):
         if not has_rule(path):          # most keys: nothing to format (a sweep checks ~300 a run)
             continue
-        where = dict(file=file, key=T.fmt(prefix + path), line=line_of(root, path))
+        where = dict(file=file, key=T.fmt(prefix + path), line=T.line_of(root, path))
         if T.is_leaf_mapping(value):
             if value.get("sample") in ("list", "grid") and isinstance(value.get("from"), list):
                 for item in value["from"]:

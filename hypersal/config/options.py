@@ -40,11 +40,9 @@ class Range:
             return f"must be a finite number, got {value}"
         if self.whole and not float(value).is_integer():
             return f"must be a whole number, got {value}"
-        for bound, ok, word in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
-                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
-            if bound is not None and not ok(bound):
-                return f"must be {self.describe()}, got {value}"
-        return None
+        inside = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                  and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return None if inside else f"must be {self.describe()}, got {value}"
 
     def describe(self) -> str:
         low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
@@ -403,39 +401,29 @@ def range_of(path: tuple) -> Range | None:
     return RANGES.get(".".join(map(str, path))) or RANGES.get(".".join(map(str, rule_path(path))))
 
 
-def check_ranges(tree: dict, *, file=None, prefix: T.KeyPath = ()) -> None:
-    """Every number of a trainer tree (a layer or a whole config) within its range. Sampled
-    values are checked after the draw."""
-    for path, value in T.leaves(tree):
-        r = range_of(path) if _number(value) else None
-        problem = r.problem(value) if r else None
-        if problem:
-            raise UserError(problem, file=file, key=T.fmt(prefix + path), fix=f"use a value {r.describe()}")
-
-
 # The candidates a sample spec can draw that a range can judge before the draw: every item of a
 # list or grid, both ends of an interval.
 _ENDS = ("uniform", "loguniform", "randint", "range")
 
 
-def check_layer(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) -> None:
-    """The numbers of one layer as written (sample specs included) within their ranges: what a
-    sweep would draw is refused before the draw, with the line it is on."""
+def check_ranges(tree: dict, *, file=None, prefix: T.KeyPath = (), root: Any = None) -> None:
+    """Every number of a trainer tree (a layer as written, or a whole config) within its range.
+    Of a sample spec, what it can draw is judged before the draw (items, an interval's ends;
+    other draws after it), with the line it is on where the tree was read from a file."""
     root = tree if root is None else root
     for path, value in T.leaves(tree):
-        r = range_of(path)
-        if r is None:
-            continue
         if T.is_leaf_mapping(value):
             items = value.get("from") if isinstance(value.get("from"), list) else []
             candidates = items if value.get("sample") in ("list", "grid") else items[:2] if value.get("sample") in _ENDS else []
-        else:
+        elif _number(value):
             candidates = [value]
-        for item in candidates:
-            problem = r.problem(item) if _number(item) else None
+        else:
+            continue
+        r = range_of(path) if candidates else None
+        for item in candidates if r else ():
+            problem = r.problem(item)
             if problem:
-                from hypersal.yamlio import line_of
-                raise UserError(problem, file=file, key=T.fmt(tuple(prefix) + path), line=line_of(root, path),
+                raise UserError(problem, file=file, key=T.fmt(tuple(prefix) + path), line=T.line_of(root, path),
                                 fix=f"use a value {r.describe()}")
 
 

@@ -84,7 +84,7 @@ def check_trainer(layer: Any, schema: dict, *, file=None, prefix: T.KeyPath = ()
     """A trainer layer's keys and types (against `trainer_schema(defaults)`), then its values."""
     check(layer, schema, file=file, prefix=prefix, check_spec=check_spec)
     choices.check(layer, file=file, prefix=prefix)
-    options.check_layer(layer, file=file, prefix=prefix)
+    options.check_ranges(layer, file=file, prefix=prefix)
 
 
 def _type_ok(default: Any, value: Any, path: tuple = ()) -> bool:

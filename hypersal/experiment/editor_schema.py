@@ -58,11 +58,9 @@ def _leaf(default: Any, path: tuple) -> dict:
         out["default"] = default
     out.update(_range(path))
     names = _names(path)
-    if "enum" in names and out.get("type") in (["string", "null"], "string"):
-        out.pop("type")
-    out.update(names)
-    if "enum" in out and None in out["enum"]:
+    if "enum" in names:             # the names say the type (and null, where null is one of them)
         out.pop("type", None)
+    out.update(names)
     return out
 
 
