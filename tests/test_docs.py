@@ -346,14 +346,23 @@ def new_entry(shown: dict, registry) -> tuple[str, str]:
     return next(iter(added.items()))
 
 
+def worked_example(test_name: str, kind: str, table: str, module, tmp_path):
+    """A guide's worked example: its blocks, the one entry it adds to choices.<table> (which must
+    be the registry `module` uses), that entry's dotted path (in `module`), and the experiment
+    file of its usage block: (blocks, name, path, experiment file, its document)."""
+    blocks = blocks_of(test_name)
+    name, shown = declaration(blocks, kind)
+    assert name == table and getattr(choices, table) is getattr(module, table)
+    new, where = new_entry(shown, getattr(choices, table))
+    assert where == f"{module.__name__}:{new}"
+    exp_file, doc = as_experiment(usage(blocks), tmp_path)
+    return blocks, new, where, exp_file, doc
+
+
 def test_adding_an_optimizer_is_one_declaration_plus_one_function(tmp_path, monkeypatch, validator):
     from hypersal.train import optim
-    blocks = blocks_of("test_adding_an_optimizer_is_one_declaration_plus_one_function")
-    name, shown = declaration(blocks, "optimizer")
-    assert name == "OPTIMIZERS" and choices.OPTIMIZERS is optim.OPTIMIZERS
-    new, where = new_entry(shown, choices.OPTIMIZERS)
-    assert where == f"hypersal.train.optim:{new}"
-    exp_file, doc = as_experiment(usage(blocks), tmp_path)
+    blocks, new, where, exp_file, doc = worked_example(
+        "test_adding_an_optimizer_is_one_declaration_plus_one_function", "optimizer", "OPTIMIZERS", optim, tmp_path)
     assert not validator.is_valid(doc)                          # not yet declared: the schema refuses it
 
     monkeypatch.setattr(optim, new, function(blocks, new, optim), raising=False)
@@ -377,12 +386,8 @@ def test_adding_an_optimizer_is_one_declaration_plus_one_function(tmp_path, monk
 
 def test_adding_a_loss_is_one_declaration_plus_one_function(tmp_path, monkeypatch, validator):
     from hypersal.train import losses
-    blocks = blocks_of("test_adding_a_loss_is_one_declaration_plus_one_function")
-    name, shown = declaration(blocks, "loss")
-    assert name == "LOSSES" and choices.LOSSES is losses.LOSSES
-    new, where = new_entry(shown, choices.LOSSES)
-    assert where == f"hypersal.train.losses:{new}"
-    exp_file, doc = as_experiment(usage(blocks), tmp_path)
+    blocks, new, where, exp_file, doc = worked_example(
+        "test_adding_a_loss_is_one_declaration_plus_one_function", "loss", "LOSSES", losses, tmp_path)
     rc, _, err = experiment_py(["--experiment", exp_file, "--dry-run", "--no-snapshot", "--base-dir", tmp_path / "no"])
     assert rc == 2 and f"unknown loss '{new}'" in err          # not yet declared: refused
 

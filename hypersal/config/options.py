@@ -306,15 +306,11 @@ def tasks_generated(cfg):
                       f"use tasks of data.synth.tasks ({', '.join(have)}), or add them there")
 
 
-def _adapting(cfg) -> bool:
-    return "adapt" in cfg["pipeline"]
-
-
 @rule("adapt.task", "tasks", "data.synth.tasks",
       bad={"pipeline": ["train", "adapt"], "adapt": {"task": "fine_grained"}})
 def adapt_task_exists(cfg):
     task, have = cfg["adapt"]["task"], generated_tasks(cfg)
-    if not _adapting(cfg) or task is None:
+    if "adapt" not in cfg["pipeline"] or task is None:
         return None
     if have is not None and task not in have:
         return Broken(f"the new task must be one of the dataset's tasks, got {task!r}",
