@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypersal import tree as T
-from hypersal.config import choices, options, schema, stagelist
+from hypersal.config import options, schema, stagelist
 from hypersal.errors import UserError
 from hypersal import sampling
 from hypersal.experiment.render import Template
@@ -97,9 +97,7 @@ def check_drawn(trainer: dict, paths: list, tree_schema: dict, **where) -> None:
     layer: dict = {}
     for path in paths:
         T.set_(layer, path, T.get(trainer, path))
-    schema.check(layer, tree_schema, **where)
-    choices.check(layer, **where)
-    options.check_ranges(layer, **where)
+    schema.check_trainer(layer, tree_schema, **where)     # keys and types, names, ranges
 
 
 def _check_uniform_sbatch(plan: Plan) -> None:
