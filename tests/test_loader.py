@@ -4,16 +4,20 @@ images, maps, flips and crops, for one process and for each rank of two, for tas
 their images (data.task_images: all) and tasks with their own (own), memory-mapped or not.
 
 Memory format, as then: images (B, 3, H, W) uint8 in channels-last memory, maps (B, 1, H, W)
-uint8 contiguous."""
+uint8 contiguous. Then the new loader's own promises: rows gathered straight into reused
+buffers, a held batch never overwritten, and the GPU path's code (flips after the copy) run
+on the CPU, and on a GPU where there is one."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from hypersal.data.batch import Batch, Buffers, to_batch, to_device
 from hypersal.data.cache import SplitArrays
 from hypersal.data.provider import (Augment, BatchAndTaskProvider, BatchProvider, MultitaskBatchProvider,
                                     Prefetcher, sequential)
@@ -146,3 +150,89 @@ def test_prefetched_batches_equal_the_reference(arrays):
             assert_same(pre.next(), reference_batch(arrays, step, seed=4, rank=1, world_size=2, **aug))
     finally:
         pre.close()
+
+
+# --- the new loader's memory and its device path ------------------------------------------------------
+
+def test_rows_are_gathered_straight_into_the_reused_buffers(arrays):
+    p = MultitaskBatchProvider(arrays, [0, 1], 6, seed=0, aug=Augment(hflip=0.5))
+    buffers = Buffers()
+    first = p.batch(0, buffers)
+    images, maps = first.images.data_ptr(), first.maps.data_ptr()
+    assert (images, maps) == (buffers.images.data_ptr(), buffers.maps.data_ptr())    # no copy after the gather
+    second = p.batch(1, buffers)
+    assert (second.images.data_ptr(), second.maps.data_ptr()) == (images, maps)       # the same memory again
+    assert_same(second, reference_batch(arrays, 1, hflip=0.5))
+    assert torch.equal(first.images, second.images)        # the contract: the first is gone with the second
+
+
+def test_rows_out_of_the_split_are_an_index_error_not_clipped(arrays):
+    with pytest.raises(IndexError, match="rows 0..13 of a split of 13"):
+        to_batch(arrays, None, np.array([0, 13]), 0)
+    with pytest.raises(IndexError, match="rows -1..2 of a split of 13"):
+        to_batch(arrays, None, np.array([2, -1]), 0)
+
+
+def test_a_held_batch_is_not_overwritten_while_the_ring_fills(arrays):
+    """The consumer holds a batch while the worker fills every other buffer of the ring (and
+    waits on a full queue): the held batch is still the reference's, and every batch handed out
+    lives in the ring (depth + 2 buffers)."""
+    aug = AUGMENTS["hflip_crop"]
+    p = MultitaskBatchProvider(arrays, [0, 1], 6, seed=5, aug=Augment(**aug))
+    depth = 2
+    pre = Prefetcher(p, 0, 9, depth=depth)
+    try:
+        ring = set()
+        for step in range(9):
+            held = pre.next()
+            ring.add(held.images.data_ptr())
+            deadline = time.monotonic() + 5
+            while not pre.queue.full() and step + depth < 9 and time.monotonic() < deadline:
+                time.sleep(0.005)                  # the worker has filled what it may
+            assert_same(held, reference_batch(arrays, step, seed=5, **aug))
+        assert len(pre.buffers) == depth + 2 and ring == {b.images.data_ptr() for b in pre.buffers}
+    finally:
+        pre.close()
+
+
+@pytest.mark.parametrize("aug", ["hflip", "every_flip", "hflip_crop"])
+def test_flips_left_to_the_device_give_the_same_batches_on_the_cpu(arrays, aug):
+    """The GPU path's code on the CPU: flips deferred past the gather, then done by to_device as
+    one indexed flip; a batch with crops is flipped on the host before its crops, as ever."""
+    p = MultitaskBatchProvider(arrays, [0, 1], 6, seed=0, aug=Augment(**AUGMENTS[aug]), rank=1, world_size=2)
+    deferred = 0
+    for step in range(6):
+        b = p.batch(step, Buffers(), defer_flips=True)
+        deferred += b.flips is not None
+        assert b.flips is None or "crop" not in aug
+        assert_same(to_device(b, torch.device("cpu")), reference_batch(arrays, step, rank=1, world_size=2,
+                                                                       **AUGMENTS[aug]))
+    assert deferred > 0 if "crop" not in aug else deferred == 0
+
+
+def test_the_prefetcher_hands_other_providers_batches_through():
+    class Weights:          # pretrain_weights' kind: batches that are not images
+        def batch(self, step):
+            return {"step": step}
+    pre = Prefetcher(Weights(), 2, 5, device="cpu")
+    try:
+        assert [pre.next()["step"] for _ in range(3)] == [2, 3, 4]
+    finally:
+        pre.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (the CPU path is tested above)")
+def test_on_a_gpu_prefetched_batches_equal_the_reference(arrays):
+    """Pinned gathering, the copy on a side stream, flips on the GPU (crops on the host)."""
+    assert Buffers(pin=True).take(2, H, W, True)[0].is_pinned()
+    for aug in ("hflip", "hflip_crop"):
+        p = MultitaskBatchProvider(arrays, [0, 1], 6, seed=4, aug=Augment(**AUGMENTS[aug]))
+        pre = Prefetcher(p, 0, 8, depth=2, device="cuda")
+        try:
+            for step in range(8):
+                b = pre.next()
+                assert b.images.device.type == "cuda"
+                host = Batch(b.task, b.images.cpu(), b.maps.cpu(), b.indices, b.step)
+                assert_same(host, reference_batch(arrays, step, seed=4, **AUGMENTS[aug]))
+        finally:
+            pre.close()
