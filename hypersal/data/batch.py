@@ -85,7 +85,8 @@ def copy_rows(src: np.ndarray, rows: np.ndarray, dst: np.ndarray, flips: np.ndar
 
 def flip_(images: torch.Tensor, maps: torch.Tensor, positions) -> None:
     """Mirror the samples at `positions`, image and map, in place: one indexed flip per tensor,
-    on the batch's device (one kernel on a GPU; on the CPU, to_batch's flips cost a tenth)."""
+    on the batch's device. One kernel on a GPU; on a CPU, ~80 ms for 128 images of 256x256 (uint8
+    index_select and index_copy_ are slow there), so the host flips rows as it copies them."""
     idx = torch.as_tensor(np.asarray(positions, np.int64), device=images.device)
     images[idx] = images[idx].flip(-1)
     if maps.numel():
