@@ -8,5 +8,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the r
 { nvidia-smi -L; nproc; python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; } > "$OUT/machine.txt" 2>&1
 timeout 200 python3 bench/run_speed.py --batch 256 > "$OUT/run_speed.jsonl" 2> "$OUT/run_speed.err"
 timeout 120 python3 bench/run_speed.py --batch 256 --n 2000 >> "$OUT/run_speed.jsonl" 2>> "$OUT/run_speed.err"
+timeout 90 python3 bench/loader_speed.py --gpu > "$OUT/loader_speed.jsonl" 2> "$OUT/loader_speed.err"
+timeout 60 python3 -m pytest tests/test_loader.py -q -p no:cacheprovider -k gpu > "$OUT/loader_gpu_test.txt" 2>&1   # the GPU path, bit for bit
 timeout 330 python3 bench/train_speed.py > "$OUT/train_speed.jsonl" 2> "$OUT/train_speed.err"
-echo "done: $(wc -l < "$OUT/train_speed.jsonl") train lines, $(wc -l < "$OUT/run_speed.jsonl") run lines"
+echo "done: $(wc -l < "$OUT/train_speed.jsonl") train lines, $(wc -l < "$OUT/run_speed.jsonl") run lines, $(wc -l < "$OUT/loader_speed.jsonl") loader lines"

@@ -60,13 +60,13 @@ class Synthetic:
 class FromFiles:
     """Batches from image files: the cache built once (not timed), the prefetcher timed."""
 
-    def __init__(self, batch: int, hw, steps: int, folder: Path):
+    def __init__(self, batch: int, hw, steps: int, folder: Path, device):
         data = synth.make(folder / "data", n=max(4 * batch, 64), size=tuple(hw), tasks=TASKS, quiet=True)
         index = layout.scan(data / "images", data / "maps")
         arrays = cache.load_split(index, "train", TASKS, tuple(hw), folder / "cache", workers=synth.cpu_count(),
                                   quiet=True)
         provider = MultitaskBatchProvider(arrays, list(range(len(TASKS))), batch, seed=0, aug=Augment(hflip=0.5))
-        self.prefetch = Prefetcher(provider, 0, steps, depth=4, pin=torch.cuda.is_available())
+        self.prefetch = Prefetcher(provider, 0, steps, depth=4, device=device)   # on a GPU: copied and flipped there
 
     def get(self, step: int):
         b = self.prefetch.next()
@@ -138,7 +138,7 @@ def main() -> None:
                 if variant.endswith("_compiled"):
                     model.compile()
                 if variant == "hnet_loader":
-                    source = FromFiles(batch, (size, size), steps + 3, Path(d) / f"b{batch}")
+                    source = FromFiles(batch, (size, size), steps + 3, Path(d) / f"b{batch}", device)
                 else:
                     source = Synthetic(batch, (size, size), device, channels_last)
                 result = measure(model, source, steps, 3 if not variant.endswith("_compiled") else 2,

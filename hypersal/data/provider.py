@@ -3,7 +3,8 @@
 Every batch is a pure function of (seed, step): which task, which images, which flips. So a
 provider has no hidden position to save: resuming at step k gives exactly the batches an
 uninterrupted run would have seen, a prefetching thread cannot disturb the order, and
-distributed ranks take disjoint slices of the same global batch.
+distributed ranks take disjoint slices of the same global batch. What a batch is made of, and
+how its rows reach (reused, pinned) memory: hypersal/data/batch.py.
 
 | provider                | batches                                                        |
 |-------------------------|----------------------------------------------------------------|
@@ -21,8 +22,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
+from hypersal.data.batch import Batch, Buffers, augment, crop_, to_batch, to_device  # noqa: F401 (augment: for callers)
 from hypersal.data.cache import SplitArrays
 from hypersal.errors import UserError
 
@@ -52,15 +53,6 @@ class InfiniteSampler:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-@dataclass
-class Batch:
-    task: int               # the task's index in the model
-    images: torch.Tensor    # (B, 3, H, W) uint8, channels-last memory
-    maps: torch.Tensor      # (B, 1, H, W) uint8
-    indices: np.ndarray     # rows of the split, for the record
-    step: int = -1
-
-
 @dataclass(frozen=True)
 class Augment:
     hflip: float = 0.0                  # probability of a horizontal flip
@@ -69,22 +61,6 @@ class Augment:
     @property
     def active(self) -> bool:
         return self.hflip > 0 or tuple(self.crop_scale) != (1.0, 1.0)
-
-
-def to_batch(arrays: SplitArrays, array_task: int | None, indices: np.ndarray, task: int) -> Batch:
-    """Rows of the split as tensors: images (B, 3, H, W) and maps (B, 1, H, W), both uint8."""
-    order = np.argsort(indices)            # sorted reads are kinder to a memory map
-    rows = np.asarray(indices)[order]
-    images = torch.from_numpy(np.ascontiguousarray(arrays.images[rows]))       # (B, H, W, 3)
-    inverse = torch.from_numpy(np.argsort(order))
-    images = images[inverse].permute(0, 3, 1, 2)                                # (B, 3, H, W) NHWC memory
-    if array_task is None or arrays.maps is None:
-        maps = torch.zeros(0, dtype=torch.uint8)
-    else:
-        where = arrays.map_positions(array_task, rows)   # the task's own rows (data.task_images: own)
-        maps = torch.from_numpy(np.ascontiguousarray(arrays.maps[array_task][where]))[inverse]
-        maps = maps.unsqueeze(1)                                                # (B, 1, H, W)
-    return Batch(task=task, images=images, maps=maps, indices=np.asarray(indices))
 
 
 def draw_augmentation(aug: Augment, n: int, h: int, w: int, rng: np.random.Generator) -> list[tuple]:
@@ -101,23 +77,6 @@ def draw_augmentation(aug: Augment, n: int, h: int, w: int, rng: np.random.Gener
             box = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
         choices.append((flip, box))
     return choices
-
-
-def augment(batch: Batch, choices: list[tuple]) -> Batch:
-    """The same flip / crop for an image and its map (torchvision.transforms.v2)."""
-    if not any(flip or box for flip, box in choices):
-        return batch
-    images, maps = batch.images.clone(), batch.maps.clone()
-    h, w = images.shape[-2:]
-    for i, (flip, box) in enumerate(choices):
-        img, m = images[i], maps[i]
-        if flip:
-            img, m = TF.horizontal_flip(img), TF.horizontal_flip(m)
-        if box is not None:
-            img = TF.resized_crop(img, *box, [h, w], antialias=True)
-            m = TF.resized_crop(m, *box, [h, w], antialias=True)
-        images[i], maps[i] = img, m
-    return Batch(batch.task, images.contiguous(memory_format=torch.channels_last), maps, batch.indices, batch.step)
 
 
 class MultitaskBatchProvider:
@@ -145,16 +104,27 @@ class MultitaskBatchProvider:
         drawn = self.samplers[array_task].take(nth * self.batch_size, self.batch_size)
         return array_task, self.arrays.image_rows(array_task, drawn)
 
-    def batch(self, step: int) -> Batch:
+    def batch(self, step: int, out: Buffers | None = None, defer_flips: bool = False) -> Batch:
+        """The batch of a step, gathered into `out` (fresh memory when None) and augmented there.
+        With defer_flips, a batch without crops leaves its flips to to_device (a GPU does them
+        after the copy); one with crops is flipped first, on the host, as ever."""
         array_task, indices = self.plan(step)
         mine = slice(self.rank, None, self.world_size)      # this process's share
-        out = to_batch(self.arrays, array_task, indices[mine], self.tasks[array_task])
+        flips, boxes = None, []
         if self.aug.active:
-            h, w = out.images.shape[-2:]
+            h, w = self.arrays.images.shape[1:3]
             choices = draw_augmentation(self.aug, len(indices), h, w, np.random.default_rng([self.seed, step, 2]))
-            out = augment(out, choices[mine])
-        out.step = step
-        return out
+            flips = np.array([flip for flip, _ in choices[mine]], dtype=bool)
+            boxes = [box for _, box in choices[mine]]
+        cropping = any(box is not None for box in boxes)
+        defer = defer_flips and not cropping and flips is not None and flips.any()
+        batch = to_batch(self.arrays, array_task, indices[mine], self.tasks[array_task], out,
+                         None if defer else flips)
+        if cropping:
+            crop_(batch.images, batch.maps, boxes)
+        batch.flips = np.flatnonzero(flips) if defer else None
+        batch.step = step
+        return batch
 
 
 def BatchAndTaskProvider(arrays: SplitArrays, task: int, batch_size: int, array_task: int = 0, **kw):
@@ -180,32 +150,62 @@ def sequential(arrays: SplitArrays, array_task: int | None, task: int, batch_siz
 
 
 class Prefetcher:
-    """Builds the batches of steps [start, stop) in a background thread, `depth` ahead, pinned
-    when a GPU will take them. The order is fixed by the steps, so nothing depends on timing."""
+    """Builds the batches of steps [start, stop) in a background thread, `depth` ahead. The
+    order is fixed by the steps, so nothing depends on timing.
 
-    def __init__(self, provider, start: int, stop: int, depth: int = 3, pin: bool = False):
+    The contract: a batch from next() stays valid until the following next() (or close());
+    whoever keeps one longer keeps a copy. On the host, batches are gathered into a ring of
+    depth + 2 reused buffers: depth wait in the queue, the consumer holds one and the worker
+    fills one more, so it never writes one in use. With a GPU (device cuda), batches are
+    gathered into pinned buffers and copied to the GPU on a stream of their own, their flips
+    done there; the consumer gets GPU tensors of its own, and the worker waits for a copy to
+    land before it reuses that pinned buffer (so two suffice)."""
+
+    def __init__(self, provider, start: int, stop: int, depth: int = 3, device: torch.device | str | None = None):
+        self.device = torch.device(device or "cpu")
+        self.cuda = self.device.type == "cuda"
+        self.buffers = [Buffers(pin=self.cuda) for _ in range(2 if self.cuda else depth + 2)]
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._work, args=(provider, start, stop, pin), daemon=True)
+        self.thread = threading.Thread(target=self._work, args=(provider, start, stop), daemon=True)
         self.thread.start()
 
-    def _work(self, provider, start: int, stop: int, pin: bool) -> None:
+    def _work(self, provider, start: int, stop: int) -> None:
         try:
-            for step in range(start, stop):
+            stream = torch.cuda.Stream(self.device) if self.cuda else None
+            landed = [None] * len(self.buffers)       # per buffer: its last copy's event
+            for n, step in enumerate(range(start, stop)):
                 if self.stop_flag.is_set():
                     return
-                b = provider.batch(step)
-                if pin:
-                    b.images, b.maps = b.images.pin_memory(), b.maps.pin_memory()
-                self.queue.put(b)
+                slot = n % len(self.buffers)
+                if landed[slot] is not None:
+                    landed[slot].synchronize()
+                b, copied = self._build(provider, step, self.buffers[slot]), None
+                if stream is not None and isinstance(b, Batch):
+                    with torch.cuda.stream(stream):
+                        b, copied = to_device(b, self.device), torch.cuda.Event()
+                        copied.record(stream)
+                    landed[slot] = copied
+                self.queue.put((b, copied))
         except BaseException as e:  # handed to the consumer, raised there
             self.queue.put(e)
+
+    def _build(self, provider, step: int, buffers: Buffers):
+        if isinstance(provider, MultitaskBatchProvider):    # gathers into reused memory
+            return provider.batch(step, buffers, defer_flips=self.cuda)
+        return provider.batch(step)                         # other providers make their own
 
     def next(self) -> Batch:
         item = self.queue.get()
         if isinstance(item, BaseException):
             raise item
-        return item
+        batch, copied = item
+        if copied is not None:   # this stream waits for the copy; the allocator knows who uses it
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(copied)
+            batch.images.record_stream(current)
+            batch.maps.record_stream(current)
+        return batch
 
     def close(self) -> None:
         self.stop_flag.set()

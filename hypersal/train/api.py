@@ -135,7 +135,7 @@ class Trainer:
 
     def _batches(self):
         if self.prefetch:
-            return Prefetcher(self.provider, self.step, self.total_steps, pin=self.device.type == "cuda")
+            return Prefetcher(self.provider, self.step, self.total_steps, device=self.device)
         return _Direct(self.provider, self.step)
 
     def _flush_losses(self, pending: list[torch.Tensor]) -> None:
