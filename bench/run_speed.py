@@ -16,8 +16,9 @@ The stage's host work is stage - model: what the CPUs of a GPU node do per image
 infers. torch runs 1 thread here (the stage would use job_cpus(), 2 on a 2-core machine) so that
 the model's CPU time is the calling thread's own and is subtracted exactly; the stage's decode
 and write threads are run.workers (auto: job_cpus()). Prints one JSON line per round, one
-summary line (medians over the rounds) and a readable line; --cuda also times the stage on the
-GPU (wall images/s; the CPU-side ratios stay the figure to compare).
+summary line (medians over the rounds), one line of the main steps' CPU ms per image (one
+thread: decode, resize to the training size, map PNG, overlay blend and JPEG) and a readable line. --cuda first times the stage on the
+GPU, overlays off and on (wall images/s after a warm pass; bench/gpu.sh runs it).
 """
 from __future__ import annotations
 
@@ -39,9 +40,12 @@ import yaml  # noqa: E402
 
 from hypersal import config as config_mod  # noqa: E402
 from hypersal.data import synth  # noqa: E402
+from hypersal.data.cache import resize  # noqa: E402
+from hypersal.data.decode import read_rgb  # noqa: E402
+from hypersal.evaluation import viz  # noqa: E402
 from hypersal.runfolder import RunFolder  # noqa: E402
 from hypersal.runner.job import Job  # noqa: E402
-from hypersal.stages import run as run_stage  # noqa: E402
+from hypersal.stages import run as run_stage, runio  # noqa: E402
 from hypersal.tracking import Tracker  # noqa: E402
 from hypersal.train.cpus import job_cpus  # noqa: E402
 
@@ -114,15 +118,40 @@ def one_round(files, jobs, clock) -> dict:
     return row
 
 
-def gpu_line(root: Path, images: Path, args, n: int) -> dict:
-    """The stage on the GPU: wall images/s after a warm pass (a GPU machine's figure only)."""
-    job = make_job(root / "gpu", images, args, overlay=True, device="cuda")
-    job.model = job.new_model(TASKS)
-    run_stage.run(job)
-    wall = time.perf_counter()
-    run_stage.run(job)
-    return {"bench": "run_stage_gpu", "images": n, "overlay": True, "device": torch.cuda.get_device_name(),
-            "images_per_second": round(n / (time.perf_counter() - wall), 1)}
+def parts(files: list[Path], maps_dir: Path, hw: tuple[int, int]) -> dict:
+    """CPU ms per image of the stage's main steps, one thread, on the files and the maps the
+    stage wrote: what the host work is made of."""
+    images = [read_rgb(f) for f in files]
+    maps = [cv2.imread(str(maps_dir / f"{f.stem}.png"), cv2.IMREAD_UNCHANGED) for f in files]
+    steps = {"decode_rgb": lambda i: read_rgb(files[i]),
+             "resize_to_train_size": lambda i: resize(images[i], hw),
+             "map_png": lambda i: cv2.imencode(".png", maps[i], runio.PNG),
+             "overlay_blend": lambda i: viz.blend(images[i], maps[i]),
+             "overlay_jpeg": lambda i: cv2.imencode(".jpg", images[i], runio.JPEG)}
+    out = {}
+    for name, step in steps.items():
+        start = time.process_time()
+        for i in range(len(files)):
+            step(i)
+        out[f"{name}_ms"] = round((time.process_time() - start) / len(files) * 1e3, 3)
+    return out
+
+
+def gpu_lines(root: Path, images: Path, args, n: int) -> list[dict]:
+    """The stage on the GPU, overlays off and on: wall images/s after a warm pass (a GPU machine's
+    figure only; nothing here measures it on a machine without one)."""
+    lines = []
+    for overlay in (False, True):
+        job = make_job(root / f"gpu-{overlay}", images, args, overlay=overlay, device="cuda")
+        torch.manual_seed(0)
+        job.model = job.new_model(TASKS)
+        run_stage.run(job)
+        wall = time.perf_counter()
+        run_stage.run(job)
+        lines.append({"bench": "run_stage_gpu", "images": n, "image_size": list(args.size), "batch": args.batch,
+                      "overlay": overlay, "workers": job_cpus(), "device": torch.cuda.get_device_name(),
+                      "images_per_second": round(n / (time.perf_counter() - wall), 1)})
+    return lines
 
 
 def main() -> None:
@@ -131,40 +160,52 @@ def main() -> None:
     p.add_argument("--size", type=synth.parse_size, default=(480, 640))
     p.add_argument("--train-size", type=int, default=256)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--cuda", action="store_true", help="also time the stage on the GPU")
+    p.add_argument("--rounds", type=int, default=3, help="CPU rounds (0: none, e.g. with --cuda)")
+    p.add_argument("--cuda", action="store_true", help="time the stage on the GPU first")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    if args.cuda and not torch.cuda.is_available():
+        p.error("--cuda: this machine has no usable GPU")
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         files = write_images(root / "images", args.n, args.size)
-        torch.manual_seed(0)
-        jobs = {name: make_job(root / name, root / "images", args, overlay=name == "overlay", device="cpu")
-                for name in ("maps", "overlay")}
-        model = jobs["maps"].new_model(TASKS)
-        for job in jobs.values():
-            job.model = model
-        clock = ModelClock(model)
-        run_stage.run(jobs["overlay"])        # warm: every batch shape, the files in the page cache
-        decode_loop(files)
-        common = {"images": args.n, "image_size": list(args.size), "train_size": args.train_size,
-                  "batch": args.batch, "tasks": len(TASKS), "torch_threads": torch.get_num_threads(),
-                  "workers": job_cpus(), "cpus": synth.cpu_count()}
-        rows = []
-        for r in range(args.rounds):
-            rows.append(one_round(files, jobs, clock))
-            print(json.dumps({"bench": "run_stage_round", "round": r, **common,
-                              **{k: round(v, 3) for k, v in rows[-1].items()}}), flush=True)
-        summary = {k: round(statistics.median(row[k] for row in rows), 3) for k in rows[0]}
-        print(json.dumps({"bench": "run_stage", **common, **summary}), flush=True)
-        print(f"run stage, {args.n} {args.size[0]}x{args.size[1]} JPEGs, median of {args.rounds} rounds: "
-              f"host CPU per image {summary['maps_host_ms']:.2f} ms without overlays "
-              f"({summary['maps_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_host_ms']:.2f} ms "
-              f"with ({summary['overlay_ratio']:.2f}x, target <= 6); bare decode {summary['decode_ms']:.2f} ms; "
-              f"the model {summary['maps_model_ms']:.1f} ms per image on {torch.get_num_threads()} torch "
-              f"thread(s), not counted", flush=True)
-        if args.cuda and torch.cuda.is_available():
-            print(json.dumps(gpu_line(root, root / "images", args, args.n)), flush=True)
+        if args.cuda:
+            for line in gpu_lines(root, root / "images", args, args.n):
+                print(json.dumps(line), flush=True)
+        if args.rounds:
+            cpu_rounds(root, files, args)
+
+
+def cpu_rounds(root: Path, files: list[Path], args) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    jobs = {name: make_job(root / name, root / "images", args, overlay=name == "overlay", device="cpu")
+            for name in ("maps", "overlay")}
+    model = jobs["maps"].new_model(TASKS)
+    for job in jobs.values():
+        job.model = model
+    clock = ModelClock(model)
+    run_stage.run(jobs["overlay"])        # warm: every batch shape, the files in the page cache
+    decode_loop(files)
+    common = {"images": args.n, "image_size": list(args.size), "train_size": args.train_size,
+              "batch": args.batch, "tasks": len(TASKS), "torch_threads": torch.get_num_threads(),
+              "workers": job_cpus(), "cpus": synth.cpu_count()}
+    rows = []
+    for r in range(args.rounds):
+        rows.append(one_round(files, jobs, clock))
+        print(json.dumps({"bench": "run_stage_round", "round": r, **common,
+                          **{k: round(v, 3) for k, v in rows[-1].items()}}), flush=True)
+    summary = {k: round(statistics.median(row[k] for row in rows), 3) for k in rows[0]}
+    print(json.dumps({"bench": "run_stage", **common, **summary}), flush=True)
+    cv2.setNumThreads(1)      # as the stage runs them
+    print(json.dumps({"bench": "run_stage_parts", **common, **parts(files, root / "maps" / "maps" / TASKS[0],
+                                                                       (args.train_size, args.train_size))}),
+          flush=True)
+    print(f"run stage, {args.n} {args.size[0]}x{args.size[1]} JPEGs, median of {args.rounds} rounds: "
+          f"host CPU per image {summary['maps_host_ms']:.2f} ms without overlays "
+          f"({summary['maps_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_host_ms']:.2f} ms "
+          f"with ({summary['overlay_ratio']:.2f}x, target <= 6); bare decode {summary['decode_ms']:.2f} ms; "
+          f"the model {summary['maps_model_ms']:.1f} ms per image on {torch.get_num_threads()} torch "
+          f"thread(s), not counted", flush=True)
 
 
 if __name__ == "__main__":

@@ -272,3 +272,16 @@ def test_the_cpu_input_is_images_to_input_bit_for_bit():
         want = images_to_input(torch.from_numpy(small).permute(0, 3, 1, 2), torch.device("cpu"))
         got = inputs(small)
         assert torch.equal(got, want) and got.stride() == want.stride() and got.dtype == torch.float32
+
+
+def test_a_full_disk_stops_the_stage_naming_the_map(images, tmp_path):
+    """Writing a map into a full device (/dev/full) is an error naming it; cv2.imwrite, used
+    before, returned True there and the stage ended as if its maps were written."""
+    job = stage_job(tmp_path / "run", images[0].parent, overlay=False, batch_size=4)
+    full = tmp_path / "run" / "maps" / "center_bias" / "odd_37x53.png"
+    full.parent.mkdir(parents=True)
+    full.symlink_to("/dev/full")
+    with pytest.raises(UserError) as e:
+        run_stage.run(job)
+    assert e.value.render() == (f"{full}: run.out_dir: cannot write the map (No space left on device). "
+                                "Fix: free space on that disk or point run.out_dir at another, then run again.")

@@ -12,6 +12,7 @@ import torch
 
 from hypersal.data.cache import resize
 from hypersal.data.decode import read_rgb
+from hypersal.errors import UserError
 from hypersal.evaluation import viz
 from hypersal.train.steps import images_to_input
 
@@ -35,7 +36,12 @@ def save(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
     ok, data = cv2.imencode(ext, array, params)
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {path}")
-    data.tofile(str(path))     # an OSError (a full disk) stops the stage; cv2.imwrite said nothing
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:      # cv2.imwrite said nothing: a full disk gave a "done" stage without maps
+        raise UserError(f"cannot write the map ({e.strerror or e})", file=path, key="run.out_dir",
+                        fix="free space on that disk or point run.out_dir at another, then run again") from None
 
 
 def write(prob: np.ndarray, image: np.ndarray, stem: str, task_dir: Path, overlay: bool) -> None:
