@@ -40,7 +40,8 @@ def save(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as e:      # cv2.imwrite said nothing: a full disk gave a "done" stage without maps
-        raise UserError(f"cannot write the map ({e.strerror or e})", file=path, key="run.out_dir",
+        what = "overlay" if ext == ".jpg" else "map"
+        raise UserError(f"cannot write the {what} ({e.strerror or e})", file=path, key="run.out_dir",
                         fix="free space on that disk or point run.out_dir at another, then run again") from None
 
 
