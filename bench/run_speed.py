@@ -1,64 +1,211 @@
-"""The `run` stage end to end: JPEG files in, one PNG map per image and task out, timed by the
-stage itself (decode, resize, inference, upsampling to each image's size, PNG encoding).
+"""The `run` stage's host work per image against a bare decode of the same files (issue 24).
 
-    python bench/run_speed.py [--n 200] [--size 240x320] [--train-size 256] [--batch 64] [--overlay]
+    python bench/run_speed.py [--n 96] [--size 480x640] [--train-size 256] [--batch 32] [--rounds 3]
 
-Prints one JSON line: images/s and the machine.
+In one process: N generated JPEG files (synth scenes, quality 90), a Job read from a config as
+train.py reads it, a freshly built model (its weights do not change the speed), the real stage
+(hypersal.stages.run). One untimed pass first warms it: the model's first call at each batch
+shape, the page cache. Then `rounds` rounds, each timing back to back, as CPU time
+(time.process_time: every thread of the process, user and system):
+
+    decode    a bare loop over the files: np.fromfile, cv2.imdecode
+    stage     the stage with overlays off, then on (maps written into a temporary folder)
+    model     the model's forward calls inside those stages (time.thread_time around each)
+
+The stage's host work is stage - model: what the CPUs of a GPU node do per image while the GPU
+infers. torch runs 1 thread here (the stage would use job_cpus(), 2 on a 2-core machine) so that
+the model's CPU time is the calling thread's own and is subtracted exactly; the stage's decode
+and write threads are run.workers (auto: job_cpus()). Prints one JSON line per round, one
+summary line (medians over the rounds), one line of the main steps' CPU ms per image (one
+thread: decode, resize to the training size, map PNG, overlay blend and JPEG) and a readable line. --cuda first times the stage on the
+GPU, overlays off and on (wall images/s after a warm pass; bench/gpu.sh runs it).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import torch
-import yaml
-
-from hypersal.data import synth
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))        # this checkout's hypersal, not an installed one
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from hypersal import config as config_mod  # noqa: E402
+from hypersal.data import synth  # noqa: E402
+from hypersal.data.cache import resize  # noqa: E402
+from hypersal.data.decode import read_rgb  # noqa: E402
+from hypersal.evaluation import viz  # noqa: E402
+from hypersal.runfolder import RunFolder  # noqa: E402
+from hypersal.runner.job import Job  # noqa: E402
+from hypersal.stages import run as run_stage, runio  # noqa: E402
+from hypersal.tracking import Tracker  # noqa: E402
+from hypersal.train.cpus import job_cpus  # noqa: E402
+
+TASKS = ["center_bias"]
+
+
+def write_images(folder: Path, n: int, hw: tuple[int, int]) -> list[Path]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = [folder / f"{i:05d}.jpg" for i in range(n)]
+    for path in paths:
+        cv2.imwrite(str(path), cv2.cvtColor(synth.scene(rng, *hw), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return paths
+
+
+def make_job(folder: Path, images: Path, args, overlay: bool, device: str) -> Job:
+    cfg = {"pipeline": ["run"], "comet": {"mode": "disabled"}, "device": device,
+           "data": {"size": [args.train_size, args.train_size]},
+           "run": {"images_dir": str(images), "out_dir": str(folder / "maps"), "batch_size": args.batch,
+                   "overlay": overlay}}
+    if device == "cuda":
+        cfg["train"] = {"precision": "bf16"}
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run_folder = RunFolder(folder)
+    return Job(cfg=config_mod.load(folder / "config.yaml"), folder=run_folder,
+               tracker=Tracker(run_folder, {"mode": "disabled"}, {}), device=torch.device(device))
+
+
+class ModelClock:
+    """CPU seconds the model's forward calls took, in the thread that made them."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.seconds, self._start = 0.0, 0.0
+        model.register_forward_pre_hook(lambda *_: self._begin())
+        model.register_forward_hook(lambda *_: self._end())
+
+    def _begin(self) -> None:
+        self._start = time.thread_time()
+
+    def _end(self) -> None:
+        self.seconds += time.thread_time() - self._start
+
+
+def decode_loop(files: list[Path]) -> float:
+    start = time.process_time()
+    for f in files:
+        cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_COLOR)
+    return time.process_time() - start
+
+
+def timed_stage(job: Job, clock: ModelClock) -> tuple[float, float, float]:
+    """(CPU seconds of the stage, of its model calls, wall seconds)."""
+    clock.seconds = 0.0
+    cpu, wall = time.process_time(), time.perf_counter()
+    run_stage.run(job)
+    return time.process_time() - cpu, clock.seconds, time.perf_counter() - wall
+
+
+def one_round(files, jobs, clock) -> dict:
+    n = len(files)
+    row = {"decode_ms": decode_loop(files) / n * 1e3}
+    for name, job in jobs.items():
+        cpu, model, wall = timed_stage(job, clock)
+        row[f"{name}_stage_ms"] = cpu / n * 1e3
+        row[f"{name}_model_ms"] = model / n * 1e3
+        row[f"{name}_host_ms"] = (cpu - model) / n * 1e3
+        row[f"{name}_ratio"] = (cpu - model) / n * 1e3 / row["decode_ms"]
+        row[f"{name}_images_per_second"] = n / wall
+    return row
+
+
+def parts(files: list[Path], maps_dir: Path, hw: tuple[int, int]) -> dict:
+    """CPU ms per image of the stage's main steps, one thread, on the files and the maps the
+    stage wrote: what the host work is made of."""
+    images = [read_rgb(f) for f in files]
+    maps = [cv2.imread(str(maps_dir / f"{f.stem}.png"), cv2.IMREAD_UNCHANGED) for f in files]
+    steps = {"decode_rgb": lambda i: read_rgb(files[i]),
+             "resize_to_train_size": lambda i: resize(images[i], hw),
+             "map_png": lambda i: cv2.imencode(".png", maps[i], runio.PNG),
+             "overlay_blend": lambda i: viz.blend(images[i], maps[i]),
+             "overlay_jpeg": lambda i: cv2.imencode(".jpg", images[i], runio.JPEG)}
+    out = {}
+    for name, step in steps.items():
+        start = time.process_time()
+        for i in range(len(files)):
+            step(i)
+        out[f"{name}_ms"] = round((time.process_time() - start) / len(files) * 1e3, 3)
+    return out
+
+
+def gpu_lines(root: Path, images: Path, args, n: int) -> list[dict]:
+    """The stage on the GPU, overlays off and on: wall images/s after a warm pass (a GPU machine's
+    figure only; nothing here measures it on a machine without one)."""
+    lines = []
+    for overlay in (False, True):
+        job = make_job(root / f"gpu-{overlay}", images, args, overlay=overlay, device="cuda")
+        torch.manual_seed(0)
+        job.model = job.new_model(TASKS)
+        run_stage.run(job)
+        wall = time.perf_counter()
+        run_stage.run(job)
+        lines.append({"bench": "run_stage_gpu", "images": n, "image_size": list(args.size), "batch": args.batch,
+                      "overlay": overlay, "workers": job_cpus(), "device": torch.cuda.get_device_name(),
+                      "images_per_second": round(n / (time.perf_counter() - wall), 1)})
+    return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=200, help="images in the run folder")
-    p.add_argument("--size", type=synth.parse_size, default=(240, 320))
+    p.add_argument("--n", type=int, default=96, help="images in the run folder")
+    p.add_argument("--size", type=synth.parse_size, default=(480, 640))
     p.add_argument("--train-size", type=int, default=256)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--overlay", action="store_true")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="CPU rounds (0: none, e.g. with --cuda)")
+    p.add_argument("--cuda", action="store_true", help="time the stage on the GPU first")
     args = p.parse_args()
+    if args.cuda and not torch.cuda.is_available():
+        p.error("--cuda: this machine has no usable GPU")
     with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        data = synth.make(d / "data", n=args.n, size=args.size, tasks=["center_bias"], quiet=True)
-        run_images = data / "images" / "all"
-        run_images.mkdir()
-        for f in (data / "images").rglob("*.jpg"):
-            if f.parent.name in ("train", "val", "test"):
-                os.link(f, run_images / f.name)
-        # A one-step training gives the model (its quality does not change the speed).
-        cfg = {"pipeline": ["train", "run"], "comet": {"mode": "disabled"}, "tasks": ["center_bias"],
-               "data": {"images_dir": str(data / "images"), "maps_dir": str(data / "maps"),
-                        "size": [args.train_size, args.train_size]},
-               "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "val_batches": 0, "actions": []},
-               "run": {"images_dir": str(run_images), "batch_size": args.batch, "overlay": args.overlay}}
-        if torch.cuda.is_available():
-            cfg["train"].update(precision="bf16", channels_last=True)
-        (d / "run").mkdir()
-        (d / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
-        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(d / "run" / "config.yaml")],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(proc.stderr)
-        result = json.loads((d / "run" / "results.json").read_text())["run"]
-        print(json.dumps({"bench": "run_stage", "images": result["images"], "image_size": list(args.size),
-                          "train_size": args.train_size, "batch": args.batch, "tasks": len(result["tasks"]),
-                          "overlay": args.overlay, "images_per_second": result["images_per_second"],
-                          "seconds": result["seconds"], "cpus": synth.cpu_count(),
-                          "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}))
+        root = Path(d)
+        files = write_images(root / "images", args.n, args.size)
+        if args.cuda:
+            for line in gpu_lines(root, root / "images", args, args.n):
+                print(json.dumps(line), flush=True)
+        if args.rounds:
+            cpu_rounds(root, files, args)
+
+
+def cpu_rounds(root: Path, files: list[Path], args) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    jobs = {name: make_job(root / name, root / "images", args, overlay=name == "overlay", device="cpu")
+            for name in ("maps", "overlay")}
+    model = jobs["maps"].new_model(TASKS)
+    for job in jobs.values():
+        job.model = model
+    clock = ModelClock(model)
+    run_stage.run(jobs["overlay"])        # warm: every batch shape, the files in the page cache
+    decode_loop(files)
+    common = {"images": args.n, "image_size": list(args.size), "train_size": args.train_size,
+              "batch": args.batch, "tasks": len(TASKS), "torch_threads": torch.get_num_threads(),
+              "workers": job_cpus(), "cpus": synth.cpu_count()}
+    rows = []
+    for r in range(args.rounds):
+        rows.append(one_round(files, jobs, clock))
+        print(json.dumps({"bench": "run_stage_round", "round": r, **common,
+                          **{k: round(v, 3) for k, v in rows[-1].items()}}), flush=True)
+    summary = {k: round(statistics.median(row[k] for row in rows), 3) for k in rows[0]}
+    print(json.dumps({"bench": "run_stage", **common, **summary}), flush=True)
+    cv2.setNumThreads(1)      # as the stage runs them
+    print(json.dumps({"bench": "run_stage_parts", **common, **parts(files, root / "maps" / "maps" / TASKS[0],
+                                                                       (args.train_size, args.train_size))}),
+          flush=True)
+    print(f"run stage, {args.n} {args.size[0]}x{args.size[1]} JPEGs, median of {args.rounds} rounds: "
+          f"host CPU per image {summary['maps_host_ms']:.2f} ms without overlays "
+          f"({summary['maps_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_host_ms']:.2f} ms "
+          f"with ({summary['overlay_ratio']:.2f}x, target <= 6); bare decode {summary['decode_ms']:.2f} ms; "
+          f"the model {summary['maps_model_ms']:.1f} ms per image on {torch.get_num_threads()} torch "
+          f"thread(s), not counted", flush=True)
 
 
 if __name__ == "__main__":
