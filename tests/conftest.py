@@ -13,13 +13,16 @@ from helpers.slurm import queue_is_free, slurm_ready
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_env(tmp_path_factory):
-    """Caches in a temporary folder, no Comet key from the developer's machine."""
+    """Caches in a temporary folder, no Comet key from the developer's machine, one CPU thread per
+    training (HYPERSAL_CPUS; a Slurm job's own allocation still wins): the tests' models are tiny,
+    and two trainings at once with two threads each on the 2-core CI machine run ~1.5x slower."""
     cache = tmp_path_factory.mktemp("hypersal-cache")
     old = dict(os.environ)
     os.environ["HYPERSAL_CACHE"] = str(cache)
     for key in [k for k in os.environ if k.startswith("COMET_")]:
         del os.environ[key]
     os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"
+    os.environ["HYPERSAL_CPUS"] = "1"
     yield cache
     os.environ.clear()
     os.environ.update(old)

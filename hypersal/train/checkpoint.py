@@ -19,9 +19,10 @@ import torch
 from hypersal.files import write_atomic
 from hypersal.log import say
 from hypersal.train.distributed import barrier
+from hypersal.errors import RunFailure
 
 
-class CheckpointError(Exception):
+class CheckpointError(RunFailure):
     """A checkpoint could not be written or read; the message says what is still intact."""
 
 
