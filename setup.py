@@ -40,6 +40,7 @@ setup(
     extras_require={"dev": [
         "pytest>=7",
         "pytest-timeout>=2",
+        "pytest-xdist>=3.5",     # the suite in one process per core; --dist loadgroup keeps the Slurm tests in one
         # The independent reference the metric tests compare against (the Tuebingen benchmark's
         # code). It still imports pkg_resources, which setuptools 81 removed.
         "pysaliency==0.2.22",
