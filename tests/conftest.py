@@ -88,6 +88,7 @@ def uses_slurm(item) -> bool:
     return bool(item.get_closest_marker("slurm") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
