@@ -10,6 +10,11 @@ import pytest
 from helpers.cli import ROOT, experiment
 from helpers.slurm import queue_is_free, slurm_ready
 
+# One torch thread in the test processes too (read when torch is first imported, which the test
+# modules do after this file): two test processes with two threads each on 2 cores made the
+# fast loop slower in two processes (118 s) than in one (109 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_env(tmp_path_factory):
