@@ -1,4 +1,5 @@
-"""The one error type users see: it names the file, the key path and the fix."""
+"""The one error type users see: it names the file, the key path and the fix (and RunFailure,
+a run that fails for a reason one line says)."""
 from __future__ import annotations
 
 import difflib
@@ -99,3 +100,8 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], **where) -> UserErr
     valid = sorted(str(v) for v in valid)
     return UserError(f"unknown {kind} '{name_of(name)}'", fix=f"use one of: {', '.join(valid)}."
                      f"{suggest(name, valid)}", **where)
+
+
+class RunFailure(Exception):
+    """A run that fails for a reason its message says in full (a damaged checkpoint, a loss that is
+    not finite): train.py prints it in one line and exits 1, without a traceback."""

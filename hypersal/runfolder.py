@@ -19,6 +19,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ STATES = ("running", "done", "failed", "stopped", "requeued", "pruned")
 STATE_TYPES = {"state": str, "stage": str, "progress": str, "error": str, "host": str, "pid": int,
                "requeues": int, "restarts": int, "pruned_epoch": int, "stages_done": list, "results": dict}
 INFO_TYPES = {"sampled": dict, "trial": int, "comet_key": str, "index": int}
+
+
+def now() -> str:
+    """state.json's timestamps: UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class Damaged(UserError):

@@ -21,11 +21,12 @@ from typing import Any
 import urllib.error
 import urllib.request
 
+from hypersal.config import choices
 from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.runfolder import RunFolder
 
-MODES = ("offline", "online", "disabled")
+MODES = choices.COMET_MODES   # declared in hypersal/config/choices.py
 _QUIET = dict(log_env_details=False, log_env_gpu=False, log_env_host=False, log_env_cpu=False,
               log_git_metadata=False, log_git_patch=False, log_code=False, auto_output_logging=False,
               auto_param_logging=False, auto_metric_logging=False, parse_args=False,

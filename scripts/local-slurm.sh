@@ -82,6 +82,9 @@ SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# One node, a handful of jobs: look at the queue every second, not every 30-60 s (a requeued
+# job's begin time, a job freed by another's end, start at once).
+SchedulerParameters=sched_interval=1,bf_interval=1
 ReturnToService=2
 MpiDefault=none
 SlurmctldTimeout=30

@@ -58,30 +58,22 @@ FAMILY_SIZES = {"contrast": 8, "frequency": 8, "prior": 8, "region": 8}
 SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_grained", "frequency_tuned",
                             "image_signature", "spectral_residual")
                            + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
-STUDY_ARMS = ("embedding", "finetune_all", "finetune_decoder", "k0_best", "k0_start", "plain_b", "saliency",
-              "scratch")
+# The few-shot study's arms, in the report's order (hypersal/study/arms.py implements them).
+STUDY_ARMS = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder", "finetune_all", "plain_b", "scratch")
 COMET_MODES = ("disabled", "offline", "online")
-# Each action and its options (the keyword arguments of its constructor).
-ACTIONS: dict[str, tuple[str, ...]] = {
-    "batch_logger": ("every",),
-    "early_stopping": ("patience", "min_delta", "monitor"),
-    "freeze_encoder": ("epochs",),
-    "freeze_hnet_for_catchup": ("epochs",),
-    "log_epoch_losses": (),
-    "lr_decay": ("factor", "every"),
-    "maps_tracker": ("every", "images"),
-    "weight_watcher": ("every",),
+# An action's name -> (the class that implements it, its options: the constructor's keyword arguments).
+_ACTIONS = {
+    "batch_logger": ("hypersal.train.actions:BatchLogger", ("every",)),
+    "early_stopping": ("hypersal.train.actions:EarlyStopping", ("patience", "min_delta", "monitor")),
+    "freeze_encoder": ("hypersal.train.actions:FreezeEncoder", ("epochs",)),
+    "freeze_hnet_for_catchup": ("hypersal.train.actions:FreezeHNETForCatchup", ("epochs",)),
+    "log_epoch_losses": ("hypersal.train.actions:LogEpochLosses", ()),
+    "lr_decay": ("hypersal.train.actions:LrDecay", ("factor", "every")),
+    "maps_tracker": ("hypersal.train.actions:MapsTracker", ("every", "images")),
+    "weight_watcher": ("hypersal.train.actions:WeightWatcher", ("every",)),
 }
-ACTION_CLASSES = Declared("action", {
-    "batch_logger": "hypersal.train.actions:BatchLogger",
-    "early_stopping": "hypersal.train.actions:EarlyStopping",
-    "freeze_encoder": "hypersal.train.actions:FreezeEncoder",
-    "freeze_hnet_for_catchup": "hypersal.train.actions:FreezeHNETForCatchup",
-    "log_epoch_losses": "hypersal.train.actions:LogEpochLosses",
-    "lr_decay": "hypersal.train.actions:LrDecay",
-    "maps_tracker": "hypersal.train.actions:MapsTracker",
-    "weight_watcher": "hypersal.train.actions:WeightWatcher",
-})
+ACTIONS: dict[str, tuple[str, ...]] = {name: opts for name, (_, opts) in _ACTIONS.items()}
+ACTION_CLASSES = Declared("action", {name: path for name, (path, _) in _ACTIONS.items()})
 
 # path -> (what the value is called in messages, the allowed values)
 ONE_OF: dict[tuple, tuple[str, tuple]] = {

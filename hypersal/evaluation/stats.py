@@ -38,20 +38,27 @@ def macro_mean(node) -> float:
     return float(values.mean())
 
 
-def _resample(node, rng: np.random.Generator) -> float:
-    """One bootstrap replicate of the macro mean: children drawn with replacement at every level."""
+def _replicates(node, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n independent bootstrap replicates of the node's macro mean: at every level the children
+    are drawn with replacement, and each draw of a child is a replicate of its own. Built level by
+    level for all n at once (numpy), not replicate by replicate: the same distribution as drawing
+    one replicate at a time, ~100x faster for the study's 2,000."""
     if isinstance(node, Mapping):
         children = list(node.values())
-        picks = rng.integers(0, len(children), len(children))
-        return float(np.mean([_resample(children[i], rng) for i in picks]))
+        picks = rng.integers(0, len(children), (n, len(children)))
+        means = np.empty(picks.shape)
+        for j, child in enumerate(children):
+            where = picks == j
+            if where.any():
+                means[where] = _replicates(child, rng, int(where.sum()))
+        return means.mean(axis=1)
     values = np.asarray(node, dtype=float).ravel()
-    return float(values[rng.integers(0, values.size, values.size)].mean())
+    return values[rng.integers(0, values.size, (n, values.size))].mean(axis=1)
 
 
 def interval(nested: Nested, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(macro mean, lower, upper) of the hierarchical bootstrap's percentile interval."""
-    rng = np.random.default_rng(seed)
-    reps = np.array([_resample(nested, rng) for _ in range(n_boot)])
+    reps = _replicates(nested, np.random.default_rng(seed), n_boot)
     tail = (1 - level) / 2 * 100
     return macro_mean(nested), float(np.percentile(reps, tail)), float(np.percentile(reps, 100 - tail))
 

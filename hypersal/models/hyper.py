@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from hypersal.config import options
+from hypersal.config import choices, options
 from hypersal.errors import UserError, shorten
 from hypersal.models.decoders import DECODERS, SaliencyOutput
 from hypersal.models.encoder import CHANNELS, Encoder
 from hypersal.models.hypernet import HYPERNETS
 
-GENERATE = ("decoder", "decoder+encoder", "none")
+GENERATE = choices.GENERATE   # declared in hypersal/config/choices.py
 
 
 class MainNet(nn.Module):

@@ -22,21 +22,15 @@ from pathlib import Path
 
 from hypersal import config as config_mod
 from hypersal.config import options, stagelist
-from hypersal.errors import UserError
+from hypersal.errors import RunFailure, UserError
 from hypersal.files import probe_writable
 from hypersal.log import say, set_rank
-from hypersal.runfolder import Damaged, RunFolder
-from hypersal.tracking import Tracker
-from hypersal.train import distributed, signals
-from hypersal.runner import pipeline
-from hypersal.runner import trial
-from hypersal.runner.trial import Pruned
-from hypersal.train.api import NonFiniteLoss
-from hypersal.train.checkpoint import CheckpointError
-from hypersal.train.signals import Stopped
-from hypersal.runner.job import Job, pick_device, seed_everything
-from hypersal.train.cpus import use_job_cpus
+from hypersal.runfolder import Damaged, RunFolder, now
+from hypersal.train import signals
+from hypersal.train.signals import Pruned, Stopped
 
+# torch, torchvision and the stages are imported in run(), after the config is checked: their
+# import takes ~4 s on 2 cores, and a mistake in the input is said before it (in well under 1 s).
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Run the stage pipeline of one run folder.")
@@ -132,7 +126,7 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
     except UserError as e:
         if e.file is None:
             e.file = path
-        folder.write_state({"state": "failed", "error": e.render(), "updated": pipeline.now(),
+        folder.write_state({"state": "failed", "error": e.render(), "updated": now(),
                             **{k: v for k, v in folder.state().items() if k not in ("state", "error", "updated")}})
         raise
 
@@ -140,6 +134,11 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
 def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dict:
     folder = RunFolder(path.parent)
     cfg = _check_before_start(folder, path, skip, cli)
+    from hypersal.runner import pipeline
+    from hypersal.runner.job import Job, pick_device, seed_everything
+    from hypersal.tracking import Tracker
+    from hypersal.train import distributed
+    from hypersal.train.cpus import use_job_cpus
     seed_everything(cfg.seed, cfg.deterministic)
     world = distributed.from_environment()
     set_rank(world.rank, world.size)
@@ -169,12 +168,12 @@ def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dic
             raise
         state = folder.state()
         if isinstance(e, Pruned):    # the pruner's call, not a failure: exit 0, checkpoint kept
-            state.update(state="pruned", pruned_epoch=e.epoch, stage=None, updated=pipeline.now())
+            state.update(state="pruned", pruned_epoch=e.epoch, stage=None, updated=now())
             folder.write_state(state)
             trial_run.tell(pruned=True)
             raise
         word = "stopped" if isinstance(e, (Stopped, KeyboardInterrupt)) else "failed"
-        state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=pipeline.now())
+        state.update(state=word, error=f"{e.__class__.__name__}: {e}", updated=now())
         if isinstance(e, Stopped) and wants_requeue(cfg, signals.requested()):
             state["state"] = "requeued"
             folder.write_state(state)     # before asking: Slurm may end this process at once
@@ -194,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trial is not None:
             index = args.index if args.index is not None else array_index(
                 "--trial", "submit with experiment.py, or pass --index N")
+            from hypersal.runner import trial
             path, trial_run = trial.prepare(args.trial, index)
         else:
             path = config_path(args)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 2
-    except (CheckpointError, NonFiniteLoss) as e:
+    except RunFailure as e:
         print(f"hypersal: error: {e}", file=sys.stderr)
         return 1
     except Pruned as e:

@@ -6,17 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from datetime import datetime, timezone
 
 from hypersal.log import say
+from hypersal.runfolder import now
 from hypersal.stages import STAGES
 from hypersal.config.stagelist import check
 from hypersal.train import signals
 from hypersal.train.distributed import barrier
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def start_state(folder) -> dict:

@@ -21,14 +21,7 @@ from hypersal.yamlio import write_text_atomic
 from hypersal.log import say
 from hypersal.runfolder import RunFolder
 from hypersal.train.api import Action
-
-
-class Pruned(BaseException):
-    """The pruner stopped this trial; its checkpoint is kept."""
-
-    def __init__(self, epoch: int):
-        super().__init__(f"pruned at epoch {epoch}")
-        self.epoch = epoch
+from hypersal.train.signals import Pruned
 
 
 @dataclass

@@ -30,10 +30,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hypersal.config import choices
 from hypersal.evaluation import metrics as M
 from hypersal.models.hyper import HyperSaliency, MainNet
 
-ARMS = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder", "finetune_all", "plain_b", "scratch")
+ARMS = choices.STUDY_ARMS   # declared in hypersal/config/choices.py
 TRAINED = ARMS[2:]
 IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
 HNET_ARMS = ("k0_start", "k0_best", "embedding", "saliency")

@@ -9,26 +9,21 @@ member of a seen family".
 """
 from __future__ import annotations
 
+from hypersal.config import options
 from hypersal.config.choices import FAMILY_SIZES
-from hypersal.errors import UserError, shorten, unknown_name
+from hypersal.errors import unknown_name
 
 
 def members(family: str, which) -> list[str]:
-    size = FAMILY_SIZES[family]
-    bad = [m for m in which if not (isinstance(m, int) and 0 <= m < size)]
-    if bad:
-        raise UserError(f"family {family} has members 0..{size - 1}, not {shorten(bad[0])}", key="study",
-                        fix=f"use member numbers from 0 to {size - 1}")
     return [f"{family}-{m}" for m in which]
 
 
 def check(cfg) -> None:
+    """The study section's family and members: the login node's rule (options.study_members_exist)."""
     if cfg.family not in FAMILY_SIZES:
         raise unknown_name("family", cfg.family, FAMILY_SIZES, key="study.family")
-    used = list(cfg.train_members) + [cfg.select_member, cfg.seen_member]
-    if len(set(used)) != len(used):
-        raise UserError("train_members, select_member and seen_member overlap", key="study",
-                        fix="give each training family's members one role each")
+    study = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    options.enforce({"pipeline": ["fewshot_study"], "study": study}, options.study_members_exist)
 
 
 def training_tasks(cfg) -> list[str]:
@@ -37,10 +32,12 @@ def training_tasks(cfg) -> list[str]:
 
 
 def selection_tasks(cfg) -> list[str]:
+    check(cfg)
     return [t for fam in FAMILY_SIZES if fam != cfg.family for t in members(fam, [cfg.select_member])]
 
 
 def seen_tasks(cfg) -> list[str]:
+    check(cfg)
     return [t for fam in FAMILY_SIZES if fam != cfg.family for t in members(fam, [cfg.seen_member])]
 
 

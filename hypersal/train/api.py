@@ -21,9 +21,10 @@ import torch
 from hypersal.data.provider import Batch, Prefetcher
 from hypersal.train import signals
 from hypersal.train.distributed import World, agree_to_stop
+from hypersal.errors import RunFailure
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(RunFailure):
     """The loss became nan or inf; the message names the step and the last good checkpoint."""
 
 

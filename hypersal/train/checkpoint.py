@@ -8,6 +8,7 @@ is the step (providers are functions of it). Files, per stage folder:
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 import time
@@ -19,9 +20,10 @@ import torch
 from hypersal.files import write_atomic
 from hypersal.log import say
 from hypersal.train.distributed import barrier
+from hypersal.errors import RunFailure
 
 
-class CheckpointError(Exception):
+class CheckpointError(RunFailure):
     """A checkpoint could not be written or read; the message says what is still intact."""
 
 
@@ -41,8 +43,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save, whole or not at all (hypersal.files.write_atomic)."""
-    write_atomic(path, lambda f: torch.save(obj, f))
+    """torch.save, whole or not at all (hypersal.files.write_atomic). Serialised in memory first,
+    then written: torch's zip writer, writing a file itself, reports a disk that fills mid-write
+    now as a RuntimeError with the OSError behind it, now as "unexpected pos N vs M" with none
+    (seen on a full disk in CI); a plain write always raises the OSError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def os_error(e: BaseException | None) -> OSError | None:

@@ -16,6 +16,14 @@ class Stopped(BaseException):
     """The job was told to stop; its state is saved and it can resume."""
 
 
+class Pruned(BaseException):
+    """A search's pruner stopped this trial (hypersal/runner/trial.py); its checkpoint is kept."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned at epoch {epoch}")
+        self.epoch = epoch
+
+
 _requested = threading.Event()
 _reason: list[str] = []
 
