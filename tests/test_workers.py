@@ -221,6 +221,13 @@ def test_judges_racing_under_the_lock_take_a_stale_lease_once(tmp_path):
     assert json.loads((tmp_path / "run_001" / L.LEASE).read_text())["pid"] == os.getpid()
 
 
+def test_leases_and_the_worker_s_own_process_import_no_torch():
+    """status reads leases on the login node; a worker with nothing left to do exits at once."""
+    code = ("import sys; import hypersal.experiment.lease, hypersal.runner.worker; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'comet_ml', 'optuna'}))")
+    assert subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
 def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor_released(tmp_path):
     runs = runs_with_leases(tmp_path, [None, None, None, None, None])
     for run, word in zip(runs, ("done", "failed", "pruned", "running")):
@@ -343,27 +350,53 @@ def test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run(tmp_pat
     assert [(r["run"], r["attempt"]) for r in record(exp, worker_id(second))["runs"]] == [("run_000", 2), ("run_001", 1)]
 
 
-def test_sigterm_stops_a_worker_s_runs_cleanly_and_a_new_worker_finishes_them(tmp_path, dataset):
+def fake_slurm(folder: Path) -> tuple[dict, Path]:
+    """scontrol and squeue that record their arguments (the cluster is not this file's), and a
+    job's environment: the worker is job 4242."""
+    calls = folder / "calls.txt"
+    for tool in ("scontrol", "squeue"):
+        script = folder / "bin" / tool
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n')
+        script.chmod(0o755)
+    return {"PATH": f"{folder / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}, calls
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR2"])
+def test_a_stop_signal_stops_a_worker_s_runs_cleanly_and_a_new_worker_finishes_them(tmp_path, dataset, stop):
+    """SIGTERM (scancel, preemption): stop, release, exit 143. SIGUSR2 (the time-limit warning) in a
+    job: the same, and the worker requeues its job; started again it is the same worker."""
     exp = sweep(tmp_path, [{"repeat": 2}], LONG)
     runs = [exp / "run_000", exp / "run_001"]
-    first = start(exp, tmp_path / "a.log", "--slots", "2", env={"HYPERSAL_CPUS": "2"})
+    env, calls = fake_slurm(tmp_path) if stop == "SIGUSR2" else ({}, None)
+    first = start(exp, tmp_path / "a.log", "--slots", "2", env={"HYPERSAL_CPUS": "2", **env})
+    name = "4242" if env else worker_id(first)
     wait_until(lambda: all(checkpoint_step(r) >= 2 for r in runs), 120, "both runs' first checkpoints")
-    first.send_signal(signal.SIGTERM)
+    first.send_signal(getattr(signal, stop))
     text = finish(first, tmp_path / "a.log", rc=143)
-    assert "SIGTERM: stopping 2 run(s); each checkpoints" in text
+    assert f"{stop}: stopping 2 run(s); each checkpoints" in text
     for run in runs:
         assert state(run)["state"] == "stopped" and not (run / L.LEASE).exists()
-        log = (run / f"worker-{worker_id(first)}.out").read_text()
+        log = (run / f"worker-{name}.out").read_text()
         assert "stopped by signal SIGTERM: the run can resume from its last checkpoint" in log
         assert f"hypersal: run {run} on cpu (1 CPU thread)" in log      # 2 CPUs over 2 slots
-    rec = record(exp, worker_id(first))
+    rec = record(exp, name)
     assert rec["state"] == "ended" and rec["exit"] == 143 and sorted(r["exit"] for r in rec["runs"]) == [143, 143]
-    second = start(exp, tmp_path / "b.log", "--slots", "2", env={"HYPERSAL_CPUS": "2"})
+    if env:
+        assert calls.read_text() == "scontrol requeue 4242\n" and rec["requeued"] is True
+        assert "job 4242 requeued: it resumes from its checkpoint when it runs again" in text
+        env = {**env, "SLURM_RESTART_COUNT": "1"}                      # what Slurm sets when it runs again
+    second = start(exp, tmp_path / "b.log", "--slots", "2", env={"HYPERSAL_CPUS": "2", **env})
     finish(second, tmp_path / "b.log")
+    name = "4242" if env else worker_id(second)
     for run in runs:
         assert state(run)["state"] == "done" and epochs(run) == [1, 2, 3]
-        assert "train: resumed from last.pt at step" in (run / f"worker-{worker_id(second)}.out").read_text()
+        assert "train: resumed from last.pt at step" in (run / f"worker-{name}.out").read_text()
     assert same_weights(*runs)
+    if env:                         # one worker, two starts: its record keeps the first start's runs
+        rec = record(exp, "4242")
+        assert rec["restarts"] == 1 and [r["exit"] for r in rec["runs"]] == [143, 143, 0, 0]
+        assert calls.read_text() == "scontrol requeue 4242\n"          # squeue: nothing needed asking
 
 
 def test_a_failing_run_fails_once_and_the_worker_goes_on(tmp_path, dataset):
