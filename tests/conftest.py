@@ -80,6 +80,7 @@ SLOW_TESTS = {"test_the_interval_covers_the_truth_and_narrows_with_more_families
               "test_eight_workers_run_every_run_of_a_sweep_exactly_once",
               "test_a_run_in_a_worker_is_the_run_train_py_runs_alone",
               "test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run",
+              "test_a_frozen_worker_s_run_is_taken_over_and_its_copy_killed_when_it_wakes",
               "test_a_stop_signal_stops_a_worker_s_runs_cleanly_and_a_new_worker_finishes_them",
               "test_a_failing_run_fails_once_and_the_worker_goes_on"}
 SLOW_FIXTURES = {"slurm", "demo"}

@@ -53,11 +53,21 @@ def sweep(tmp_path: Path, runs: list, trainer: dict = TRAINER, name: str = "wk")
     return tmp_path / name
 
 
-def start(exp: Path, log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """`train.py --worker EXP` as a user starts it; its own lines go to `log`."""
+def start(exp: Path, log: Path, *args: str, env: dict | None = None, session: bool = False,
+          host: str | None = None) -> subprocess.Popen:
+    """`train.py --worker EXP` as a user starts it; its own lines go to `log`. With `host`, as if on
+    another node: in a UTS namespace of its own, named `host` (the pid stays the worker's)."""
+    where = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host] if host else []
     with open(log, "ab") as out:
-        return subprocess.Popen([PYTHON, str(ROOT / "train.py"), "--worker", str(exp), *args], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV, **(env or {})})
+        return subprocess.Popen([*where, PYTHON, str(ROOT / "train.py"), "--worker", str(exp), *args], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV, **(env or {})},
+                                start_new_session=session)
+
+
+def other_nodes_here() -> str | None:
+    """Why this machine cannot start a process under another host name (unshare needs the right)."""
+    proc = subprocess.run(["unshare", "--uts", "hostname", "node2"], capture_output=True, text=True)
+    return None if proc.returncode == 0 else f"unshare --uts is refused here ({proc.stderr.strip()})"
 
 
 def finish(proc: subprocess.Popen, log: Path, rc: int = 0, timeout: float = 120) -> str:
@@ -171,20 +181,29 @@ def test_a_lease_whose_process_here_is_gone_or_reused_is_stale(tmp_path):
     zombie = subprocess.Popen(["true"])           # ended, never waited for: a zombie
     wait_until(lambda: L._stat(zombie.pid)[0] == "Z", 10, "a zombie")
     alive = subprocess.Popen(["sleep", "60"])
+    trainer = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)", "train.py"])   # a train.py, frozen
     try:
         here = {"host": socket.gethostname()}
         runs = runs_with_leases(tmp_path, [
             {**here, "pid": ended.pid}, {**here, "pid": zombie.pid},
             {**here, "pid": alive.pid, "start": "another-boot:123"},         # the pid reused since
-            {**here, "pid": alive.pid, "start": L.process_start(alive.pid)}])
+            {**here, "pid": alive.pid, "start": L.process_start(alive.pid)},
+            {**here, "pid": trainer.pid}])
+        clock = L.file_clock(tmp_path)          # the last one is old, but its trainer is seen alive here
+        os.utime(runs[4] / L.LEASE, (clock - 200, clock - 200))
+        RunFolder(runs[4]).write_state({"state": "running", "host": socket.gethostname(), "pid": trainer.pid})
         leases = L.Leases(tmp_path, runs, holder())
         claims = [leases.claim() for _ in range(4)]
         assert [c.run_dir for c in claims[:3]] == runs[:3] and claims[3] is None
         assert claims[0].took_over.endswith(f"its process {ended.pid} on {socket.gethostname()} is gone")
         assert f"its process {zombie.pid} " in claims[1].took_over and f"its process {alive.pid} " in claims[2].took_over
+        trainer.kill()
+        trainer.wait()
+        assert leases.claim().run_dir == runs[4]                        # gone now: taken
     finally:
-        alive.kill()
-        alive.wait()
+        for proc in (alive, trainer):
+            proc.kill()
+            proc.wait()
         zombie.wait()
 
 
@@ -348,6 +367,54 @@ def test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run(tmp_pat
     assert epochs(run) == [1, 2, 3]                          # each epoch once
     assert same_weights(run, exp / "run_001")                # run_001: the same run, never interrupted
     assert [(r["run"], r["attempt"]) for r in record(exp, worker_id(second))["runs"]] == [("run_000", 2), ("run_001", 1)]
+
+
+def freeze(proc: subprocess.Popen, exp: Path) -> None:
+    """SIGSTOP a worker and its runs (a node that hangs), never while it holds the claims lock:
+    a node frozen holding it would hold up every worker of the sweep (NOTES.md says so)."""
+    import fcntl
+    while True:
+        os.killpg(proc.pid, signal.SIGSTOP)
+        fd = os.open(exp / L.LOCK, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+
+
+def test_a_frozen_worker_s_run_is_taken_over_and_its_copy_killed_when_it_wakes(tmp_path, dataset):
+    """A node that hangs past the lease timeout: a worker on another node (here: another host name,
+    so that only the lease's age can tell) takes its run over; the frozen worker, waking, finds
+    its lease gone and kills its copy of the run. On one host a frozen trainer is seen alive and
+    its run is left alone (never two trainers)."""
+    why = other_nodes_here()
+    if why:
+        pytest.skip(why)
+    exp = sweep(tmp_path, [{"repeat": 2}], LONG)
+    run = exp / "run_000"
+    first = start(exp, tmp_path / "a.log", "--lease-timeout", "2", session=True)
+    wait_until(lambda: checkpoint_step(run) >= 2, 120, "a checkpoint of run_000")
+    freeze(first, exp)
+    try:
+        time.sleep(3)                                        # past its 2 s: judged by the lease's age alone
+        second = start(exp, tmp_path / "b.log", host="node2")
+        mine = run / f"worker-node2-{second.pid}.out"
+        wait_until(lambda: mine.exists() and "train: resumed from" in mine.read_text(), 60, "the takeover")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    text = finish(first, tmp_path / "a.log")
+    assert "the lease of run_000 was taken over by another worker (this one was judged gone): its process is killed" in text
+    assert "run_000 stopped: its lease was taken over (killed by SIGKILL)" in text
+    taken = finish(second, tmp_path / "b.log")
+    assert f"taking over run_000 from worker {worker_id(first)} (attempt 1): it was last renewed" in taken
+    assert "(its holder promised every 2 s)" in taken
+    assert state(run)["state"] == "done" and state(exp / "run_001")["state"] == "done"
+    assert same_weights(run, exp / "run_001")
+    assert mine.read_text().count("hypersal: done") == 1
 
 
 def fake_slurm(folder: Path) -> tuple[dict, Path]:

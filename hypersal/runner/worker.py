@@ -44,7 +44,7 @@ from hypersal.runfolder import RunFolder
 from hypersal.search import FOLDER as SEARCH_FOLDER
 from hypersal.train import signals
 
-RENEW_S = 5.0            # leases and the record are rewritten this often
+RENEW_S = 5.0            # leases and the record are rewritten this often (a quarter of a shorter timeout)
 POLL_S = 0.2             # how often the children are looked at
 STOPS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 CODE = Path(__file__).resolve().parents[2]
@@ -152,6 +152,11 @@ class Worker:
             say(f"worker {self.me.worker}: taking over {claim.run_dir.name} from {claim.took_over}")
         return claim
 
+    @property
+    def renew_every(self) -> float:
+        """Well within the lease timeout, which others judge this worker by."""
+        return min(RENEW_S, self.me.timeout / 4)
+
     def per_run_cpus(self) -> int:
         return max(1, self.cpus // self.slots)
 
@@ -216,7 +221,7 @@ class Worker:
         processes must never train one run) and rewrite the record."""
         if time.monotonic() < self.next_tick:
             return
-        self.next_tick = time.monotonic() + RENEW_S
+        self.next_tick = time.monotonic() + self.renew_every
         for slot in self.running.values():
             if not slot.lost and not self.leases.renew(slot.claim):
                 slot.lost = True
