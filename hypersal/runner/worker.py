@@ -217,7 +217,7 @@ class Worker:
         return "failed"
 
     def tick(self) -> None:
-        """Every RENEW_S: renew each child's lease (a lease taken over kills its child at once: two
+        """Every renew_every seconds: renew each child's lease (a lease taken over kills its child at once: two
         processes must never train one run) and rewrite the record."""
         if time.monotonic() < self.next_tick:
             return
