@@ -78,6 +78,7 @@ SLOW_TESTS = {"test_the_interval_covers_the_truth_and_narrows_with_more_families
               "test_the_snapshot_leaves_out_links_out_secrets_and_data_and_refuses_its_limit",
               # test_workers: the workers end to end (its lease tests stay in the fast loop)
               "test_eight_workers_run_every_run_of_a_sweep_exactly_once",
+              "test_the_worker_s_imports_start_no_thread_and_touch_no_cuda",
               "test_a_run_in_a_worker_is_the_run_train_py_runs_alone",
               "test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run",
               "test_a_frozen_worker_s_run_is_taken_over_and_its_copy_killed_when_it_wakes",

@@ -247,6 +247,24 @@ def test_leases_and_the_worker_s_own_process_import_no_torch():
     assert subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
+PRELOAD = """
+import threading, torch
+asked = []
+for name in ("is_available", "device_count", "init", "current_device"):   # what would start CUDA
+    real = getattr(torch.cuda, name)
+    setattr(torch.cuda, name, lambda *a, _n=name, _r=real, **k: asked.append(_n) or _r(*a, **k))
+from hypersal.runner import worker
+worker.preload()
+print(asked, torch.cuda.is_initialized(), [t.name for t in threading.enumerate()])
+"""
+
+
+def test_the_worker_s_imports_start_no_thread_and_touch_no_cuda():
+    """What is forked must hold no thread pool and no CUDA context: the children start their own."""
+    out = subprocess.run([PYTHON, "-c", PRELOAD], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out == "[] False ['MainThread']\n"
+
+
 def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor_released(tmp_path):
     runs = runs_with_leases(tmp_path, [None, None, None, None, None])
     for run, word in zip(runs, ("done", "failed", "pruned", "running")):
