@@ -175,6 +175,20 @@ def test_a_lease_older_than_the_judges_own_file_is_stale(tmp_path):
     assert leases.claim() is None
 
 
+def test_a_damaged_lease_is_judged_by_its_age_alone(tmp_path):
+    runs = runs_with_leases(tmp_path, [None, None])
+    (runs[0] / L.LEASE).write_text("{not json")
+    (runs[1] / L.LEASE).write_text(json.dumps({"job": 7, "restart": "x", "attempt": "two", "pid": "1"}))
+    leases = L.Leases(tmp_path, runs, holder(job="7", restart=3))
+    assert leases.claim() is None                       # fresh: they may belong to live holders
+    clock = L.file_clock(tmp_path)
+    for run in runs:
+        os.utime(run / L.LEASE, (clock - 200, clock - 200))
+    taken = [leases.claim() for _ in range(2)]
+    assert [(c.run_dir, c.lease["attempt"]) for c in taken] == [(runs[0], 1), (runs[1], 1)]
+    assert taken[0].took_over.startswith("worker ? (attempt ?): it was last renewed 200 s ago")
+
+
 def test_a_lease_whose_process_here_is_gone_or_reused_is_stale(tmp_path):
     ended = subprocess.Popen(["true"])
     ended.wait()

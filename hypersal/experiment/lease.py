@@ -138,6 +138,11 @@ def file_clock(exp_dir: Path) -> float:
         os.unlink(tmp)
 
 
+def whole(value) -> int:
+    """A lease's count, 0 where it holds none (or something else: a lease damaged from outside)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 Queue = Callable[[], dict]    # job id -> an entry with a .state (executors.SlurmExecutor.queue)
 
 
@@ -168,7 +173,7 @@ class Judge:
     def stale(self, lease: dict, mtime: float) -> str | None:
         """Why this lease is stale, in words; None while its holder may be alive."""
         me, job = self.holder, lease.get("job")
-        if job and job == me.job and int(lease.get("restart") or 0) < me.restart:
+        if job and job == me.job and whole(lease.get("restart")) < me.restart:
             return f"its job {job} was restarted (restart {me.restart})"
         if job and job != me.job:
             jobs = self.jobs()
@@ -260,7 +265,7 @@ class Leases:
             took_over = f"worker {lease.get('worker', '?')} (attempt {lease.get('attempt', '?')}): {why}"
         if running_here(state):   # its trainer outlived its holder (or never had one): not twice
             return None
-        attempt = int(lease.get("attempt") or 0) + 1 if lease else 1
+        attempt = whole(lease.get("attempt")) + 1 if lease else 1
         fresh = {**asdict(self.holder), "attempt": attempt, "taken": now()}
         write(run_dir, fresh)
         return Claim(run_dir, fresh, took_over)
