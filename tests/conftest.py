@@ -82,7 +82,15 @@ SLOW_TESTS = {"test_compiled_model_equals_eager_and_never_recompiles_across_task
               "test_train_py_stops_with_the_missing_map_message", "test_comet_url_uses_the_settings_comet_ml_reads",
               "test_rerun_from_exp_i_reproduces_config_byte_for_byte",
               "test_a_large_sweep_is_written_by_several_processes_completely",
-              "test_the_snapshot_leaves_out_links_out_secrets_and_data_and_refuses_its_limit"}
+              "test_the_snapshot_leaves_out_links_out_secrets_and_data_and_refuses_its_limit",
+              # test_workers: the workers end to end (its lease tests stay in the fast loop)
+              "test_eight_workers_run_every_run_of_a_sweep_exactly_once",
+              "test_the_worker_s_imports_start_no_thread_and_touch_no_cuda",
+              "test_a_run_in_a_worker_is_the_run_train_py_runs_alone",
+              "test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run",
+              "test_a_frozen_worker_s_run_is_taken_over_and_its_copy_killed_when_it_wakes",
+              "test_a_stop_signal_stops_a_worker_s_runs_cleanly_and_a_new_worker_finishes_them",
+              "test_a_failing_run_fails_once_and_the_worker_goes_on"}
 SLOW_FIXTURES = {"slurm", "demo"}
 
 

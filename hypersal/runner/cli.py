@@ -3,6 +3,8 @@
     python train.py --config RUN_DIR/config.yaml [--skip stage,stage] [KEY.PATH=VALUE ...]
     python train.py --sweep EXP_DIR     (in a job array: the run of SLURM_ARRAY_TASK_ID)
     python train.py --trial EXP_DIR     (an adaptive sweep's job array: ask the study, then train)
+    python train.py --worker EXP_DIR [--slots P]   (run the sweep's runs one after another, P at
+                                        once, until none is left: hypersal/runner/worker.py)
 
 KEY.PATH=VALUE items override config.yaml for this start only (e.g. test.split=val), checked
 like the file; a `train.K` also reaches the training stages that inherited train's K.
@@ -38,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--config", type=Path, help="RUN_DIR/config.yaml")
     where.add_argument("--sweep", type=Path, help="an experiment folder; the run is SLURM_ARRAY_TASK_ID's")
     where.add_argument("--trial", type=Path, help="an adaptive sweep's folder: this job's trial (hypersal/search/__init__.py)")
+    where.add_argument("--worker", type=Path, metavar="EXP_DIR",
+                       help="a plain sweep's folder: run its runs that no one holds, until none is left")
+    p.add_argument("--slots", type=int, default=None, help="with --worker: runs at once (each gets CPUs / slots)")
+    p.add_argument("--lease-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --worker: a lease not renewed for this long is stale (default 120)")
     p.add_argument("--index", type=int, help="with --trial: the run index (default: SLURM_ARRAY_TASK_ID + offset)")
     p.add_argument("--skip", default="", help="comma-separated stages not to run this time")
     p.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
@@ -185,10 +192,26 @@ def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dic
         tracker.close()
 
 
+def _worker(args: argparse.Namespace) -> int:
+    """A worker runs each run as its config.yaml says, as a job of its own would."""
+    if args.overrides or args.skip:
+        raise UserError("--worker runs each run as its config.yaml says: KEY=VALUE overrides and --skip "
+                        "do not apply", fix="put the values in the sweep (experiment.py KEY=VALUE), or run "
+                                            "one run with --config RUN_DIR/config.yaml")
+    from hypersal.runner import worker
+    timeout = args.lease_timeout if args.lease_timeout is not None else worker.L.TIMEOUT_S
+    return worker.main(args.worker, args.slots if args.slots is not None else 1, timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signals.install()
     try:
+        if args.worker is not None:
+            return _worker(args)
+        if args.slots is not None or args.lease_timeout is not None:
+            raise UserError("--slots and --lease-timeout go with --worker EXP_DIR",
+                            fix="leave them out, or run a sweep's runs with --worker")
         trial_run = None
         if args.trial is not None:
             index = args.index if args.index is not None else array_index(
