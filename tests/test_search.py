@@ -173,13 +173,14 @@ def test_requeued_and_killed_trials_finish_as_the_same_trials(slurm, tmp_path):
             return load(out / run / "checkpoints" / "train" / "last.pt")["step"]
         except Exception:
             return -1
-    for run in ("run_000", "run_001"):
-        wait_until(lambda: step(run) >= 6, 240, f"a checkpoint of {run}")
-    numbers = {run: yaml.safe_load((out / run / "run.yaml").read_text())["trial"] for run in ("run_000", "run_001")}
-    # run_001: the time-limit warning (Slurm's --signal=B:USR2), then, in its second attempt, a
-    # requeue by Slurm (preemption); run_000: its node is lost (SIGKILL, no chance to save).
-    subprocess.run(["scancel", "-b", "--signal=USR2", jobs["run_001"]], check=True)
+    # run_000: its node is lost (SIGKILL, no chance to save); run_001: the time-limit warning
+    # (Slurm's --signal=B:USR2), then, in its second attempt, a requeue by Slurm (preemption).
+    # Each as soon as it has a checkpoint: waiting for both first let run_000 finish (CI).
+    wait_until(lambda: step("run_000") >= 6, 240, "a checkpoint of run_000")
     os.kill(json.loads((out / "run_000" / "state.json").read_text())["pid"], signal.SIGKILL)
+    wait_until(lambda: step("run_001") >= 6, 240, "a checkpoint of run_001")
+    subprocess.run(["scancel", "-b", "--signal=USR2", jobs["run_001"]], check=True)
+    numbers = {run: yaml.safe_load((out / run / "run.yaml").read_text())["trial"] for run in ("run_000", "run_001")}
     release_when_requeued(jobs["run_001"])
     wait_until(lambda: json.loads((out / "run_001" / "state.json").read_text()).get("restarts") == 1
                and step("run_001") >= 27, 240, "run_001 training again")
