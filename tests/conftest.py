@@ -105,7 +105,8 @@ def uses_slurm(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in SLOW_MODULES or item.originalname in SLOW_TESTS or uses_slurm(item):
+        slurm = uses_slurm(item)
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS or slurm:
             item.add_marker(pytest.mark.slow)
-        if uses_slurm(item):
+        if slurm:
             item.add_marker(pytest.mark.xdist_group("slurm"))
