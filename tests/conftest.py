@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import ROOT, experiment
-from helpers.slurm import queue_is_free, slurm_ready
+from helpers.slurm import LOCAL_SLURM_CONF, queue_is_free, slurm_ready
 
 # One torch thread in the test processes too (read when torch is first imported, which the test
 # modules do after this file): two test processes with two threads each on 2 cores made the
@@ -53,7 +53,7 @@ def demo(slurm, tmp_path_factory):
 def slurm():
     """The local Slurm cluster. Skips (with the reason) where none runs or its queue is taken,
     unless HYPERSAL_REQUIRE_SLURM=1 (CI), where that is a failure."""
-    conf = Path("/tmp/hypersal-slurm/slurm.conf")
+    conf = Path(LOCAL_SLURM_CONF)
     if "SLURM_CONF" not in os.environ and conf.exists():
         os.environ["SLURM_CONF"] = str(conf)
     ok, why = slurm_ready()

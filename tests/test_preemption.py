@@ -1,10 +1,13 @@
 """Preemption on the real local Slurm cluster: the time-limit warning, a requeue by Slurm, a hard
-kill. Each sweep holds two identical runs (same config, same seed, one CPU thread each); one is
-interrupted, and must end with the other's weights, bit for bit."""
+kill. One sweep of four identical runs (same config, same seed, one CPU thread each) serves the
+three: run_000 runs through, runs 1, 2 and 3 are interrupted, one way each, and must end with
+run_000's weights, bit for bit. Runs 2 and 3 are held in the queue until their test releases
+them, so that each is interrupted mid-training whatever the order the tests run in."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -26,14 +29,24 @@ TRAINER = {**TINY_TRAINER, "deterministic": True, "comet": {"mode": "offline", "
                      "checkpoint": {"every_steps": 3}}}
 
 
-def sweep(tmp_path: Path) -> tuple[Path, dict]:
-    exp_file = tmp_path / "exp.yaml"
+@pytest.fixture(scope="module")
+def sweep(slurm, tmp_path_factory) -> tuple[Path, dict]:
+    base = tmp_path_factory.mktemp("pre")
+    exp_file = base / "exp.yaml"
     exp_file.write_text(yaml.safe_dump({
-        "experiment": {"name": "pre", "base_dir": str(tmp_path), "config": TRAINER, "seed": 0},
-        "sbatch": {"cpus": 1, "mem": "2G"}, "runs": [{"repeat": 2}]}))
+        "experiment": {"name": "pre", "base_dir": str(base), "config": TRAINER, "seed": 0},
+        "sbatch": {"cpus": 1, "mem": "2G"}, "runs": [{"repeat": 4}]}))
     experiment(f"--experiment={exp_file}", "--mode=jobs", check_rc=0)
-    exp = tmp_path / "pre"
-    return exp, jobs_of(exp)
+    exp = base / "pre"
+    jobs = jobs_of(exp)
+    # The node's 2 CPUs run runs 0 and 1 at once; 2 and 3 are pending, and wait for their test.
+    subprocess.run(["scontrol", "hold", jobs["run_002"], jobs["run_003"]], check=True)
+    yield exp, jobs
+    subprocess.run(["scancel", *jobs_of(exp).values()], check=False)
+
+
+def release(job: str) -> None:
+    subprocess.run(["scontrol", "release", job], check=True)
 
 
 def checkpoint_step(run: Path) -> int:
@@ -62,42 +75,44 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def finish(exp: Path, jobs: list[str]) -> None:
+def finish(exp: Path, run: str, jobs: list[str]) -> None:
+    """Until run_000 (the reference) and `run` have ended, both done."""
     wait_for(jobs, timeout=300)
-    for run in ("run_000", "run_001"):
-        assert json.loads((exp / run / "state.json").read_text())["state"] == "done", logs(exp / run)
+    for name in ("run_000", run):
+        assert json.loads((exp / name / "state.json").read_text())["state"] == "done", logs(exp / name)
 
 
-def test_time_limit_warning_checkpoints_requeues_and_resumes(slurm, tmp_path):
-    exp, jobs = sweep(tmp_path)
+def test_time_limit_warning_checkpoints_requeues_and_resumes(sweep):
+    exp, jobs = sweep
     run, job = exp / "run_001", jobs["run_001"]
     wait_mid_training(run)
     # What Slurm does --signal=B:USR2@120 before the time limit: signal the batch shell.
     subprocess.run(["scancel", "-b", "--signal=USR2", job], check=True)
     release_when_requeued(job)
-    finish(exp, list(jobs.values()))
+    finish(exp, "run_001", [jobs["run_000"], job])
     state = json.loads((run / "state.json").read_text())
     assert state["requeues"] == 1 and state["restarts"] == 1
     log = next(run.glob("slurm-*.out")).read_text()          # --open-mode=append kept both attempts
     assert "restart 0" in log and "restart 1" in log
     assert f"job {job} requeued: it resumes from its checkpoint" in log
-    code = next((tmp_path / ".code").iterdir())                 # both attempts ran the submitted code
+    code = next((exp.parent / ".code").iterdir())                 # both attempts ran the submitted code
     assert log.count(f"code: {code}\n") == 2, log
     assert "train: resumed from last.pt at step" in log
     assert same_weights(exp / "run_000", run)
     assert job_state(job) == "COMPLETED"
     status = experiment("status", str(exp), check_rc=0).stdout
-    assert "done (requeued 1x)" in status
+    assert any(line.startswith("run_001") and "done (requeued 1x)" in line for line in status.splitlines()), status
 
 
-def test_a_requeue_by_slurm_stops_cleanly_and_resumes(slurm, tmp_path):
-    exp, jobs = sweep(tmp_path)
-    run, job = exp / "run_001", jobs["run_001"]
+def test_a_requeue_by_slurm_stops_cleanly_and_resumes(sweep):
+    exp, jobs = sweep
+    run, job = exp / "run_002", jobs["run_002"]
+    release(job)
     wait_mid_training(run)
     # Preemption or an admin: Slurm sends SIGTERM and puts the job back in the queue.
     subprocess.run(["scontrol", "requeue", job], check=True)
     release_when_requeued(job)
-    finish(exp, list(jobs.values()))
+    finish(exp, "run_002", [jobs["run_000"], job])
     log = next(run.glob("slurm-*.out")).read_text()
     assert "stopped by signal SIGTERM: the run can resume from its last checkpoint" in log
     assert "train: resumed from last.pt at step" in log
@@ -105,21 +120,25 @@ def test_a_requeue_by_slurm_stops_cleanly_and_resumes(slurm, tmp_path):
     assert same_weights(exp / "run_000", run)
 
 
-def test_a_hard_kill_resumes_from_the_last_periodic_checkpoint(slurm, tmp_path):
-    exp, jobs = sweep(tmp_path)
-    run, job = exp / "run_001", jobs["run_001"]
+def test_a_hard_kill_resumes_from_the_last_periodic_checkpoint(sweep):
+    exp, jobs = sweep
+    run, job = exp / "run_003", jobs["run_003"]
+    release(job)
     wait_mid_training(run)
     pid = json.loads((run / "state.json").read_text())["pid"]
     saved = checkpoint_step(run)
     os.kill(pid, signal.SIGKILL)                                # the node is gone: no chance to save
     wait_for([job])
     assert job_state(job) == "FAILED"
-    assert "lost (ended while running; see its log)" in experiment("status", str(exp), check_rc=0).stdout
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert any(line.startswith("run_003") and "lost (ended while running; see its log)" in line
+               for line in status.splitlines()), status
     proc = experiment("resume", str(exp), check_rc=0)
-    assert "run_001 submitted as job" in proc.stderr and "run_000" not in proc.stderr
-    new_job = jobs_of(exp)["run_001"]
+    assert "run_003 submitted as job" in proc.stderr
+    assert re.findall(r"run_\d+ submitted", proc.stderr) == ["run_003 submitted"]   # not the others
+    new_job = jobs_of(exp)["run_003"]
     assert new_job != job
-    finish(exp, [new_job, jobs["run_000"]])
+    finish(exp, "run_003", [new_job, jobs["run_000"]])
     log = next(p for p in run.glob("slurm-*.out") if new_job in p.name).read_text()
     resumed_at = int(log.split("train: resumed from last.pt at step ")[1].split()[0])
     assert resumed_at >= saved and resumed_at % 3 == 0            # a periodic checkpoint

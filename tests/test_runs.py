@@ -145,35 +145,21 @@ def test_ctrl_c_stops_a_local_sweep_without_starting_the_next_run(tmp_path):
 # --- on the local Slurm cluster ---------------------------------------------------------------
 
 @pytest.mark.slurm
-@pytest.mark.parametrize("mode", ["array", "jobs"])
-def test_demo_sweep_on_slurm(slurm, tmp_path, mode, request):
-    if mode == "jobs":   # the full demo, submitted once for the session (conftest.demo)
-        exp = request.getfixturevalue("demo")[0]
-    else:                # shortened: 20 steps a run
-        proc = experiment(f"--experiment={DEMO}", f"--mode={mode}", "--base-dir", str(tmp_path),
-                          "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", check_rc=0)
-        exp = tmp_path / "demo"
+def test_demo_sweep_on_slurm(demo, tmp_path):
+    # The full demo, submitted once for the session (conftest.demo), one job per run. Job arrays
+    # are shown on the same cluster by test_limits.py (12 runs as 2 arrays) and test_search.py.
+    exp = demo[0]
     jobs = jobs_of(exp)
     assert sorted(jobs) == [f"run_00{i}" for i in range(4)]
-    if mode == "array":
-        assert "4 runs submitted as job array" in proc.stderr
-        masters = {j.split("_")[0] for j in jobs.values()}
-        assert len(masters) == 1
-        master = masters.pop()
-        assert sorted(jobs.values()) == [f"{master}_{i}" for i in range(4)]
-    else:
-        assert len(set(jobs.values())) == 4
+    assert len(set(jobs.values())) == 4
     summary = yaml.safe_load((exp / "summary.yaml").read_text())
     assert {r["dir"]: r["job_id"] for r in summary["runs"]} == jobs
     wait_for(list(jobs.values()))
     for i, (run, job) in enumerate(sorted(jobs.items())):
-        if mode == "array":   # the session's demo may have ended longer ago than Slurm's MinJobAge
-            assert job_state(job) == "COMPLETED", (run, job)
         check_run_folder(exp / run, i)
-        assert "hypersal: done" in next((exp / run).glob("slurm-*.out")).read_text()
+        assert "hypersal: done" in next((exp / run).glob(f"slurm-{job}.out")).read_text()
     assert "4 runs: 4 done" in experiment("status", str(exp), check_rc=0).stdout
-    if mode == "jobs":
-        controller_down(exp, tmp_path)
+    controller_down(exp, tmp_path)
 
 
 def controller_down(exp: Path, tmp_path: Path) -> None:

@@ -238,22 +238,15 @@ def test_omnigan_dev_mode_is_a_dry_run_and_old_keys_are_noted_once(tmp_path):
                 "experiment.no_comet is omnigan's spelling", "comet.tags as a string is omnigan's spelling"):
         assert old in proc.stderr, old
     assert (tmp_path / "out" / "omni" / "jobs.tsv").read_text() == ""
-
-
-def test_an_omnigan_experiment_file_runs_end_to_end(slurm, tmp_path):
-    exp = omnigan_file(tmp_path)
-    experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
+    # What the old keys became. (An omnigan file and template run on Slurm to the end in
+    # test_omnigan_template.py; the files a dry run writes are the ones a submission writes.)
     out = tmp_path / "out" / "omni"
-    jobs = jobs_of(out)
-    wait_for(list(jobs.values()), timeout=300)
     for i in range(2):
         run_dir = out / f"run_00{i}"
         script = (run_dir / "exp.sh").read_text()
         assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --time=0:20:00" in script
         assert "#SBATCH --partition=debug" in script and "--gres" not in script
-        assert json.loads((run_dir / "state.json").read_text())["state"] == "done"
         assert read(run_dir / "config.yaml")["comet"]["mode"] == "disabled"
-        assert not (run_dir / "comet").exists()
     assert read(out / "run_000" / "run.yaml")["comet"]["tags"] == ["first try", "omnigan"]
     assert read(out / "run_000" / "config.yaml")["train"]["optim"]["lr"] in (0.001, 0.01)
     assert read(out / "run_001" / "config.yaml")["train"]["batch_size"] == 2

@@ -1,10 +1,15 @@
 """Asking the local Slurm cluster about jobs (squeue and scontrol: no accounting needed)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+
+# The cluster of scripts/local-slurm.sh, which keeps it in $HYPERSAL_SLURM_DIR (a second one, with
+# its own folder and ports, lets two engineers run the Slurm tests on one machine at once).
+LOCAL_SLURM_CONF = os.path.join(os.environ.get("HYPERSAL_SLURM_DIR", "/tmp/hypersal-slurm"), "slurm.conf")
 
 
 def squeue() -> dict[str, tuple[str, str]]:
