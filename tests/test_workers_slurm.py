@@ -1,0 +1,205 @@
+"""Sweeps submitted as worker jobs (experiment.workers: N, docs/workers.md): the settings' mistakes,
+what is submitted (a 500-run sweep on 8 workers is 8 jobs; arrays split by MaxArraySize; a submit
+limit; cancel), the local executor starting N workers here, and on the real local Slurm cluster a
+12-run sweep on 2 workers x 2 runs, a worker SIGKILLed mid-run whose runs `resume` finishes, and
+a worker requeued by the time-limit warning."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hypersal.train.checkpoint import load
+
+from helpers.cli import ROOT, TINY_TRAINER, experiment, write
+from helpers.slurm import release_when_requeued, squeue, wait_until
+
+TRAINER = {**TINY_TRAINER, "deterministic": True, "pipeline": ["train"], "comet": {"mode": "disabled"},
+           "train": {**TINY_TRAINER["train"], "epochs": 1, "steps_per_epoch": 2}}
+LONG = {**TRAINER, "train": {**TRAINER["train"], "epochs": 3, "steps_per_epoch": 10, "checkpoint": {"every_steps": 2}}}
+
+
+def exp_file(folder: Path, runs: list, trainer: dict = TRAINER, name: str = "wk", sbatch: dict | None = None,
+             **experiment_keys) -> Path:
+    doc = {"experiment": {"name": name, "base_dir": str(folder / "out"), "config": trainer, "seed": 0,
+                          **experiment_keys},
+           "sbatch": sbatch or {"cpus": 1, "mem": "1G"}, "runs": runs}
+    return write(folder / f"{name}.yaml", yaml.safe_dump(doc))
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+def tsv(exp: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split("\t")) for line in (exp / "jobs.tsv").read_text().splitlines()]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = (load(r / "models" / "after_train.pt")["state"] for r in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def epochs(run: Path) -> list[int]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [m["epoch"] for m in lines if "epoch" in m]
+
+
+# --- the settings' mistakes -------------------------------------------------------------------
+SEARCH = {"search": {"trials": 2, "sampler": "random", "pruner": "none", "metric": "train_loss"}}
+LR = [{"trainer": {"train": {"optim": {"lr": {"sample": "loguniform", "from": [1.0e-4, 1.0e-2]}}}}}]
+
+
+@pytest.mark.parametrize("keys, runs, sbatch, args, message", [
+    ({"workers": 0}, None, None, [], "wk.yaml:35: experiment.workers: expects a whole number >= 1, got 0. Fix: write e.g. 2."),
+    ({}, None, None, ["--workers", "-1"], "command line: --workers: expects a whole number >= 1, got -1."),
+    ({"runs_per_worker": 2}, None, None, [],
+     "experiment.runs_per_worker: runs_per_worker 2 without experiment.workers: runs go one per job, so it would "
+     "be ignored. Fix: set experiment.workers: N (or --workers N) too, or remove runs_per_worker."),
+    ({"workers": 2, "parallelism": 2}, None, None, [],
+     "experiment.parallelism: parallelism 2 with workers: at most workers x runs_per_worker runs are running at "
+     "once, so it would be ignored."),
+    ({"workers": 2, **SEARCH}, LR, None, [],
+     "experiment.workers: an adaptive sweep (a search) cannot run on workers yet: only plain sweeps can."),
+    ({"workers": 2}, [{"repeat": 1}, {"sbatch": {"mem": "2G"}}], None, [],
+     "experiment.workers: a worker job runs any run of the sweep, so every run needs the same sbatch values, but "
+     "run 1 differs from run 0 in mem. Fix: remove experiment.workers (one job per run), or give all runs the "
+     "same values."),
+    ({"workers": 2}, None, {"cpus": 1, "nodes": 2}, [],
+     "experiment.workers: a worker runs its runs in one process on one node, but these runs ask for several tasks "
+     "or nodes (DDP)."),
+], ids=["zero", "flag", "slots-alone", "parallelism", "search", "mixed-resources", "ddp"])
+def test_worker_settings_that_cannot_work_exit_2_naming_the_key(tmp_path, keys, runs, sbatch, args, message):
+    path = exp_file(tmp_path, runs or [{"repeat": 2}], sbatch=sbatch, **keys)
+    proc = experiment(f"--experiment={path}", "--dry-run", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("hypersal: error: ") and message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "wk").exists()
+
+
+# --- what is submitted: a recording sbatch (the local cluster has no submit limit) --------------
+FAKE_SBATCH = """#!/bin/bash
+# Records its arguments, answers a job id; refuses past FAKE_SUBMIT_LIMIT submissions.
+n=$(cat "$FAKE_DIR/submitted" 2>/dev/null || echo 0)
+if [ "$n" -ge "${FAKE_SUBMIT_LIMIT:-1000}" ]; then
+    echo "refused $*" >> "$FAKE_DIR/calls"
+    echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
+    exit 1
+fi
+echo $((n + 1)) > "$FAKE_DIR/submitted"
+id=$((500 + n))
+echo "sbatch $*" >> "$FAKE_DIR/calls"
+echo "$id" >> "$FAKE_DIR/queue"
+echo "$id"
+"""
+FAKE_SQUEUE = """#!/bin/bash
+# Every job submitted is still pending (none may start: nothing runs in this test).
+echo "squeue $*" >> "$FAKE_DIR/calls"
+for id in $(cat "$FAKE_DIR/queue" 2>/dev/null); do echo "$id|PENDING|Priority"; done
+"""
+FAKE_SCONTROL = """#!/bin/bash
+echo "MaxArraySize            = ${FAKE_MAX_ARRAY_SIZE:-1001}"
+echo "MaxJobCount             = 10000"
+"""
+FAKE_SCANCEL = """#!/bin/bash
+echo "scancel $*" >> "$FAKE_DIR/calls"
+"""
+
+
+def fake_slurm(tmp_path: Path, **env: str) -> tuple[Path, dict]:
+    fake = tmp_path / "fake"
+    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE), ("scontrol", FAKE_SCONTROL),
+                       ("scancel", FAKE_SCANCEL)):
+        write(fake / "bin" / name, text).chmod(0o755)
+    return fake, {"PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), **env}
+
+
+def calls(fake: Path, word: str) -> list[str]:
+    return [line for line in (fake / "calls").read_text().splitlines() if line.startswith(word)]
+
+
+def test_a_500_run_sweep_on_8_workers_is_8_jobs_and_a_submit_limit_never_submits_a_worker_twice(tmp_path):
+    path = exp_file(tmp_path, [{"repeat": 500}])
+    experiment(f"--experiment={path}", "--dry-run", "--workers", "8", check_rc=0)
+    exp = tmp_path / "out" / "wk"
+    script = (exp / "workers.sh").read_text()
+    assert "#SBATCH --job-name=wk-worker\n" in script and f"#SBATCH --output={exp}/workers/slurm-%j.out\n" in script
+    assert "#SBATCH --cpus-per-task=1\n#SBATCH --mem=1G\n" in script and "--array" not in script
+    code = yaml.safe_load((exp / "summary.yaml").read_text())["code"]
+    assert code["snapshot"] and "/.code/" in code["folder"]               # the sweep's code snapshot, as runs
+    assert script.rstrip().endswith(f"{code['folder']}/train.py --worker {exp} --slots 1")
+    fake, env = fake_slurm(tmp_path, FAKE_SUBMIT_LIMIT="3")
+    proc = experiment("submit", str(exp), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert ("could not submit worker 4 of 8: sbatch: error: QOSMaxSubmitJobPerUserLimit. That is your per-user "
+            "submit limit (MaxSubmitJobs of your QOS or association). Worker jobs submitted, and staying so: 500, "
+            "501, 502.") in proc.stderr
+    env["FAKE_SUBMIT_LIMIT"] = "1000"
+    proc = experiment("submit", str(exp), "--follow", env=env, check_rc=0)
+    assert "worker 5 of 5 submitted as job 507 (each runs 1 run at once)" in proc.stderr
+    assert calls(fake, "sbatch") == [f"sbatch --parsable {exp}/workers.sh"] * 8      # 8 jobs, none twice
+    assert tsv(exp) == [(f"worker_{k}", str(500 + k)) for k in range(8)]
+    assert yaml.safe_load((exp / "summary.yaml").read_text())["worker_jobs"] == [str(500 + k) for k in range(8)]
+    again = experiment("submit", str(exp), env=env, check_rc=0)
+    assert f"the 8 worker(s) of {exp} are submitted already (see jobs.tsv)" in again.stderr
+    resumed = experiment("resume", str(exp), env=env, check_rc=0)     # 8 still queued: they take the runs
+    assert "500 run(s) left and 8 worker job(s) of the sweep still queued or running" in resumed.stderr
+    status = experiment("status", str(exp), env=env, check_rc=0).stdout
+    assert "500 runs: 500 waiting for a worker" in status and "8 workers: 8 pending" in status
+    experiment("cancel", str(exp), env=env, check_rc=0)
+    assert calls(fake, "scancel") == ["scancel " + " ".join(str(500 + k) for k in range(8))]
+    assert len(calls(fake, "sbatch")) == 8
+
+
+def test_worker_arrays_are_split_by_max_array_size(tmp_path):
+    path = exp_file(tmp_path, [{"repeat": 20}], mode="array", workers=8, runs_per_worker=2)
+    experiment(f"--experiment={path}", "--dry-run", check_rc=0)
+    exp = tmp_path / "out" / "wk"
+    script = (exp / "workers.sh").read_text()
+    assert "#SBATCH --array=0-7\n" in script and script.rstrip().endswith(f"--worker {exp} --slots 2")
+    assert not (exp / "array.sh").exists()                                # no run is its own task
+    fake, env = fake_slurm(tmp_path, FAKE_MAX_ARRAY_SIZE="5")
+    proc = experiment("submit", str(exp), env=env, check_rc=0)
+    assert calls(fake, "sbatch") == [f"sbatch --parsable --array=0-4 {exp}/workers.sh",
+                                     f"sbatch --parsable --array=0-2 {exp}/workers.sh"]
+    assert "5 worker(s) submitted as job array 500 (--array=0-4; each runs 2 runs at once)" in proc.stderr
+    assert tsv(exp) == [(f"worker_{k}", f"500_{k}") for k in range(5)] + [(f"worker_{5 + k}", f"501_{k}")
+                                                                          for k in range(3)]
+
+
+# --- the local executor: N workers on this machine --------------------------------------------
+@pytest.mark.slow
+def test_the_local_executor_runs_the_sweep_on_n_workers_here_and_status_shows_them(tmp_path):
+    path = exp_file(tmp_path, [{"repeat": 4}], workers=2)
+    proc = experiment(f"--experiment={path}", "--executor=local", env={"HYPERSAL_CPUS": "1"}, check_rc=0)
+    exp = tmp_path / "out" / "wk"
+    assert "on 2 worker jobs" in proc.stderr and "worker 2 of 2 running here (each runs 1 run at once" in proc.stderr
+    assert sorted(tsv(exp)) == [("worker_0", "local"), ("worker_1", "local")]     # recorded as each ended
+    records = {p.stem: json.loads(p.read_text()) for p in (exp / "workers").glob("*.json")}
+    assert len(records) == 2
+    assert sorted(r["run"] for rec in records.values() for r in rec["runs"]) == [f"run_{i:03d}" for i in range(4)]
+    for i in range(4):
+        run = exp / f"run_{i:03d}"
+        assert state(run)["state"] == "done" and state(run)["worker"] in records
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert "4 runs: 4 done" in status and "2 workers: 2 ended" in status
+    table = {line.split()[0]: line.split() for line in status.splitlines() if line.strip()}
+    assert table["worker"] == ["worker", "job", "host", "state", "runs", "job_s", "run_s", "startup_s", "idle_s"]
+    for wid, rec in records.items():
+        assert table[wid][:5] == [wid, "local", rec["host"], "ended", str(len(rec["runs"]))]
+    summary = yaml.safe_load((exp / "summary.yaml").read_text())
+    assert set(summary["worker_seconds"]) == set(records) and summary["workers"] == 2
+    for wid, seconds in summary["worker_seconds"].items():
+        assert seconds["state"] == "ended" and seconds["runs"] == len(records[wid]["runs"])
+        assert seconds["job_seconds"] >= seconds["startup_seconds"] > 0 and seconds["run_seconds"] > 0
+    assert "run_000" in experiment("collect", str(exp), check_rc=0).stdout
+    again = experiment("resume", str(exp), "--executor=local", check_rc=0)
+    assert "is done, failed or held by a live worker: no worker to submit" in again.stderr
