@@ -23,7 +23,8 @@ from helpers.slurm import release_when_requeued, squeue, wait_until
 
 TRAINER = {**TINY_TRAINER, "deterministic": True, "pipeline": ["train"], "comet": {"mode": "disabled"},
            "train": {**TINY_TRAINER["train"], "epochs": 1, "steps_per_epoch": 2}}
-LONG = {**TRAINER, "train": {**TRAINER["train"], "epochs": 3, "steps_per_epoch": 10, "checkpoint": {"every_steps": 2}}}
+# ~5 s a run here: long enough to stop one worker and kill the other while both train
+LONG = {**TRAINER, "train": {**TRAINER["train"], "epochs": 3, "steps_per_epoch": 40, "checkpoint": {"every_steps": 2}}}
 
 
 def exp_file(folder: Path, runs: list, trainer: dict = TRAINER, name: str = "wk", sbatch: dict | None = None,
@@ -126,6 +127,7 @@ def calls(fake: Path, word: str) -> list[str]:
     return [line for line in (fake / "calls").read_text().splitlines() if line.startswith(word)]
 
 
+@pytest.mark.slow   # ~9 s: 500 run folders written, and seven experiment.py calls over them
 def test_a_500_run_sweep_on_8_workers_is_8_jobs_and_a_submit_limit_never_submits_a_worker_twice(tmp_path):
     path = exp_file(tmp_path, [{"repeat": 500}])
     experiment(f"--experiment={path}", "--dry-run", "--workers", "8", check_rc=0)
@@ -203,3 +205,128 @@ def test_the_local_executor_runs_the_sweep_on_n_workers_here_and_status_shows_th
     assert "run_000" in experiment("collect", str(exp), check_rc=0).stdout
     again = experiment("resume", str(exp), "--executor=local", check_rc=0)
     assert "is done, failed or held by a live worker: no worker to submit" in again.stderr
+
+
+# --- on the real local Slurm cluster ----------------------------------------------------------
+def sweep_jobs(name: str) -> list[str]:
+    """The jobs Slurm queues under a sweep's worker job name (every task of an array)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-n", f"{name}-worker", "-o", "%i"], capture_output=True, text=True,
+                         check=True).stdout
+    return out.split()
+
+
+def wait_for_sweep(name: str, timeout: float, peak: list | None = None) -> None:
+    """Until no worker job of the sweep is queued; `peak` gets the most seen at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = sweep_jobs(name)
+        if peak is not None:
+            peak.append(len(jobs))
+        if not jobs:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the workers of {name} still queued after {timeout} s: {squeue()}")
+
+
+def slurm_log(exp: Path, job: str) -> str:
+    return "\n".join(p.read_text() for p in sorted((exp / "workers").glob(f"slurm-{job.split('_')[0]}*.out")))
+
+
+@pytest.fixture
+def cancel_after(slurm):
+    """scancel the sweep's jobs after the test, however it ended: a failed test must not leave its
+    workers in the queue of the tests after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        subprocess.run(["scancel", "-n", name], check=False)
+
+
+def test_a_12_run_sweep_on_2_workers_x_2_runs_is_2_jobs_and_each_run_equals_its_own_job(cancel_after, tmp_path):
+    cancel_after += ["wk-worker", "twin-000"]
+    path = exp_file(tmp_path, [{"repeat": 12}], mode="array", workers=2, runs_per_worker=2)
+    proc = experiment(f"--experiment={path}", check_rc=0)
+    exp = tmp_path / "out" / "wk"
+    twin = exp_file(tmp_path, [{"repeat": 1}], name="twin")              # the same run, as a job of its own
+    experiment(f"--experiment={twin}", check_rc=0)                     # (it runs when a worker has ended)
+    twin = tmp_path / "out" / "twin" / "run_000"
+    assert "2 worker(s) submitted as job array" in proc.stderr and "each runs 2 runs at once" in proc.stderr
+    peak: list[int] = []
+    wait_for_sweep("wk", 180, peak)
+    (array,) = {job.split("_")[0] for _, job in tsv(exp)}
+    assert tsv(exp) == [("worker_0", f"{array}_0"), ("worker_1", f"{array}_1")] and max(peak) <= 2
+    wait_until(lambda: (twin / "state.json").exists() and state(twin)["state"] == "done", 120, "the twin job")
+    ran = {}
+    for i in range(12):
+        run = exp / f"run_{i:03d}"
+        saved = state(run)
+        assert saved["state"] == "done" and saved["worker"] in (f"{array}_0", f"{array}_1"), slurm_log(exp, array)
+        ran.setdefault(saved["worker"], []).append(run.name)
+        assert same_weights(run, twin), run
+        assert (run / f"worker-{saved['worker']}.out").read_text().count("hypersal: done") == 1
+    assert len(ran) == 2                                                  # both workers took runs
+    status = experiment("status", str(exp), check_rc=0).stdout
+    rows = {line.split()[0]: line.split() for line in status.splitlines() if line.strip()}
+    assert "12 runs: 12 done" in status and "2 workers: 2 ended" in status
+    for worker, runs in ran.items():
+        assert all(rows[run][:3] == [run, worker, "done"] for run in runs)
+        assert rows[worker][:5] == [worker, worker, rows[worker][2], "ended", str(len(runs))]
+    seconds = yaml.safe_load((exp / "summary.yaml").read_text())["worker_seconds"]
+    assert sorted(seconds) == sorted(ran) and all(s["run_seconds"] > 0 and s["job_seconds"] > 0 for s in seconds.values())
+    assert experiment("collect", str(exp), check_rc=0).stdout.count("run_0") == 12
+
+
+def test_a_killed_worker_s_run_and_a_requeued_worker_s_run_are_finished_by_resume_as_the_same_runs(cancel_after, tmp_path):
+    """Two workers on 3 runs: the time-limit warning (USR2) requeues one worker (its run stopped at a
+    checkpoint); the other is SIGKILLed (its node lost: its lease left behind). `resume` submits one
+    worker (one is still queued); it and the requeued worker finish every run from its checkpoint."""
+    cancel_after.append("wk-worker")
+    path = exp_file(tmp_path, [{"repeat": 3}], trainer=LONG, workers=2)
+    experiment(f"--experiment={path}", check_rc=0)
+    exp = tmp_path / "out" / "wk"
+    runs = [exp / f"run_{i:03d}" for i in range(3)]
+
+    leases: dict = {}
+
+    def held() -> bool:
+        leases.update({r: json.loads((r / "lease.json").read_text()) for r in runs[:2] if (r / "lease.json").exists()})
+        return len(leases) == 2 and all(_step(r) >= 2 for r in leases)
+    wait_until(held, 120, "both workers' runs at their first checkpoints")
+    (a_run, a), (b_run, b) = sorted(leases.items(), key=lambda item: item[1]["job"])
+    subprocess.run(["scancel", "-b", "--signal=USR2", b["job"]], check=True)     # B: the time-limit warning
+    wait_until(lambda: squeue().get(b["job"], ("",))[0] == "PENDING" and state(b_run)["state"] == "stopped", 60,
+               "worker B stopped and requeued")
+    os.kill(a["pid"], signal.SIGKILL)                                            # A: the node is lost
+    wait_until(lambda: a["job"] not in squeue(), 60, "worker A's job to end")
+    assert json.loads((a_run / "lease.json").read_text())["job"] == a["job"]    # left behind
+    status = experiment("status", str(exp), check_rc=0).stdout
+    rows = {line.split()[0]: line for line in status.splitlines() if line.strip()}
+    assert "lost (its worker is gone" in rows[a_run.name] and "waiting for a worker (stopped at a checkpoint)" in rows[b_run.name]
+    assert "lost (its job left squeue without ending)" in rows[a["job"]] and "pending (requeued)" in rows[b["job"]]
+    resumed = experiment("resume", str(exp), check_rc=0)
+    assert "worker 1 of 1 submitted as job" in resumed.stderr, resumed.stderr
+    c = tsv(exp)[-1][1]
+    assert [k for k, _ in tsv(exp)] == ["worker_0", "worker_1", "worker_2"]
+    release_when_requeued(b["job"])
+    wait_for_sweep("wk", 180)
+    logs = slurm_log(exp, a["job"]) + slurm_log(exp, b["job"]) + slurm_log(exp, c)
+    assert f"taking over {a_run.name} from worker {a['job']} (attempt 1): its job {a['job']} is no longer in squeue" in logs
+    assert f"job {b['job']} requeued: it resumes from its checkpoint when it runs again" in logs
+    for run in runs:
+        assert state(run)["state"] == "done" and epochs(run) == [1, 2, 3], logs   # each epoch once
+        assert not (run / "lease.json").exists()
+    for run in (a_run, b_run):
+        text = "".join(p.read_text() for p in run.glob("worker-*.out"))
+        assert "train: resumed from last.pt at step" in text
+    assert same_weights(a_run, runs[2]) and same_weights(b_run, runs[2])        # run_002: never interrupted
+    record = json.loads((exp / "workers" / f"{b['job']}.json").read_text())
+    assert record["restarts"] == 1 and record["runs"][0]["exit"] == 143 and record["state"] == "ended"
+    status = experiment("status", str(exp), check_rc=0).stdout
+    assert "3 runs: 3 done" in status and "3 workers: 2 ended, 1 lost" in status
+
+
+def _step(run: Path) -> int:
+    try:
+        return load(run / "checkpoints" / "train" / "last.pt")["step"]
+    except Exception:   # not there yet, or caught mid-rename
+        return -1
