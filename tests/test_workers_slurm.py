@@ -178,21 +178,29 @@ def test_worker_arrays_are_split_by_max_array_size(tmp_path):
 
 
 # --- the local executor: N workers on this machine --------------------------------------------
+NAN = {"train": {"epochs": 1, "steps_per_epoch": 4, "log_every": 1,
+                 "optim": {"name": "sgd", "lr": 1.0e+30, "weight_decay": 0.0, "momentum": 0.0}}}
+
+
 @pytest.mark.slow
 def test_the_local_executor_runs_the_sweep_on_n_workers_here_and_status_shows_them(tmp_path):
-    path = exp_file(tmp_path, [{"repeat": 4}], workers=2)
-    proc = experiment(f"--experiment={path}", "--executor=local", env={"HYPERSAL_CPUS": "1"}, check_rc=0)
+    """2 workers here on 5 runs, one of which diverges: it fails once; `resume` offers it again."""
+    path = exp_file(tmp_path, [{"repeat": 4}, {"trainer": NAN}], workers=2)
+    proc = experiment(f"--experiment={path}", "--executor=local", env={"HYPERSAL_CPUS": "1"}, check_rc=1)
     exp = tmp_path / "out" / "wk"
     assert "on 2 worker jobs" in proc.stderr and "worker 2 of 2 running here (each runs 1 run at once" in proc.stderr
+    assert "hypersal: error: 1 of 5 runs failed here: run_004 (their logs are worker-*.out in each run folder)" \
+        in proc.stderr
+    assert "the loss became nan" in state(exp / "run_004")["error"]
     assert sorted(tsv(exp)) == [("worker_0", "local"), ("worker_1", "local")]     # recorded as each ended
     records = {p.stem: json.loads(p.read_text()) for p in (exp / "workers").glob("*.json")}
     assert len(records) == 2
-    assert sorted(r["run"] for rec in records.values() for r in rec["runs"]) == [f"run_{i:03d}" for i in range(4)]
+    assert sorted(r["run"] for rec in records.values() for r in rec["runs"]) == [f"run_{i:03d}" for i in range(5)]
     for i in range(4):
         run = exp / f"run_{i:03d}"
         assert state(run)["state"] == "done" and state(run)["worker"] in records
     status = experiment("status", str(exp), check_rc=0).stdout
-    assert "4 runs: 4 done" in status and "2 workers: 2 ended" in status
+    assert "5 runs: 4 done, 1 failed" in status and "2 workers: 2 ended" in status
     table = {line.split()[0]: line.split() for line in status.splitlines() if line.strip()}
     assert table["worker"] == ["worker", "job", "host", "state", "runs", "job_s", "run_s", "startup_s", "idle_s"]
     for wid, rec in records.items():
@@ -203,8 +211,11 @@ def test_the_local_executor_runs_the_sweep_on_n_workers_here_and_status_shows_th
         assert seconds["state"] == "ended" and seconds["runs"] == len(records[wid]["runs"])
         assert seconds["job_seconds"] >= seconds["startup_seconds"] > 0 and seconds["run_seconds"] > 0
     assert "run_000" in experiment("collect", str(exp), check_rc=0).stdout
-    again = experiment("resume", str(exp), "--executor=local", check_rc=0)
-    assert "is done, failed or held by a live worker: no worker to submit" in again.stderr
+    again = experiment("resume", str(exp), "--executor=local", env={"HYPERSAL_CPUS": "1"}, check_rc=1)
+    assert "1 failed run(s) offered to the workers again: run_004" in again.stderr
+    assert "worker 1 of 1 running here" in again.stderr and "1 of 1 runs failed here: run_004" in again.stderr
+    assert state(exp / "run_004")["restarts"] == 1 and state(exp / "run_004")["state"] == "failed"
+    assert [k for k, _ in tsv(exp)][-1] == "worker_2"
 
 
 # --- on the real local Slurm cluster ----------------------------------------------------------
