@@ -267,6 +267,7 @@ def test_a_12_run_sweep_on_2_workers_x_2_runs_is_2_jobs_and_each_run_equals_its_
     (array,) = {job.split("_")[0] for _, job in tsv(exp)}
     assert tsv(exp) == [("worker_0", f"{array}_0"), ("worker_1", f"{array}_1")] and max(peak) <= 2
     wait_until(lambda: (twin / "state.json").exists() and state(twin)["state"] == "done", 120, "the twin job")
+    code = yaml.safe_load((exp / "summary.yaml").read_text())["code"]["folder"]
     ran = {}
     for i in range(12):
         run = exp / f"run_{i:03d}"
@@ -274,7 +275,8 @@ def test_a_12_run_sweep_on_2_workers_x_2_runs_is_2_jobs_and_each_run_equals_its_
         assert saved["state"] == "done" and saved["worker"] in (f"{array}_0", f"{array}_1"), slurm_log(exp, array)
         ran.setdefault(saved["worker"], []).append(run.name)
         assert same_weights(run, twin), run
-        assert (run / f"worker-{saved['worker']}.out").read_text().count("hypersal: done") == 1
+        log = (run / f"worker-{saved['worker']}.out").read_text()
+        assert log.count("hypersal: done") == 1 and f"code: {code}\n" in log     # the sweep's code snapshot
     assert len(ran) == 2                                                  # both workers took runs
     status = experiment("status", str(exp), check_rc=0).stdout
     rows = {line.split()[0]: line.split() for line in status.splitlines() if line.strip()}

@@ -80,7 +80,8 @@ def rows(sweep: Sweep, executor, workers: list[dict] | None = None) -> list[dict
     for run in sweep.runs:
         job = jobs.get(run.name)
         if on_workers and job is None and not run.damaged:   # a worker's run (submitted or started by hand)
-            worker, word = workers_mod.run_view(run.folder.path, run.state, judge, live, bool(table))
+            worker, word = workers_mod.run_view(run.folder.path, run.state, judge, live, bool(table),
+                                                bool(sweep.summary.get("workers")))
         else:
             worker = None
             word = f"damaged ({run.damaged_files})" if run.damaged else run_status(job, queue.get(job), run.state,

@@ -305,8 +305,10 @@ def _secs(value) -> str:
     return f"{value:.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
-def run_view(run_dir: Path, state: dict, judge_: L.Judge, workers_live: bool, any_worker: bool) -> tuple[str, str]:
-    """(the worker holding or last running the run, its status) for a run of a sweep on workers."""
+def run_view(run_dir: Path, state: dict, judge_: L.Judge, workers_live: bool, any_worker: bool,
+             submitted_: bool = True) -> tuple[str, str]:
+    """(the worker holding or last running the run, its status) for a run of a sweep on workers
+    (`submitted_`: as worker jobs, which `resume` submits again; else started by hand)."""
     saved = state.get("state")
     lease, mtime = L.read(run_dir)
     worker = (lease or {}).get("worker") or state.get("worker") or "-"
@@ -327,7 +329,8 @@ def run_view(run_dir: Path, state: dict, judge_: L.Judge, workers_live: bool, an
         return worker, "waiting for a worker" + stopped
     if not any_worker:
         return worker, "stopped" if stopped else "not submitted"
-    return worker, ("stopped" if stopped else "not started") + " (no worker left: `resume` submits workers)"
+    again = "`resume` submits workers" if submitted_ else "start a worker, or `submit` it"
+    return worker, ("stopped" if stopped else "not started") + f" (no worker left: {again})"
 
 
 # --- summary.yaml -----------------------------------------------------------------------------
