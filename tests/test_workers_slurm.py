@@ -287,6 +287,7 @@ def test_a_12_run_sweep_on_2_workers_x_2_runs_is_2_jobs_and_each_run_equals_its_
     seconds = yaml.safe_load((exp / "summary.yaml").read_text())["worker_seconds"]
     assert sorted(seconds) == sorted(ran) and all(s["run_seconds"] > 0 and s["job_seconds"] > 0 for s in seconds.values())
     assert experiment("collect", str(exp), check_rc=0).stdout.count("run_0") == 12
+    assert experiment("report", str(exp), check_rc=0).stdout.strip() == str(exp / "report.html")
 
 
 def test_a_killed_worker_s_run_and_a_requeued_worker_s_run_are_finished_by_resume_as_the_same_runs(cancel_after, tmp_path):
