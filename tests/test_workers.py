@@ -375,6 +375,10 @@ def test_a_run_in_a_worker_is_the_run_train_py_runs_alone(tmp_path, dataset):
     assert f"hypersal: run {in_worker} on cpu (1 CPU thread), Comet key" in text and f"code: {ROOT}\n" in text
     assert f"hypersal: run {alone} on cpu (1 CPU thread), Comet key" in proc.stderr
     assert state(in_worker)["pid"] != worker.pid                                  # a process of its own
+    status = experiment("status", str(exp), check_rc=0).stdout    # a worker started by hand: not "not submitted"
+    rows = {line.split()[0]: line.split() for line in status.splitlines() if line.strip()}
+    assert rows["run_000"][:3] == ["run_000", worker_id(worker), "done"] and rows["run_001"][:3] == ["run_001", "-", "done"]
+    assert rows[worker_id(worker)][1:4] == ["local", socket.gethostname(), "ended"]
 
 
 def test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run(tmp_path, dataset):

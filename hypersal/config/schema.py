@@ -49,6 +49,7 @@ NULL_TYPES: dict[tuple, type] = {
     ("experiment", "defaults"): str, ("experiment", "rerun_of"): str, ("experiment", "code_snapshot"): str,
     ("experiment", "seed"): object, ("experiment", "config"): object,            # spec.load checks them
     ("experiment", "parallelism"): object, ("experiment", "search"): object,
+    ("experiment", "workers"): object,
 }
 
 

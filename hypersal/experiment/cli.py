@@ -38,6 +38,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=spec_mod.MODES, help="one job per run, or one job array")
     p.add_argument("--parallelism", type=int,
                    help="at most N runs at once (a job array's %%N on Slurm; N at a time with --executor=local)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run the sweep on N worker jobs, each taking runs until none is left, instead of one "
+                        "job per run (overrides experiment.workers; docs/workers.md)")
     p.add_argument("--seed", type=int, help="the sampling seed (overrides experiment.seed)")
     p.add_argument("--name", help="the experiment name (overrides experiment.name)")
     p.add_argument("--base-dir", help="where the experiment folder goes (overrides experiment.base_dir)")
@@ -81,7 +84,7 @@ def folder_parser(command: str) -> argparse.ArgumentParser:
 def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     started = time.perf_counter()
     overrides = {"name": args.name, "base_dir": args.base_dir and str(Path(args.base_dir).absolute()),
-                 "mode": args.mode, "parallelism": args.parallelism}
+                 "mode": args.mode, "parallelism": args.parallelism, "workers": args.workers}
     spec = spec_mod.load(args.experiment, overrides, cli=args.overrides)
     template = Template(args.template)
     if spec.search:
@@ -99,6 +102,9 @@ def run_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     exp_dir = write_mod.write(plan, repro.git_state(), repro.environment(argv))
     say(f"wrote {len(plan.runs)} run{'s' * (len(plan.runs) != 1)} to {exp_dir} (seed {plan.seed}, "
         f"{spec.mode} mode) in {time.perf_counter() - started:.2f} s")
+    if spec.workers:
+        say(f"on {spec.workers} worker job{'s' * (spec.workers > 1)} ({exp_dir / 'workers.sh'}), each taking runs "
+            f"until none is left, {spec.runs_per_worker} at once")
     if plan.code_dir == repro.CODE_ROOT:
         say(f"code: the live checkout {repro.CODE_ROOT} (--no-snapshot: jobs run it as it is when they start)")
     else:

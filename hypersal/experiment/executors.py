@@ -92,13 +92,14 @@ class LocalExecutor:
     `parallelism` at once."""
     name = "local"
 
-    def run(self, script: Path, cwd: Path, env: dict | None = None) -> int:
+    def run(self, script: Path, cwd: Path, env: dict | None = None, log: Path | None = None) -> int:
+        """bash SCRIPT in `cwd`, its output appended to `log` (default cwd/local.out)."""
         env = {**os.environ, "HYPERSAL_EXECUTOR": "local", **(env or {})}
         cpus = re.search(r"^#SBATCH --cpus-per-task=(\d+)\s*$", Path(script).read_text(), re.M)
         if cpus:
             env["HYPERSAL_CPUS"] = cpus.group(1)
-        with open(cwd / "local.out", "ab") as log:
-            return subprocess.run(["bash", str(script)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        with open(log or cwd / "local.out", "ab") as out:
+            return subprocess.run(["bash", str(script)], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                   env=env).returncode
 
     def queue(self) -> dict[str, QueueEntry]:

@@ -16,6 +16,7 @@ from hypersal.log import warn
 from hypersal.runfolder import kind
 
 RUN_DIR = re.compile(r"run_\d+")
+WORKER_KEY = re.compile(r"worker_\d+")     # jobs.tsv's line for the k-th worker job submitted (docs/workers.md)
 JOB_ID = re.compile(r"\d+(_\d+)?|local")
 RESTORE = ("experiment.py writes it whole, so something else changed it: restore it from a backup (the run "
            "folders are untouched, and each run's exp_i.yaml reruns it alone)")
@@ -58,6 +59,10 @@ def _summary_problem(summary) -> str | None:
         return f"mode should be one of {', '.join(MODES)}, got {summary.get('mode')!r}"
     if summary.get("parallelism") is not None and not isinstance(summary["parallelism"], int):
         return f"parallelism should be a whole number, got {summary['parallelism']!r}"
+    for key in ("workers", "runs_per_worker"):
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return f"{key} should be a whole number >= 1, got {value!r}"
     search = summary.get("search")
     if search is not None and not (isinstance(search, dict) and set(SEARCH_KEYS) <= set(search)):
         return "search: should hold " + ", ".join(SEARCH_KEYS)
@@ -76,8 +81,9 @@ def _unlisted(exp_dir: Path, summary: dict) -> None:
 
 
 def read_jobs(exp_dir: Path, strict: bool = False) -> dict[str, str]:
-    """{run folder name: job id} of every submission so far (the last one wins). A torn or
-    damaged line is skipped with a warning; with `strict` (submitting) it is an error."""
+    """{run folder name: job id} of every submission so far (the last one wins), and
+    {worker_K: job id} for a sweep on workers. A torn or damaged line is skipped with a warning;
+    with `strict` (submitting) it is an error."""
     path = Path(exp_dir) / JOBS
     try:
         data = path.read_bytes()
@@ -108,7 +114,7 @@ def _job_line(raw: bytes) -> tuple[str | None, tuple[str, str] | None]:
     if not line.strip():
         return None, None
     run, tab, job = line.partition("\t")
-    if not tab or not RUN_DIR.fullmatch(run) or not JOB_ID.fullmatch(job):
+    if not tab or not (RUN_DIR.fullmatch(run) or WORKER_KEY.fullmatch(run)) or not JOB_ID.fullmatch(job):
         return "not a run folder, a tab and a job id", None
     return None, (run, job)
 

@@ -2,6 +2,7 @@
 rendered, all in memory: nothing is written until the whole sweep is known to be good."""
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 import uuid
@@ -12,6 +13,7 @@ from hypersal import tree as T
 from hypersal.config import options, schema, stagelist
 from hypersal.errors import UserError
 from hypersal import sampling
+from hypersal.experiment.lease import WORKERS
 from hypersal.experiment.render import Template
 from hypersal.experiment.repro import CODE_ROOT
 from hypersal.experiment.snapshot import Snapshot
@@ -39,6 +41,7 @@ class Plan:
     runs: list[Run] = field(default_factory=list)
     exp_dir: Path | None = None
     array_script: str = ""  # array mode: the script submitted for the whole sweep
+    worker_script: str = ""  # experiment.workers: the script each worker job runs (workers.sh)
     code_dir: Path = CODE_ROOT          # where exp.sh runs train.py from (a snapshot, normally)
     snapshot: Snapshot | None = None    # the snapshot to copy there before anything is written
     search: dict | None = None          # an adaptive sweep: section, space, keys (adaptive.py)
@@ -86,8 +89,12 @@ def make(spec: ExperimentSpec, template: Template, seed: int | None = None) -> P
             plan.runs.append(Run(index=len(plan.runs), entry=entry.index, trainer=trainer,
                                  sbatch=resolved["sbatch"], comet=dict(entry.comet), sampled=sampled,
                                  comet_key=uuid.uuid4().hex))
-    if spec.mode == "array":
-        _check_uniform_sbatch(plan)
+    if spec.workers:
+        _check_uniform_sbatch(plan, "a worker job runs any run of the sweep, so every run needs the same sbatch "
+                                    "values", "experiment.workers", "remove experiment.workers (one job per run)")
+    elif spec.mode == "array":
+        _check_uniform_sbatch(plan, "array mode gives every run the same sbatch values", "experiment.mode",
+                              "use mode: jobs (one job per run)")
     return plan
 
 
@@ -100,16 +107,14 @@ def check_drawn(trainer: dict, paths: list, tree_schema: dict, **where) -> None:
     schema.check_trainer(layer, tree_schema, **where)     # keys and types, names, ranges
 
 
-def _check_uniform_sbatch(plan: Plan) -> None:
+def _check_uniform_sbatch(plan: Plan, why: str, key: str, instead: str) -> None:
     first = plan.runs[0]
     for run in plan.runs[1:]:
         if run.sbatch != first.sbatch:
             keys = sorted(k for k in set(first.sbatch) | set(run.sbatch)
                           if first.sbatch.get(k) != run.sbatch.get(k))
-            raise UserError(f"array mode gives every run the same sbatch values, but run {run.index} "
-                            f"differs from run 0 in {', '.join(keys)}", file=plan.spec.file,
-                            key="experiment.mode",
-                            fix="use mode: jobs (one job per run), or give all runs the same values")
+            raise UserError(f"{why}, but run {run.index} differs from run 0 in {', '.join(keys)}",
+                            file=plan.spec.file, key=key, fix=f"{instead}, or give all runs the same values")
 
 
 def render(plan: Plan, exp_dir: Path) -> None:
@@ -124,12 +129,39 @@ def render(plan: Plan, exp_dir: Path) -> None:
                    args=[train_script, "--config", str(run.dir / "config.yaml")])
         run.script = plan.template.render(run.sbatch, job, file=plan.spec.file,
                                           key=f"runs[{run.entry}].sbatch")
-    if plan.spec.mode == "array":
+    if plan.spec.workers:
+        plan.worker_script = _worker_script(plan, exp_dir, train_script)
+    elif plan.spec.mode == "array":
         job = dict(name=name, dir=str(exp_dir), array=array_spec(range(len(plan.runs)), plan.spec.parallelism),
                    output=str(exp_dir / f"run_%{plan.width}a" / "slurm-%A_%a.out"), python=sys.executable,
                    args=[train_script, "--trial" if plan.search else "--sweep", str(exp_dir)])
         plan.array_script = plan.template.render(plan.runs[0].sbatch, job, file=plan.spec.file,
                                                  key="sbatch")
+
+
+WORKERS_SH = "workers.sh"
+WORKER_LOGS = WORKERS        # the worker jobs' Slurm logs go beside their records
+_TASKS = re.compile(r"^#SBATCH --(?:nodes|ntasks|ntasks-per-node)=(\d+)\s*$", re.M)
+
+
+def _worker_script(plan: Plan, exp_dir: Path, train_script: str) -> str:
+    """workers.sh: the template rendered with the runs' sbatch values (the same resources a run
+    gets), running `train.py --worker EXP_DIR --slots P` from the sweep's code instead of one run.
+    In array mode it is a job array of N tasks; else each of the N jobs runs it as it is."""
+    spec = plan.spec
+    array = spec.mode == "array"
+    job = dict(name=f"{spec.name}-worker", dir=str(exp_dir),
+               output=str(exp_dir / WORKER_LOGS / ("slurm-%A_%a.out" if array else "slurm-%j.out")),
+               array=f"0-{spec.workers - 1}" if array else None, python=sys.executable,
+               args=[train_script, "--worker", str(exp_dir), "--slots", str(spec.runs_per_worker)])
+    script = plan.template.render(plan.runs[0].sbatch, job, file=spec.file, key="sbatch")
+    tasks = [int(n) for n in _TASKS.findall(script)]
+    if any(n > 1 for n in tasks):
+        raise UserError("a worker runs its runs in one process on one node, but these runs ask for several tasks "
+                        "or nodes (DDP)", **spec.workers_where,
+                        fix="remove experiment.workers for runs over several GPUs or nodes, or give each run one "
+                            "task (sbatch nodes: 1, gpus: 1)")
+    return script
 
 
 def array_spec(indices, parallelism: int | None) -> str:

@@ -11,6 +11,8 @@
       mode: jobs           # jobs (one sbatch per run) | array (one job array)
       parallelism: null    # at most this many runs at once (an array's %N; the local executor too)
       snapshot_max_mb: 50  # the code snapshot's limit (hypersal.experiment.snapshot)
+      workers: null        # N: the sweep runs on N worker jobs, each taking runs until none is left
+      runs_per_worker: 1   # P: each worker runs P at once, its CPUs split between them
     sbatch: {...}          # template values for every run (cpus, mem, gpus, time, ...)
     runs:                  # one entry per run (or per grid combination / repetition)
       - trainer: {...}     # trainer overrides, may hold {sample: ..., from: ...}
@@ -41,7 +43,8 @@ EXPERIMENT_SCHEMA = {
     "experiment": {"name": "", "base_dir": "", "exp_desc": "", "seed": None, "defaults": None,
                    "config": None, "repeat": 1, "mode": "jobs", "parallelism": None,
                    "rerun_of": None, "code_snapshot": None, "dev_mode": False, "no_comet": False,
-                   "search": None, "snapshot_max_mb": float(snapshot.MAX_MB)},
+                   "search": None, "snapshot_max_mb": float(snapshot.MAX_MB),
+                   "workers": None, "runs_per_worker": 1},
     "sbatch": {},
     "runs": [],
 }
@@ -81,6 +84,9 @@ class ExperimentSpec:
     search: Any                 # experiment.search (hypersal.search.Search), or None
     snapshot_max_mb: float      # the code snapshot's size limit
     base_dir_where: dict        # where base_dir was set (file, key, line), for errors
+    workers: int | None         # N worker jobs instead of one job per run (docs/workers.md)
+    runs_per_worker: int        # P runs at once in each worker (train.py --worker --slots P)
+    workers_where: dict         # where workers was set, for errors
     sbatch: dict
     runs: list[RunEntry] = field(default_factory=list)
     cli_trainer: dict = field(default_factory=dict)   # the command line's trainer.* overrides
@@ -200,6 +206,7 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         raise UserError("the experiment has no runs", file=file, key="runs",
                         fix="add a `runs:` list with at least one entry (`- trainer: {}` runs the "
                             "config as it is)")
+    workers_where = dict(file=overrides_mod.PLACE, key="--workers") if (overrides or {}).get("workers") is not None else where("workers")
     spec = ExperimentSpec(
         file=file, name=name, base_dir=base_dir, exp_desc=str(exp["exp_desc"] or ""),
         seed=exp["seed"], defaults_file=defaults_file, defaults=defaults, schema=trainer_schema, config=config,
@@ -211,10 +218,32 @@ def load(path: Path | str, overrides: dict | None = None, cli: list[str] = ()) -
         snapshot_max_mb=_positive_number(exp["snapshot_max_mb"], **where("snapshot_max_mb")),
         base_dir_where=(
             dict(file=overrides_mod.PLACE, key="--base-dir") if (overrides or {}).get("base_dir") else where("base_dir")),
-        sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc))
+        sbatch=_sbatch(doc.get("sbatch"), file, ("sbatch",), doc),
+        workers=_positive_int(exp["workers"], allow_none=True, **workers_where),
+        runs_per_worker=_positive_int(exp["runs_per_worker"], **where("runs_per_worker")),
+        workers_where=workers_where)
+    _check_workers(spec, where)
     spec.runs = [_load_run(i, entry, spec, doc) for i, entry in enumerate(runs_doc)]
     _load_cli(spec, cli_tree, list(cli))
     return spec
+
+
+def _check_workers(spec: ExperimentSpec, where) -> None:
+    """What workers cannot do yet, or what would be ignored with them, said on the login node."""
+    if spec.workers is None:
+        if spec.runs_per_worker != 1:
+            raise UserError(f"runs_per_worker {spec.runs_per_worker} without experiment.workers: runs go one per "
+                            "job, so it would be ignored", fix="set experiment.workers: N (or --workers N) too, "
+                            "or remove runs_per_worker", **where("runs_per_worker"))
+        return
+    if spec.search is not None:
+        raise UserError("an adaptive sweep (a search) cannot run on workers yet: only plain sweeps can",
+                        fix="remove experiment.workers (each trial is then a job of its own)", **spec.workers_where)
+    if spec.parallelism is not None:
+        raise UserError(f"parallelism {spec.parallelism} with workers: at most workers x runs_per_worker runs "
+                        "are running at once, so it would be ignored",
+                        fix="remove parallelism (or --parallelism), and size experiment.workers instead",
+                        **where("parallelism"))
 
 
 def _load_cli(spec: ExperimentSpec, cli_tree: dict, items: list[str]) -> None:

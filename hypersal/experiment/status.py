@@ -1,6 +1,8 @@
 """`experiment.py status|cancel DIR`: what each run of a sweep is doing, from squeue and from
 what train.py wrote into the run folder (state.json, the tail of metrics.jsonl), never from
-sacct. `status --watch` redraws the table until every run has ended."""
+sacct; for a sweep on workers, which worker holds or ran each run (lease.json, state.json) and
+the workers themselves (workers/<id>.json: hypersal/experiment/workers.py). `status --watch`
+redraws the table until every run has ended."""
 from __future__ import annotations
 
 import sys
@@ -8,11 +10,11 @@ import time
 from pathlib import Path
 
 from hypersal import yamlio
-from hypersal.experiment import runs as runs_mod
+from hypersal.experiment import runs as runs_mod, workers as workers_mod
 from hypersal.errors import UserError
 from hypersal.experiment.runs import Sweep, metric_records, number, short_names
 from hypersal.progress import fmt_duration
-from hypersal.experiment.executors import QueueEntry, SubmitError
+from hypersal.experiment.executors import LocalExecutor, QueueEntry, SubmitError
 from hypersal.experiment.folder import read_jobs
 from hypersal.experiment.table import format_table
 from hypersal.log import say
@@ -49,26 +51,47 @@ def run_status(job: str | None, queued: QueueEntry | None, state: dict, queue_kn
     return "ended before train.py started (see its log)" if job != "local" else "not run"
 
 
-def rows(sweep: Sweep, executor) -> list[dict]:
+def _queue(jobs: dict, executor, on_workers: bool = False) -> tuple[dict, bool]:
+    """squeue's jobs when the sweep has any on Slurm (a worker started by hand may run in a job of
+    its own), and whether squeue answered."""
+    if not on_workers and not any(j != "local" for j in jobs.values()):
+        return {}, True
+    try:
+        return executor.queue(), True
+    except SubmitError as e:   # a controller down: the folders still say what finished
+        say(f"warning: {e}; showing what the run folders say")
+        return {}, False
+
+
+def rows(sweep: Sweep, executor, workers: list[dict] | None = None) -> list[dict]:
+    """One row per run; `workers`, when given, gets one row per worker of a sweep on workers."""
     jobs = read_jobs(sweep.exp_dir)
-    queue, queue_known = {}, True
-    if any(j != "local" for j in jobs.values()):
-        try:
-            queue = executor.queue()
-        except SubmitError as e:   # a controller down: the folders still say what finished
-            say(f"warning: {e}; showing what the run folders say")
-            queue_known = False
+    on_workers = workers_mod.on_workers(sweep.exp_dir, sweep.summary)
+    queue, queue_known = _queue(jobs, executor, on_workers)
+    if on_workers:
+        table = workers_mod.workers_rows(sweep.exp_dir, jobs, queue, queue_known)
+        live = any(w["state"].startswith(workers_mod.LIVE) for w in table)
+        slurm = queue_known and not isinstance(executor, LocalExecutor)   # else squeue cannot judge a lease
+        judge = workers_mod.judge(sweep.exp_dir, queue if slurm else None)
+        if workers is not None:
+            workers[:] = table
     metric = sweep.search["metric"] if sweep.search else None
     out = []
     for run in sweep.runs:
         job = jobs.get(run.name)
+        if on_workers and job is None and not run.damaged:   # a worker's run (submitted or started by hand)
+            worker, word = workers_mod.run_view(run.folder.path, run.state, judge, live, bool(table),
+                                                bool(sweep.summary.get("workers")))
+        else:
+            worker = None
+            word = f"damaged ({run.damaged_files})" if run.damaged else run_status(job, queue.get(job), run.state,
+                                                                                   queue_known)
         out.append({
-            "run": run.name, "job": job or "-",
+            "run": run.name, **({"worker": worker or "-"} if on_workers else {"job": job or "-"}),
             # an adaptive sweep's trials: their numbers and values
             **({"trial": "-" if run.trial is None else run.trial, metric: run.extra.get(metric, "-")} if metric else {}),
             # which file, in the table; what is wrong with it, in the warning above it
-            "status": f"damaged ({run.damaged_files})" if run.damaged else run_status(job, queue.get(job), run.state,
-                                                                                      queue_known),
+            "status": word,
             "stage": run.state.get("stage") or "-",
             "progress": run.state.get("progress") or "-",
             **latest(run.folder, run.state),
@@ -104,12 +127,15 @@ def latest(folder: RunFolder, state: dict) -> dict:
     return out
 
 
-LIVE = ("pending", "running", "configuring", "completing", "requeued", "suspended", "unknown", "resizing")
+LIVE = ("pending", "running", "configuring", "completing", "requeued", "suspended", "unknown", "resizing",
+        "starting", "waiting")
 
 
 def status(exp_dir: Path, executor) -> str:
     sweep = runs_mod.load(exp_dir)
-    return render(rows(sweep, executor), sweep.best)
+    workers: list[dict] = []
+    table = rows(sweep, executor, workers)
+    return render(table, sweep.best) + render_workers(workers)
 
 
 def live(table: list[dict]) -> int:
@@ -124,8 +150,9 @@ def watch(exp_dir: Path, executor, every_s: float, stream=None) -> None:
     tty = stream.isatty()
     while True:
         sweep = runs_mod.load(exp_dir)
-        table = rows(sweep, executor)
-        text = render(table, sweep.best)
+        workers: list[dict] = []
+        table = rows(sweep, executor, workers)
+        text = render(table, sweep.best) + render_workers(workers)
         left = live(table)
         stamp = time.strftime("%H:%M:%S")
         footer = (f"{stamp}: {left} run{'s' * (left != 1)} still queued or running; refreshing every "
@@ -146,6 +173,18 @@ def render(table: list[dict], best: str | None) -> str:
     total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
     text = format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
     return text + (f"best so far: {best}\n" if best else "")
+
+
+def render_workers(workers: list[dict]) -> str:
+    """The workers of a sweep on workers, and their count by state ("" for any other sweep)."""
+    if not workers:
+        return ""
+    counts: dict[str, int] = {}
+    for row in workers:
+        word = row["state"].split(" (")[0]
+        counts[word] = counts.get(word, 0) + 1
+    total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
+    return f"\n{format_table(workers)}\n{len(workers)} worker{'s' * (len(workers) != 1)}: {total}\n"
 
 
 def cancel(exp_dir: Path, executor) -> list[str]:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hypersal import yamlio
+from hypersal.experiment import workers as workers_mod
 from hypersal.experiment.executors import LocalExecutor, SlurmExecutor, SubmitError
 from hypersal.experiment.folder import load_summary, read_jobs   # noqa: F401 (read from here by others)
 from hypersal.experiment.lock import submitting
@@ -95,8 +96,10 @@ def follow(exp_dir: Path, executor, poll_s: float | None = None) -> list[tuple[s
         except SweepSubmitError as e:
             if e.limit is None:
                 raise
-            left = len(pending_runs(exp_dir, load_summary(exp_dir)))
-            print(f"hypersal: {left} run(s) to go, held back by {e.limit}; {len(executor.queue())} of your "
+            summary = load_summary(exp_dir)
+            left = (f"{workers_mod.owed(exp_dir, summary)} worker job(s)" if summary.get("workers")
+                    else f"{len(pending_runs(exp_dir, summary))} run(s)")
+            print(f"hypersal: {left} to go, held back by {e.limit}; {len(executor.queue())} of your "
                   f"jobs are queued: trying again in {poll_s:g} s (Ctrl-C stops; nothing is lost)",
                   file=sys.stderr, flush=True)
             time.sleep(poll_s)
@@ -109,6 +112,11 @@ def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]
     summary = load_summary(exp_dir)
     with submitting(exp_dir):   # decided and started by one submitter at a time
         read_jobs(exp_dir, strict=True)   # a damaged line: which run it records cannot be told
+        if summary.get("workers"):
+            try:
+                return workers_mod.submit(exp_dir, summary, executor, again)
+            finally:
+                _summary_job_ids(exp_dir, summary)
         todo = unfinished_runs(exp_dir, summary, executor) if again else pending_runs(exp_dir, summary)
         if not todo:
             what = "done or still queued" if again else f"submitted already (see {JOBS})"
@@ -125,8 +133,12 @@ def submit(exp_dir: Path, executor, again: bool = False) -> list[tuple[str, str]
 
 
 def _summary_job_ids(exp_dir: Path, summary: dict) -> None:
-    """Copy the job ids of jobs.tsv (the crash-safe log) into summary.yaml, once per submission."""
+    """Copy the job ids of jobs.tsv (the crash-safe log) into summary.yaml, once per submission
+    (on workers: the worker jobs', and summary.yaml read afresh, since workers rewrite it too)."""
     jobs = read_jobs(exp_dir)
+    if summary.get("workers"):
+        workers_mod.write_summary(exp_dir, lambda s: s.update(worker_jobs=workers_mod.submitted(jobs)))
+        return
     for run in summary["runs"]:
         run["job_id"] = jobs.get(run["dir"])
     yamlio.dump(summary, Path(exp_dir) / SUMMARY)

@@ -4,6 +4,8 @@
         summary.yaml        seed, files, runs and their sampled values (written last)
         jobs.tsv            one line per submission: run folder, job id (append-only)
         array.sh            array mode: the script submitted for the whole sweep
+        workers.sh          experiment.workers: the script of each worker job (train.py --worker)
+        workers/            the workers' records (<id>.json) and Slurm logs (docs/workers.md)
         diff.patch          `git diff HEAD` when dirty: once per sweep, each hash.txt names it
         run_000/
             config.yaml     the complete trainer config train.py reads
@@ -27,7 +29,7 @@ from urllib.parse import quote
 from hypersal import urls, yamlio
 from hypersal.errors import UserError
 from hypersal.files import probe_writable
-from hypersal.experiment.plan import Plan, Run, render
+from hypersal.experiment.plan import WORKER_LOGS, WORKERS_SH, Plan, Run, render
 from hypersal.experiment import adaptive, snapshot as snapshot_mod
 from hypersal.experiment.repro import CODE_ROOT, GitState
 
@@ -151,6 +153,7 @@ def summary(plan: Plan, git: GitState, template: Path) -> dict:
         "name": plan.exp_dir.name, "experiment_file": str(plan.spec.file), "template": str(template),
         "seed": plan.seed, "mode": plan.spec.mode, "parallelism": plan.spec.parallelism,
         "overrides": plan.spec.cli_items,
+        **({"workers": plan.spec.workers, "runs_per_worker": plan.spec.runs_per_worker} if plan.spec.workers else {}),
         **({"search": plan.search["section"], "search_keys": plan.search["keys"]} if plan.search else {}),
         "git": {"commit": git.commit, "dirty": git.dirty},
         "code": {"folder": str(plan.code_dir), "snapshot": plan.code_dir != CODE_ROOT},
@@ -234,6 +237,10 @@ def write(plan: Plan, git: GitState, env: dict) -> Path:
             write_runs(plan, shared)
         if plan.array_script:
             (exp_dir / "array.sh").write_text(plan.array_script, encoding="utf-8")
+        if plan.worker_script:
+            (exp_dir / WORKER_LOGS).mkdir()      # Slurm writes no log into a folder that is not there
+            (exp_dir / WORKERS_SH).write_text(plan.worker_script, encoding="utf-8")
+            os.chmod(exp_dir / WORKERS_SH, 0o755)
         (exp_dir / JOBS).touch()
         yamlio.dump(summary(plan, git, plan.template.path), exp_dir / SUMMARY)
     except BaseException:

@@ -24,6 +24,7 @@ def start_state(folder) -> dict:
         "restarts": old.get("restarts", -1) + 1 if old else 0,
         "requeues": int(os.environ.get("SLURM_RESTART_COUNT", old.get("requeues", 0)) or 0),
         "job_id": os.environ.get("SLURM_JOB_ID"), "host": socket.gethostname(), "pid": os.getpid(),
+        "worker": os.environ.get("HYPERSAL_WORKER"),     # the worker running it (status shows it), or None
         "started": old.get("started", now()), "updated": now(), "error": None, "progress": None,
     }
     folder.write_state(state)

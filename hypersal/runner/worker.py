@@ -248,7 +248,17 @@ class Worker:
         else:
             say(f"worker {self.me.worker}: nothing left to start; {self.count} run(s) ran here")
         self.write_record("ended", exit=code)
+        self.write_summary()
         return code
+
+    def write_summary(self) -> None:
+        """summary.yaml's per-worker seconds, with this worker's last ones (experiment.py status and
+        summary readers see them without reading every record)."""
+        from hypersal.experiment import workers
+        try:
+            workers.write_summary(self.exp_dir)
+        except (UserError, OSError) as e:    # the runs are done: a summary it cannot write is not a failure
+            warn(f"worker {self.me.worker}: could not write the workers' seconds into summary.yaml ({e})")
 
     # --- the record: EXP_DIR/workers/<id>.json ----------------------------------------------
     def open_record(self) -> None:
@@ -263,9 +273,9 @@ class Worker:
         self.record = {"worker": me.worker, "job": me.job, "host": me.host, "pid": me.pid, "slots": self.slots,
                        "started": L.now(), "updated": L.now(), "state": "idle",
                        "restarts": int(old.get("restarts", -1)) + 1 if old else 0,
-                       "runs": list(old.get("runs") or []), "run_seconds": 0.0, "startup_seconds": 0.0,
-                       "idle_seconds": 0.0}
-        self._before = {k: float(old.get(k) or 0.0) for k in ("run_seconds", "startup_seconds", "idle_seconds")}
+                       "runs": list(old.get("runs") or []), "job_seconds": 0.0, "run_seconds": 0.0,
+                       "startup_seconds": 0.0, "idle_seconds": 0.0}
+        self._before = {k: _number(old.get(k)) for k in ("job_seconds", "run_seconds", "startup_seconds", "idle_seconds")}
         self.write_record()
 
     @property
@@ -273,12 +283,15 @@ class Worker:
         return self.exp_dir / L.WORKERS / f"{self.me.worker}.json"
 
     def write_record(self, state: str | None = None, **extra) -> None:
-        """run_seconds: seconds of runs (P at once count P times); startup_seconds: from the
-        process's start to its first run; idle_seconds: slot-seconds since then that held no run."""
+        """job_seconds: seconds since the process started (the allocation's, one slot or many);
+        run_seconds: seconds of runs (P at once count P times); startup_seconds: from the
+        process's start to its first run; idle_seconds: slot-seconds since then that held no run.
+        A worker started again (its job requeued) adds this start's to the earlier ones'."""
         now = time.monotonic()
         running = sum(now - s.t0 for s in self.running.values())
         ready = self.ready if self.ready is not None else now
-        mine = {"run_seconds": self.busy + running, "startup_seconds": self.startup or self.age(),
+        mine = {"job_seconds": self.age(), "run_seconds": self.busy + running,
+                "startup_seconds": self.startup or self.age(),
                 "idle_seconds": max(0.0, self.slots * (now - ready) - self.busy - running)}
         self.record.update({k: round(self._before[k] + v, 2) for k, v in mine.items()}, updated=L.now(),
                            state=state or ("running" if self.running else "idle"), **extra)
@@ -289,6 +302,11 @@ class Worker:
         """Seconds since the process started (since this object was made where /proc cannot say)."""
         age = process_age()
         return age if age is not None else time.monotonic() - self.born
+
+
+def _number(value) -> float:
+    """A record's seconds, 0 where it holds none (or something else: a record damaged from outside)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def log_name(worker: str) -> str:
