@@ -57,8 +57,12 @@ start_munge() {
 
 write_conf() {
     mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
-    local host mem
+    local host mem cpus
     host=$(hostname -s)
+    # The machine's CPUs. Not plain `nproc`, which answers OMP_NUM_THREADS when it is set: the
+    # test suite sets it to 1 for its trainings, and a restart from inside a test (MaxArraySize)
+    # then left a 1-CPU node that ran every later test's jobs one at a time.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     # Leave 1 GB to the system; Slurm refuses a node that reports less memory than configured.
     mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 1024 ))
     cat >"$CONF.tmp" <<EOF
@@ -93,7 +97,7 @@ InactiveLimit=0
 KillWait=10
 MinJobAge=300
 MaxArraySize=${HYPERSAL_SLURM_MAX_ARRAY_SIZE:-1001}
-NodeName=$host CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$CONF.tmp" "$CONF"

@@ -72,6 +72,10 @@ def test_a_sweep_larger_than_max_array_size_goes_as_several_arrays(slurm, tmp_pa
         wait_for(list(jobs.values()), timeout=400)
     finally:
         restart_cluster(None)
+    # Restarted from inside the suite (OMP_NUM_THREADS=1), the node still has every CPU: the
+    # Slurm tests after this one run their jobs side by side.
+    node = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True).stdout
+    assert f"CPUTot={len(os.sched_getaffinity(0))} " in node, node
     ran = [0, 9, 10, 11]
     for i in ran:
         run_dir = out / f"run_{i:03d}"

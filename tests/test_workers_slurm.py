@@ -258,10 +258,15 @@ def test_a_12_run_sweep_on_2_workers_x_2_runs_is_2_jobs_and_each_run_equals_its_
     path = exp_file(tmp_path, [{"repeat": 12}], mode="array", workers=2, runs_per_worker=2)
     proc = experiment(f"--experiment={path}", check_rc=0)
     exp = tmp_path / "out" / "wk"
-    twin = exp_file(tmp_path, [{"repeat": 1}], name="twin")              # the same run, as a job of its own
-    experiment(f"--experiment={twin}", check_rc=0)                     # (it runs when a worker has ended)
-    twin = tmp_path / "out" / "twin" / "run_000"
     assert "2 worker(s) submitted as job array" in proc.stderr and "each runs 2 runs at once" in proc.stderr
+    # The same run as a job of its own, submitted once both workers run (the node's 2 CPUs): it
+    # runs when a worker has ended. Submitted before, it could take the second CPU from worker 1,
+    # and worker 0 ran all 12 runs alone (seen in CI).
+    wait_until(lambda: [squeue().get(j, ("",))[0] for _, j in tsv(exp)] == ["RUNNING"] * 2,
+               60, "both workers running")
+    twin = exp_file(tmp_path, [{"repeat": 1}], name="twin")
+    experiment(f"--experiment={twin}", check_rc=0)
+    twin = tmp_path / "out" / "twin" / "run_000"
     peak: list[int] = []
     wait_for_sweep("wk", 180, peak)
     (array,) = {job.split("_")[0] for _, job in tsv(exp)}
@@ -307,10 +312,12 @@ def test_a_killed_worker_s_run_and_a_requeued_worker_s_run_are_finished_by_resum
         return len(leases) == 2 and all(_step(r) >= 2 for r in leases)
     wait_until(held, 120, "both workers' runs at their first checkpoints")
     (a_run, a), (b_run, b) = sorted(leases.items(), key=lambda item: item[1]["job"])
+    # A first, while it is surely mid-run: waiting for B's requeue first let A finish every run
+    # and exit (seen in CI). B runs on meanwhile with its one slot busy, so it takes nothing of A's.
+    os.kill(a["pid"], signal.SIGKILL)                                            # A: the node is lost
     subprocess.run(["scancel", "-b", "--signal=USR2", b["job"]], check=True)     # B: the time-limit warning
     wait_until(lambda: squeue().get(b["job"], ("",))[0] == "PENDING" and state(b_run)["state"] == "stopped", 60,
                "worker B stopped and requeued")
-    os.kill(a["pid"], signal.SIGKILL)                                            # A: the node is lost
     wait_until(lambda: a["job"] not in squeue(), 60, "worker A's job to end")
     assert json.loads((a_run / "lease.json").read_text())["job"] == a["job"]    # left behind
     status = experiment("status", str(exp), check_rc=0).stdout
