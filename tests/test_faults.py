@@ -19,6 +19,7 @@ from hypersal.tracking import Tracker, read_metrics
 from hypersal.train.checkpoint import load
 
 from helpers import disk
+from helpers.runs import same_weights
 from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, train
 
 STEPS = {"epochs": 3, "steps_per_epoch": 8, "batch_size": 4, "val_batches": 1, "val_batch_size": 4,
@@ -32,13 +33,6 @@ def config(folder: Path, **overrides) -> Path:
     return folder / "config.yaml"
 
 
-def weights(folder: Path) -> dict:
-    return load(folder / "models" / "after_train.pt")["state"]
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = weights(a), weights(b)
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def stop_midway(cfg: Path, min_step: int = 3) -> int:

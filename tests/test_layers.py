@@ -8,7 +8,6 @@ between folders, and the package root's modules import no folder but the configu
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from helpers.cli import ROOT
 

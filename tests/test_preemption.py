@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from hypersal.train.checkpoint import load
 
+from helpers.runs import checkpoint_step, same_weights
 from helpers.cli import TINY_TRAINER, experiment
 from helpers.slurm import job_state, jobs_of, release_when_requeued, wait_for, wait_until
 
@@ -49,12 +48,6 @@ def release(job: str) -> None:
     subprocess.run(["scontrol", "release", job], check=True)
 
 
-def checkpoint_step(run: Path) -> int:
-    try:
-        return load(run / "checkpoints" / "train" / "last.pt")["step"]
-    except Exception:  # not there yet, or caught mid-rename
-        return -1
-
 
 def logs(run: Path) -> str:
     """What a failure message needs to be diagnosed after the fact: the job logs and state."""
@@ -69,10 +62,6 @@ def wait_mid_training(run: Path) -> None:
     except AssertionError as e:
         raise AssertionError(f"{e}\n{logs(run)}") from None
 
-
-def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = (load(r / "models" / "after_train.pt")["state"] for r in (a, b))
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def finish(exp: Path, run: str, jobs: list[str]) -> None:

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from hypersal import config as config_mod
 from hypersal.experiment import lease as L
 from hypersal.experiment.executors import QueueEntry
 from hypersal.runfolder import RunFolder
-from hypersal.train.checkpoint import load
 
+from helpers.runs import checkpoint_step, epochs, same_weights
 from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, train
 from helpers.slurm import wait_until
 
@@ -89,21 +88,7 @@ def worker_id(proc: subprocess.Popen) -> str:
     return f"{socket.gethostname()}-{proc.pid}"
 
 
-def checkpoint_step(run: Path) -> int:
-    try:
-        return load(run / "checkpoints" / "train" / "last.pt")["step"]
-    except Exception:   # not there yet, or caught mid-rename
-        return -1
 
-
-def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = (load(r / "models" / "after_train.pt")["state"] for r in (a, b))
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def epochs(run: Path) -> list[int]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [m["epoch"] for m in lines if "epoch" in m]
 
 
 def logs(run: Path) -> str:

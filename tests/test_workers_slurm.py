@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from hypersal.train.checkpoint import load
 
-from helpers.cli import ROOT, TINY_TRAINER, experiment, write
+from helpers.runs import checkpoint_step, epochs, same_weights
+from helpers.cli import TINY_TRAINER, experiment, write
 from helpers.slurm import release_when_requeued, squeue, wait_until
 
 TRAINER = {**TINY_TRAINER, "deterministic": True, "pipeline": ["train"], "comet": {"mode": "disabled"},
@@ -43,14 +42,6 @@ def tsv(exp: Path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t")) for line in (exp / "jobs.tsv").read_text().splitlines()]
 
 
-def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = (load(r / "models" / "after_train.pt")["state"] for r in (a, b))
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def epochs(run: Path) -> list[int]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [m["epoch"] for m in lines if "epoch" in m]
 
 
 # --- the settings' mistakes -------------------------------------------------------------------
@@ -309,7 +300,7 @@ def test_a_killed_worker_s_run_and_a_requeued_worker_s_run_are_finished_by_resum
 
     def held() -> bool:
         leases.update({r: json.loads((r / "lease.json").read_text()) for r in runs[:2] if (r / "lease.json").exists()})
-        return len(leases) == 2 and all(_step(r) >= 2 for r in leases)
+        return len(leases) == 2 and all(checkpoint_step(r) >= 2 for r in leases)
     wait_until(held, 120, "both workers' runs at their first checkpoints")
     (a_run, a), (b_run, b) = sorted(leases.items(), key=lambda item: item[1]["job"])
     # A first, while it is surely mid-run: waiting for B's requeue first let A finish every run
@@ -345,9 +336,3 @@ def test_a_killed_worker_s_run_and_a_requeued_worker_s_run_are_finished_by_resum
     status = experiment("status", str(exp), check_rc=0).stdout
     assert "3 runs: 3 done" in status and "3 workers: 2 ended, 1 lost" in status
 
-
-def _step(run: Path) -> int:
-    try:
-        return load(run / "checkpoints" / "train" / "last.pt")["step"]
-    except Exception:   # not there yet, or caught mid-rename
-        return -1

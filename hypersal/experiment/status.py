@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from hypersal import yamlio
-from hypersal.experiment import runs as runs_mod, workers as workers_mod
+from hypersal.experiment import runs as runs_mod, worker_view, workers as workers_mod
 from hypersal.errors import UserError
 from hypersal.experiment.runs import Sweep, metric_records, number, short_names
 from hypersal.progress import fmt_duration
@@ -69,7 +69,7 @@ def rows(sweep: Sweep, executor, workers: list[dict] | None = None) -> list[dict
     on_workers = workers_mod.on_workers(sweep.exp_dir, sweep.summary)
     queue, queue_known = _queue(jobs, executor, on_workers)
     if on_workers:
-        table = workers_mod.workers_rows(sweep.exp_dir, jobs, queue, queue_known)
+        table = worker_view.workers_rows(sweep.exp_dir, jobs, queue, queue_known)
         live = any(w["state"].startswith(workers_mod.LIVE) for w in table)
         slurm = queue_known and not isinstance(executor, LocalExecutor)   # else squeue cannot judge a lease
         judge = workers_mod.judge(sweep.exp_dir, queue if slurm else None)
@@ -80,7 +80,7 @@ def rows(sweep: Sweep, executor, workers: list[dict] | None = None) -> list[dict
     for run in sweep.runs:
         job = jobs.get(run.name)
         if on_workers and job is None and not run.damaged:   # a worker's run (submitted or started by hand)
-            worker, word = workers_mod.run_view(run.folder.path, run.state, judge, live, bool(table),
+            worker, word = worker_view.run_view(run.folder.path, run.state, judge, live, bool(table),
                                                 bool(sweep.summary.get("workers")))
         else:
             worker = None
