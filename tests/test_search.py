@@ -1,5 +1,5 @@
 """Adaptive sweeps (experiment.search): the Optuna journal under concurrent jobs, and a TPE + ASHA
-sweep end to end on the real local Slurm cluster."""
+sweep end to end on 2 workers on the real local Slurm cluster."""
 from __future__ import annotations
 
 import json
@@ -54,12 +54,21 @@ def search_file(folder: Path, trials: int = 6, parallelism: int = 2, **search) -
 
 
 def test_a_tpe_asha_search_prunes_some_trials_and_finishes_the_others(slurm, tmp_path):
-    exp = search_file(tmp_path)
-    proc = experiment(f"--experiment={exp}", cwd=tmp_path, check_rc=0)
-    assert "6 runs submitted as job array" in proc.stderr and "--array=0-5%2" in proc.stderr
+    """On 2 workers (--workers 2, two jobs): each takes the next run folder no one holds and its run
+    asks its trial; never more than 2 jobs nor more than 6 trials; a pruned trial frees its slot at
+    once. One job per trial is covered by the requeue test below and by test_damaged's local search."""
+    from datetime import datetime
+    exp = search_file(tmp_path, parallelism=None)
+    proc = experiment(f"--experiment={exp}", "--workers", "2", cwd=tmp_path, check_rc=0)
+    assert "worker 2 of 2 submitted as job" in proc.stderr and "each runs 1 run at once" in proc.stderr
     out = tmp_path / "out" / "srch"
     jobs = jobs_of(out)
-    wait_for(list(jobs.values()), timeout=600)
+    assert sorted(jobs) == ["worker_0", "worker_1"]
+    try:
+        wait_for(list(jobs.values()), timeout=600)
+    finally:                                  # a failed test must not leave its workers in the queue
+        subprocess.run(["scancel", *jobs.values()], check=False)
+    assert jobs_of(out) == jobs                                                   # never more than 2 jobs
     states, trial_numbers = {}, set()
     for i in range(6):
         run_dir = out / f"run_00{i}"
@@ -69,16 +78,30 @@ def test_a_tpe_asha_search_prunes_some_trials_and_finishes_the_others(slurm, tmp
         states[run_dir.name] = state["state"]
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert cfg["train"]["optim"]["lr"] == info["sampled"]["train.optim.lr"] == cfg["adapt"]["optim"]["lr"]
-        log = next(run_dir.glob("slurm-*.out")).read_text()
+        assert state["worker"] in jobs.values()
+        log = (run_dir / f"worker-{state['worker']}.out").read_text()
+        assert f"trial {info['trial']} (run {i}): " in log
         if state["state"] == "pruned":
             assert f"pruned at epoch {state['pruned_epoch']}" in log and state["pruned_epoch"] < 3
             assert (run_dir / "checkpoints" / "train" / "last.pt").is_file()      # kept
         else:
             assert state["state"] == "done", log
-    assert trial_numbers == set(range(6))                                         # one trial per job
+    assert trial_numbers == set(range(6))                                         # one trial per run
     assert "pruned" in states.values() and "done" in states.values(), states
+    # A pruned trial frees its slot at once: its worker's next run starts as it ends.
+    records = {job: json.loads((out / "workers" / f"{job}.json").read_text()) for job in jobs.values()
+               if (out / "workers" / f"{job}.json").exists()}
+    ran = [r for rec in records.values() for r in rec["runs"]]
+    assert sorted(r["run"] for r in ran) == [f"run_00{i}" for i in range(6)]      # each run once
+    for rec in records.values():       # after its last run: the worker ends (it never idles, holding its job)
+        nexts = [r["started"] for r in rec["runs"][1:]] + [rec["updated"]]
+        for this, after in zip(rec["runs"], nexts):
+            if states[this["run"]] == "pruned":
+                gap = datetime.fromisoformat(after) - datetime.fromisoformat(this["ended"])
+                assert gap.total_seconds() <= 2, rec
     status = experiment("status", str(out), check_rc=0).stdout
     assert "pruned at epoch" in status and "best so far: trial" in status
+    assert "2 workers: 2 ended" in status
     import optuna
     from hypersal import search
     study = search.load(out)

@@ -254,6 +254,7 @@ for name in ("is_available", "device_count", "init", "current_device"):   # what
     setattr(torch.cuda, name, lambda *a, _n=name, _r=real, **k: asked.append(_n) or _r(*a, **k))
 from hypersal.runner import worker
 worker.preload()
+worker.preload_search()                 # a search's workers import optuna too
 print(asked, torch.cuda.is_initialized(), [t.name for t in threading.enumerate()])
 """
 
@@ -282,12 +283,15 @@ def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict:
-    """A plain sweep, a search's folder and a folder that is neither, for the mistakes below."""
+    """A plain sweep, a search's folder whose study is missing and a folder that is neither, for the
+    mistakes below."""
+    from hypersal.search import DEFAULTS
     tmp = tmp_path_factory.mktemp("mistakes")
     exp = sweep(tmp, [{"repeat": 1}])
     search = tmp / "search_sweep"
     (search / "search").mkdir(parents=True)
-    (search / "summary.yaml").write_text((exp / "summary.yaml").read_text())
+    summary = yaml.safe_load((exp / "summary.yaml").read_text())
+    (search / "summary.yaml").write_text(yaml.safe_dump({**summary, "search": DEFAULTS}))
     return {"tmp": str(tmp), "exp": str(exp), "search": str(search)}
 
 
@@ -297,7 +301,7 @@ def folders(tmp_path_factory) -> dict:
     (["--worker", "{exp}", "train.epochs=2"], "--worker runs each run as its config.yaml says"),
     (["--worker", "{exp}", "--skip", "train"], "--worker runs each run as its config.yaml says"),
     (["--config", "{exp}/run_000/config.yaml", "--slots", "2"], "--slots and --lease-timeout go with --worker"),
-    (["--worker", "{search}"], "an adaptive sweep (a search) cannot run on workers yet"),
+    (["--worker", "{search}"], "{search}/search/study.journal: the search's study is missing"),
 ])
 def test_worker_mistakes_are_said_in_one_paragraph_with_exit_2(folders, capsys, args, message):
     from hypersal.runner import cli

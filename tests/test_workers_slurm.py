@@ -58,8 +58,10 @@ LR = [{"trainer": {"train": {"optim": {"lr": {"sample": "loguniform", "from": [1
     ({"workers": 2, "parallelism": 2}, None, None, [],
      "experiment.parallelism: parallelism 2 with workers: at most workers x runs_per_worker runs are running at "
      "once, so it would be ignored."),
-    ({"workers": 2, **SEARCH}, LR, None, [],
-     "experiment.workers: an adaptive sweep (a search) cannot run on workers yet: only plain sweeps can."),
+    ({"workers": 2, "search": {**SEARCH["search"], "parallelism": 2}}, LR, None, [],
+     "experiment.search.parallelism: search parallelism 2 with workers: at most workers x runs_per_worker trials "
+     "are running at once, so it would be ignored. Fix: remove experiment.search.parallelism, and size "
+     "experiment.workers instead."),
     ({"workers": 2}, [{"repeat": 1}, {"sbatch": {"mem": "2G"}}], None, [],
      "experiment.workers: a worker job runs any run of the sweep, so every run needs the same sbatch values, but "
      "run 1 differs from run 0 in mem. Fix: remove experiment.workers (one job per run), or give all runs the "

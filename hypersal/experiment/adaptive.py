@@ -11,7 +11,9 @@ experiment folder holds, besides summary.yaml and the job array's script:
                           writes config.yaml, exp_i.yaml, run.yaml (trial number) and the rest
 
 A search is one job array with %parallelism, whatever experiment.mode says: separate jobs could
-not be held to the parallelism.
+not be held to the parallelism. On workers (experiment.workers: N) it is N worker jobs instead
+(an array or jobs, as experiment.mode says), each taking the next run folder no one holds: the
+run then asks its trial as a job would (docs/workers.md).
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def make(spec: ExperimentSpec, template: Template, seed: int) -> Plan:
     for i in range(search.trials):
         plan.runs.append(Run(index=i, entry=0, trainer=trainer, sbatch=sbatch, comet=dict(entry.comet),
                              sampled={}, comet_key=uuid.uuid4().hex))
-    spec.mode, spec.parallelism = "array", search.parallelism
+    if not spec.workers:   # on workers, experiment.mode says how the worker jobs go (parallelism: refused)
+        spec.mode, spec.parallelism = "array", search.parallelism
     return plan
 
 

@@ -236,9 +236,11 @@ def _check_workers(spec: ExperimentSpec, where) -> None:
                             "job, so it would be ignored", fix="set experiment.workers: N (or --workers N) too, "
                             "or remove runs_per_worker", **where("runs_per_worker"))
         return
-    if spec.search is not None:
-        raise UserError("an adaptive sweep (a search) cannot run on workers yet: only plain sweeps can",
-                        fix="remove experiment.workers (each trial is then a job of its own)", **spec.workers_where)
+    if spec.search is not None and spec.search.parallelism is not None:
+        raise UserError(f"search parallelism {spec.search.parallelism} with workers: at most workers x "
+                        "runs_per_worker trials are running at once, so it would be ignored",
+                        fix="remove experiment.search.parallelism, and size experiment.workers instead",
+                        **dict(where("search"), key="experiment.search.parallelism"))
     if spec.parallelism is not None:
         raise UserError(f"parallelism {spec.parallelism} with workers: at most workers x runs_per_worker runs "
                         "are running at once, so it would be ignored",

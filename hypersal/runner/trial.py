@@ -3,15 +3,27 @@
 When the job starts it asks the study for its values and writes its run folder (run.yaml with
 the trial number first, then config.yaml, exp_i.yaml, comet_url.txt, hash.txt, env.yaml), before
 any training. A job started again (requeued, or `experiment.py resume`) finds the trial number
-in run.yaml and re-attaches to the same trial: `study.ask` would make a new one. The train stage
-reports the metric after every epoch (an epoch the trial has already is not reported twice);
+in run.yaml and re-attaches to the same trial: `study.ask` would make a new one.
+
+A new trial is asked under the sweep's ask lock (EXP_DIR/search/ask.lock, fcntl.flock), which is
+held until its number is in run.yaml: so a trial in the study that no run.yaml names and that has
+not finished, seen under that lock, was asked by a run that died before writing run.yaml (killed
+mid-ask). Such a trial is adopted, not asked again; and no trial is asked once the study holds
+`trials` of them. Workers (runner/worker.py) run many trials at once: the study never holds more
+than `trials`, numbered 0..trials-1.
+
+The train stage reports the metric after every epoch (an epoch the trial has already is not reported twice);
 when the pruner says so, the stage checkpoints and stops, the run ends as `pruned` (exit 0) and
 the study is told. Otherwise the study is told the best value the train stage reported.
 """
 from __future__ import annotations
 
+import fcntl
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from hypersal import search as search_mod, tree as T, yamlio
 from hypersal.config import schema
@@ -101,16 +113,66 @@ def prepare(exp_dir: Path, index: int) -> tuple[Path, TrialRun]:
         run = TrialRun(exp_dir, index, study, info["trial"], search)
         say(f"trial {run.number} again (run {index}): resuming it")
     else:
-        trial = study.ask(search_mod.distributions(found))
-        run = TrialRun(exp_dir, index, study, trial.number, search)
-        sampled = {key: trial.params[key] for key in sorted(found)}
-        info = {"experiment": summary["name"], "index": index, "trial": trial.number, "comet_key": entry["comet_key"],
-                "comet": entry_values["comet"], "sampled": sampled, "seed": summary["seed"]}
-        write_text_atomic(folder.run_yaml, yamlio.dumps(info))      # first: a restart re-attaches
-        say(f"trial {trial.number} (run {index}): {', '.join(f'{k}={v}' for k, v in sampled.items())}")
+        with asking(exp_dir):
+            number, params, how = _new_trial(exp_dir, summary, study, search, found)
+            run = TrialRun(exp_dir, index, study, number, search)
+            sampled = {key: params[key] for key in sorted(found)}
+            info = {"experiment": summary["name"], "index": index, "trial": number, "comet_key": entry["comet_key"],
+                    "comet": entry_values["comet"], "sampled": sampled, "seed": summary["seed"]}
+            write_text_atomic(folder.run_yaml, yamlio.dumps(info))      # first: a restart re-attaches
+        say(f"trial {number} (run {index}){how}: {', '.join(f'{k}={v}' for k, v in sampled.items())}")
     if not folder.config.is_file():
         _write_run_folder(exp_dir, folder, space, info, summary, entry_values)
     return folder.config, run
+
+
+ASK_LOCK = "ask.lock"
+
+
+@contextmanager
+def asking(exp_dir: Path) -> Iterator[None]:
+    """The sweep's ask lock, held from choosing a trial until run.yaml names it (a few journal
+    reads and one append)."""
+    fd = os.open(Path(exp_dir) / search_mod.FOLDER / ASK_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)     # releases the lock, however this process ends
+
+
+def named_trials(exp_dir: Path, summary: dict) -> set[int]:
+    """The trial numbers the sweep's run.yaml files name (a damaged one names none)."""
+    out = set()
+    for entry in summary["runs"]:
+        path = Path(exp_dir) / entry["dir"] / "run.yaml"
+        if not path.is_file():
+            continue
+        try:
+            number = yamlio.load(path).get("trial")
+        except (UserError, OSError, AttributeError):
+            continue
+        if isinstance(number, int):
+            out.add(number)
+    return out
+
+
+def _new_trial(exp_dir: Path, summary: dict, study, search, found: dict) -> tuple[int, dict, str]:
+    """(number, params, words) of this run's trial, under the ask lock: one a run that died
+    mid-ask left behind, else a new one, never beyond `trials`."""
+    import optuna
+    # a grid's trials wait, enqueued, from the start (params not drawn yet): each ask takes the next
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+    named = named_trials(exp_dir, summary)
+    left = [t for t in trials if t.number not in named and not t.state.is_finished() and set(found) <= set(t.params)]
+    if left:
+        return left[0].number, left[0].params, " (asked by a run that ended before writing run.yaml: adopted)"
+    if len(trials) >= search.trials:
+        raise UserError(f"the study holds {len(trials)} trials already, experiment.search.trials is {search.trials}: "
+                        "no trial is left for this run", file=search_mod.journal_path(exp_dir),
+                        fix="raise trials in a new sweep; this sweep's runs have every trial")
+    trial = study.ask(search_mod.distributions(found))
+    return trial.number, trial.params, ""
 
 
 def _write_run_folder(exp_dir: Path, folder: RunFolder, space: dict, info: dict, summary: dict, entry: dict) -> None:

@@ -5,6 +5,13 @@ hypersal/experiment/lease.py), runs it, releases it and takes the next, until no
 start; then it exits 0: it never idles holding an allocation. With P slots it runs P at once,
 each with the worker's CPUs // P threads (HYPERSAL_CPUS).
 
+In an adaptive sweep (a search) the run folders are empty until their run starts: a child runs
+what the search's job array runs, `train.py --trial EXP_DIR --index I` (runner/trial.py), so it
+asks the study for its trial (under the sweep's ask lock) and writes its folder, or, taken over from a
+worker that died, finds its trial in run.yaml and resumes it as the same trial. One trial per
+run folder, and `trials` folders: never more trials than that. A pruned trial ends its child
+(state `pruned`, a finished state), and its slot takes the next run at once.
+
 Each run is a child process forked from this one once torch, torchvision, comet_ml and the
 stages are imported but before any torch op (so before any thread pool or CUDA exists): the
 child skips the interpreter's and those imports' start-up, yet nothing of one run (RNG states,
@@ -41,7 +48,7 @@ from hypersal.experiment.folder import load_summary
 from hypersal.files import write_atomic
 from hypersal.log import say, warn
 from hypersal.runfolder import RunFolder
-from hypersal.search import FOLDER as SEARCH_FOLDER
+from hypersal.search import journal_path as search_journal
 from hypersal.train import signals
 
 RENEW_S = 5.0            # leases and the record are rewritten this often (a quarter of a shorter timeout)
@@ -62,6 +69,14 @@ def preload() -> None:
     from hypersal import stages, tracking  # noqa: F401
     from hypersal.runner import job, pipeline, trial  # noqa: F401
     from hypersal.train import cpus, distributed  # noqa: F401
+
+
+def preload_search() -> None:
+    """A search's runs import optuna too (~1 s here): once, before the first fork. It starts no
+    thread either (tests/test_workers.py checks both)."""
+    import optuna  # noqa: F401
+    from hypersal import search  # noqa: F401
+    from hypersal.search import journal  # noqa: F401
 
 
 def process_age() -> float | None:
@@ -89,6 +104,7 @@ class Worker:
     exp_dir: Path
     leases: L.Leases
     slots: int
+    trials: dict[Path, int] | None = None    # a search: each run folder's run index (its child asks its trial)
     cpus: int = 1
     running: dict[int, Slot] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
@@ -113,6 +129,8 @@ class Worker:
         first = self.claim()
         if first is not None and not _stop:
             preload()
+            if self.trials is not None:
+                preload_search()
             from hypersal.train.cpus import job_cpus
             self.cpus = job_cpus()
         self.ready = time.monotonic()
@@ -168,7 +186,8 @@ class Worker:
         if pid == 0:
             code = 1
             try:
-                code = child(claim, self.me, self.per_run_cpus(), old)
+                index = self.trials[claim.run_dir] if self.trials is not None else None
+                code = child(claim, self.me, self.per_run_cpus(), old, index)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -210,9 +229,12 @@ class Worker:
         state = L.run_state(run)
         if code in (0, 143, 130) or state.get("state") in L.FINISHED:
             return state.get("state") or "ended"
-        state.update(state="failed", updated=L.now(), error=(
-            f"its process in worker {self.me.worker} ended ({code_words(code)}) without saying why: out of "
-            f"memory, or killed by hand? The workers do not start it again; its log is {log_name(self.me.worker)}"))
+        if code == 2:        # a search's run can stop so before its run folder is written (runner/trial.py)
+            why = f"stopped on a mistake in its input (exit 2): its log, {log_name(self.me.worker)}, says which"
+        else:
+            why = (f"ended ({code_words(code)}) without saying why: out of memory, or killed by hand? The workers "
+                   f"do not start it again; its log is {log_name(self.me.worker)}")
+        state.update(state="failed", updated=L.now(), error=f"its process in worker {self.me.worker} {why}")
         folder.write_state(state)
         return "failed"
 
@@ -323,7 +345,8 @@ def code_words(code: int) -> str:
 
 
 # --- the child: one run, as train.py --config would run it -------------------------------------
-def child(claim: L.Claim, me: L.Holder, cpus: int, mask) -> int:
+def child(claim: L.Claim, me: L.Holder, cpus: int, mask, trial_index: int | None = None) -> int:
+    """`trial_index`: a search's run, run as its job array's task would run it (train.py --trial)."""
     die_with_parent(me.pid)
     run = claim.run_dir
     fd = os.open(run / log_name(me.worker), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -343,6 +366,8 @@ def child(claim: L.Claim, me: L.Holder, cpus: int, mask) -> int:
     print(f"hypersal: worker {me.worker} (job {me.job or 'local'}) on {me.host} at {L.now()}, "
           f"attempt {claim.lease['attempt']}, pid {os.getpid()}", file=sys.stderr, flush=True)
     from hypersal.runner import cli
+    if trial_index is not None:
+        return cli.main(["--trial", str(run.parent), "--index", str(trial_index)])
     return cli.main(["--config", str(run / "config.yaml")])
 
 
@@ -366,9 +391,9 @@ def main(exp_dir: Path, slots: int = 1, timeout: float = L.TIMEOUT_S) -> int:
         raise UserError(f"--lease-timeout {timeout}: must be a positive number of seconds",
                         fix=f"leave it out (the default is {L.TIMEOUT_S:.0f} s)")
     summary = load_summary(exp_dir)
-    if summary.get("search") or (exp_dir / SEARCH_FOLDER).is_dir():
-        raise UserError("an adaptive sweep (a search) cannot run on workers yet: only plain sweeps can",
-                        file=exp_dir, fix="submit it with experiment.py submit (one job per trial)")
+    if summary.get("search") and not search_journal(exp_dir).is_file():   # else every run would fail on it
+        from hypersal.search import MISSING_FIX
+        raise UserError("the search's study is missing", file=search_journal(exp_dir), fix=MISSING_FIX)
     code = (summary.get("code") or {})
     if code.get("snapshot") and code.get("folder") and Path(code["folder"]).resolve() != CODE:
         warn(f"this worker runs the code in {CODE}, not the sweep's snapshot {code['folder']} "
@@ -376,4 +401,5 @@ def main(exp_dir: Path, slots: int = 1, timeout: float = L.TIMEOUT_S) -> int:
     runs = [exp_dir / r["dir"] for r in sorted(summary["runs"], key=lambda r: r["index"])]
     holder = L.me(timeout)
     queue = SlurmExecutor().queue if holder.job else None
-    return Worker(exp_dir, L.Leases(exp_dir, runs, holder, queue), slots).run()
+    trials = {exp_dir / r["dir"]: r["index"] for r in summary["runs"]} if summary.get("search") else None
+    return Worker(exp_dir, L.Leases(exp_dir, runs, holder, queue), slots, trials).run()
