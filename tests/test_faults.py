@@ -100,6 +100,28 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     return filler
 
 
+def test_a_disk_full_at_the_best_model_s_save_is_said_as_for_a_checkpoint(small_disk):
+    """best.pt, written at an epoch's end before last.pt, fails on a full disk as last.pt does: a
+    CheckpointError naming the folder and what is intact, the earlier best.pt kept (a traceback
+    of OSError before; seen in CI when the disk filled at that moment)."""
+    from types import SimpleNamespace
+    from hypersal.train.checkpoint import Checkpointer, CheckpointError
+    folder = small_disk / "run" / "checkpoints" / "train"
+    folder.mkdir(parents=True)
+    ck = Checkpointer(folder)
+    trainer = SimpleNamespace(name="train", model=torch.nn.Linear(64, 64), epoch=1, step=5,
+                              metrics={"val_loss": 0.5})
+    ck._write({"model": trainer.model.state_dict(), "epoch": 0, "step": 2, "val_loss": 0.9}, ck.best_file, trainer)
+    filler = fill(small_disk, 0)
+    try:
+        with pytest.raises(CheckpointError) as e:
+            ck.on_epoch_end(trainer)
+    finally:
+        filler.unlink()
+    assert str(e.value) == f"train: cannot write a checkpoint in {folder} (No space left on device); no earlier checkpoint exists"
+    assert load(ck.best_file)["step"] == 2 and sorted(p.name for p in folder.iterdir()) == ["best.pt"]
+
+
 def test_a_full_disk_stops_with_a_clear_error_and_the_checkpoint_intact(small_disk):
     cfg = config(small_disk / "run")
     step = stop_midway(cfg)

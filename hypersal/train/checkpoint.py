@@ -115,19 +115,24 @@ class Checkpointer:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state(trainer)
         fresh = self.folder / "next.pt"
+        self._write(state, fresh, trainer)
+        if self.last.exists():
+            os.replace(self.last, self.prev)
+        os.replace(fresh, self.last)
+        self.last_save, self.last_step = time.monotonic(), trainer.step
+        return self.last
+
+    def _write(self, obj, path: Path, trainer) -> None:
+        """save_atomic, a full disk or an unwritable folder said as a CheckpointError: the file
+        being replaced (and last.pt, prev.pt) stays as it was."""
         try:
-            save_atomic(state, fresh)
+            save_atomic(obj, path)
         except (OSError, RuntimeError) as e:
             cause = os_error(e)
             if cause is None:
                 raise
             raise CheckpointError(f"{trainer.name}: cannot write a checkpoint in {self.folder} "
                                   f"({cause.strerror or cause}); {self._intact()}") from None
-        if self.last.exists():
-            os.replace(self.last, self.prev)
-        os.replace(fresh, self.last)
-        self.last_save, self.last_step = time.monotonic(), trainer.step
-        return self.last
 
     def _intact(self) -> str:
         kept = [p.name for p in (self.last, self.prev) if p.exists()]
@@ -194,8 +199,9 @@ class Checkpointer:
             self.best = value
             if self.write:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                save_atomic({"model": trainer.model.state_dict(), "epoch": trainer.epoch,
-                            "step": trainer.step, self.monitor: value}, self.best_file)
+                # best.pt too: a disk that fills here is said as for last.pt (seen in CI)
+                self._write({"model": trainer.model.state_dict(), "epoch": trainer.epoch,
+                             "step": trainer.step, self.monitor: value}, self.best_file, trainer)
         self.save(trainer)
         barrier(trainer.world)      # every rank sees best.pt and last.pt before it may need them
 
