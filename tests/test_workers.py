@@ -265,6 +265,18 @@ def test_the_worker_s_imports_start_no_thread_and_touch_no_cuda():
     assert out == "[] False ['MainThread']\n"
 
 
+def test_a_worker_whose_first_run_has_comet_disabled_does_not_import_comet_ml(tmp_path):
+    """comet_ml costs ~1 s a worker: preloaded only when the first run logs to Comet."""
+    from hypersal.runner.worker import uses_comet
+    for mode, expected in (("disabled", False), ("offline", True)):
+        (tmp_path / mode).mkdir()
+        (tmp_path / mode / "config.yaml").write_text(yaml.safe_dump({"comet": {"mode": mode}}))
+        assert uses_comet(tmp_path / mode) is expected
+    assert uses_comet(tmp_path / "missing") is True          # unreadable: the run says why, not the worker
+    code = "import sys; from hypersal.runner import worker; worker.preload(comet=False); print('comet_ml' in sys.modules)"
+    assert subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor_released(tmp_path):
     runs = runs_with_leases(tmp_path, [None, None, None, None, None])
     for run, word in zip(runs, ("done", "failed", "pruned", "running")):

@@ -41,6 +41,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypersal import yamlio
 from hypersal.errors import UserError
 from hypersal.experiment import lease as L
 from hypersal.experiment.executors import SlurmExecutor
@@ -58,17 +59,29 @@ CODE = Path(__file__).resolve().parents[2]
 _stop: list[str] = []    # the signal that stops the worker, once one came
 
 
-def preload() -> None:
+def preload(comet: bool = True) -> None:
     """What every run imports, imported once here: each forked run starts with it. Importing runs
-    no torch op, so no thread pool, OpenMP state or CUDA context exists yet to be forked."""
-    os.environ.setdefault("COMET_AUTO_LOG_ENV_DETAILS", "false")   # as tracking.Tracker sets them
-    os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
-    import comet_ml  # noqa: F401
+    no torch op, so no thread pool, OpenMP state or CUDA context exists yet to be forked.
+    comet_ml (~1 s) only when `comet`: a sweep whose runs have Comet disabled never needs it (a
+    later run that does imports it itself)."""
+    if comet:
+        os.environ.setdefault("COMET_AUTO_LOG_ENV_DETAILS", "false")   # as tracking.Tracker sets them
+        os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+        import comet_ml  # noqa: F401
     import torch  # noqa: F401
     import torchvision  # noqa: F401
     from hypersal import stages, tracking  # noqa: F401
     from hypersal.runner import job, pipeline, trial  # noqa: F401
     from hypersal.train import cpus, distributed  # noqa: F401
+
+
+def uses_comet(run_dir: Path) -> bool:
+    """Whether the run's config.yaml logs to Comet (True when it cannot be read: the run itself
+    then says what is wrong, and importing comet_ml costs only time)."""
+    try:
+        return (yamlio.load(run_dir / "config.yaml").get("comet") or {}).get("mode") != "disabled"
+    except Exception:
+        return True
 
 
 def preload_search() -> None:
@@ -128,7 +141,7 @@ class Worker:
         self.open_record()
         first = self.claim()
         if first is not None and not _stop:
-            preload()
+            preload(comet=uses_comet(first.run_dir))
             if self.trials is not None:
                 preload_search()
             from hypersal.train.cpus import job_cpus
