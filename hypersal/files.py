@@ -1,10 +1,12 @@
-"""Writing files whole or not at all."""
+"""Writing files whole or not at all, and holding a lock file."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 
 def probe_writable(folder: Path | str) -> None:
@@ -36,3 +38,15 @@ def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive(path: Path | str) -> Iterator[None]:
+    """fcntl.flock(LOCK_EX) on `path` (made if missing) for the body: it waits its turn, and the
+    lock is released when the body ends, however this process ends (the kernel drops it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -18,29 +18,22 @@ Torch-free: status on the login node reads leases too.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from hypersal.files import write_atomic
-from hypersal.runfolder import running_here
+from hypersal.files import exclusive, write_atomic
+from hypersal.runfolder import now, running_here
 
 LEASE = "lease.json"
 LOCK = "claims.lock"
 WORKERS = "workers"      # EXP_DIR/workers/<worker id>.json: each worker's own record
 TIMEOUT_S = 120.0        # how long a holder may go without renewing before its lease is stale
 FINISHED = ("done", "failed", "pruned")   # states a run never leaves by itself: never claimed
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -194,15 +187,9 @@ class Judge:
         return None
 
 
-@contextmanager
-def claims(exp_dir: Path) -> Iterator[None]:
+def claims(exp_dir: Path):
     """The sweep's claims lock, held for the body only (a few file reads and one write)."""
-    fd = os.open(Path(exp_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)     # releases the lock
+    return exclusive(Path(exp_dir) / LOCK)
 
 
 @dataclass

@@ -166,12 +166,7 @@ def watch(exp_dir: Path, executor, every_s: float, stream=None) -> None:
 
 def render(table: list[dict], best: str | None) -> str:
     """The table, the count of runs by status, and an adaptive sweep's best trial so far."""
-    counts: dict[str, int] = {}
-    for row in table:
-        word = row["status"].split(" (")[0]
-        counts[word] = counts.get(word, 0) + 1
-    total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-    text = format_table(table) + f"\n{len(table)} run{'s' * (len(table) != 1)}: {total}\n"
+    text = format_table(table) + f"\n{count(table, 'status', 'run')}\n"
     return text + (f"best so far: {best}\n" if best else "")
 
 
@@ -179,12 +174,17 @@ def render_workers(workers: list[dict]) -> str:
     """The workers of a sweep on workers, and their count by state ("" for any other sweep)."""
     if not workers:
         return ""
+    return f"\n{format_table(workers)}\n{count(workers, 'state', 'worker')}\n"
+
+
+def count(rows: list[dict], column: str, noun: str) -> str:
+    """"12 runs: 4 done, 8 failed": the rows by the first word(s) of `column`, before any "(...)"."""
     counts: dict[str, int] = {}
-    for row in workers:
-        word = row["state"].split(" (")[0]
+    for row in rows:
+        word = row[column].split(" (")[0]
         counts[word] = counts.get(word, 0) + 1
     total = ", ".join(f"{n} {word}" for word, n in sorted(counts.items()))
-    return f"\n{format_table(workers)}\n{len(workers)} worker{'s' * (len(workers) != 1)}: {total}\n"
+    return f"{len(rows)} {noun}{'s' * (len(rows) != 1)}: {total}"
 
 
 def cancel(exp_dir: Path, executor) -> list[str]:

@@ -22,7 +22,7 @@ from hypersal.experiment.folder import WORKER_KEY, load_summary, read_jobs
 from hypersal.experiment.plan import WORKER_LOGS, WORKERS_SH
 from hypersal.experiment.repro import CODE_ROOT
 from hypersal.experiment.write import JOBS, SUMMARY
-from hypersal.log import warn
+from hypersal.log import say, warn
 from hypersal.runfolder import Damaged, RunFolder, now, running_here
 
 SECONDS = ("job_seconds", "run_seconds", "startup_seconds", "idle_seconds")
@@ -121,12 +121,12 @@ def submit(exp_dir: Path, summary: dict, executor, again: bool = False) -> list[
     if again:
         opened = reopen_failed(exp_dir, summary)
         if opened:
-            _say(f"{len(opened)} failed run(s) offered to the workers again: {_names(opened)}")
+            say(f"{len(opened)} failed run(s) offered to the workers again: {_names(opened)}")
     left = runs_left(exp_dir, summary, queue)
     live = [] if local else [job for job in mine if job in queue]
     want = min(n, len(left)) - len(live) if again else min(n - len(mine), len(left))
     if want <= 0:
-        _say(_nothing(exp_dir, n, mine, left, live, again))
+        say(_nothing(exp_dir, n, mine, left, live, again))
         return []
     first = len(mine)
     if local:
@@ -163,7 +163,7 @@ def _submit_arrays(exp_dir: Path, summary: dict, executor, want: int, first: int
         lines = [(f"worker_{first + len(done) + i}", f"{job}_{i}") for i in range(count)]
         _record(exp_dir, lines)
         done += lines
-        _say(f"{count} worker(s) submitted as job array {job} ({spec}; {_each(summary)})")
+        say(f"{count} worker(s) submitted as job array {job} ({spec}; {_each(summary)})")
     return done
 
 
@@ -181,7 +181,7 @@ def _submit_jobs(exp_dir: Path, summary: dict, executor, want: int, first: int):
         line = (f"worker_{first + i}", job)
         _record(exp_dir, [line])
         done.append(line)
-        _say(f"worker {i + 1} of {want} submitted as job {job} ({_each(summary)})")
+        say(f"worker {i + 1} of {want} submitted as job {job} ({_each(summary)})")
     return done
 
 
@@ -193,7 +193,7 @@ def _run_here(exp_dir: Path, summary: dict, executor: LocalExecutor, want: int, 
     def one(k: int) -> None:
         log = exp_dir / WORKER_LOGS / f"local-{k}.out"
         with lock:
-            _say(f"worker {k - first + 1} of {want} running here ({_each(summary)}; log: {log})")
+            say(f"worker {k - first + 1} of {want} running here ({_each(summary)}; log: {log})")
         code = executor.run(exp_dir / WORKERS_SH, cwd=exp_dir, log=log)
         with lock:
             _record(exp_dir, [(f"worker_{k}", "local")])
@@ -243,10 +243,6 @@ def _each(summary: dict) -> str:
 
 def _names(runs: list[str]) -> str:
     return ", ".join(runs[:5]) + (f" ... ({len(runs)} in all)" if len(runs) > 5 else "")
-
-
-def _say(text: str) -> None:
-    print(f"hypersal: {text}", file=sys.stderr, flush=True)
 
 
 # --- summary.yaml -----------------------------------------------------------------------------

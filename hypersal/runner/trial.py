@@ -18,16 +18,13 @@ the study is told. Otherwise the study is told the best value the train stage re
 """
 from __future__ import annotations
 
-import fcntl
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from hypersal import search as search_mod, tree as T, yamlio
 from hypersal.config import schema
 from hypersal.errors import UserError
+from hypersal.files import exclusive
 from hypersal.experiment.write import comet_url_for, rerun_file
 from hypersal.yamlio import write_text_atomic
 from hypersal.log import say
@@ -129,16 +126,10 @@ def prepare(exp_dir: Path, index: int) -> tuple[Path, TrialRun]:
 ASK_LOCK = "ask.lock"
 
 
-@contextmanager
-def asking(exp_dir: Path) -> Iterator[None]:
+def asking(exp_dir: Path):
     """The sweep's ask lock, held from choosing a trial until run.yaml names it (a few journal
     reads and one append)."""
-    fd = os.open(Path(exp_dir) / search_mod.FOLDER / ASK_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)     # releases the lock, however this process ends
+    return exclusive(Path(exp_dir) / search_mod.FOLDER / ASK_LOCK)
 
 
 def named_trials(exp_dir: Path, summary: dict) -> set[int]:

@@ -48,7 +48,7 @@ from hypersal.experiment.executors import SlurmExecutor
 from hypersal.experiment.folder import load_summary
 from hypersal.files import write_atomic
 from hypersal.log import say, warn
-from hypersal.runfolder import RunFolder
+from hypersal.runfolder import RunFolder, now
 from hypersal.search import journal_path as search_journal
 from hypersal.train import signals
 
@@ -208,7 +208,7 @@ class Worker:
                 sys.stderr.flush()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        self.running[pid] = Slot(claim, pid, L.now(), time.monotonic())
+        self.running[pid] = Slot(claim, pid, now(), time.monotonic())
         say(f"worker {self.me.worker}: {claim.run_dir.name} started (attempt {claim.lease['attempt']}, "
             f"pid {pid}, log {claim.run_dir / log_name(self.me.worker)})")
         self.write_record()
@@ -230,7 +230,7 @@ class Worker:
         else:
             words = self.settle(run, code)
             self.leases.release(slot.claim)
-        self.record["runs"].append({"run": run.name, "started": slot.started, "ended": L.now(), "exit": code,
+        self.record["runs"].append({"run": run.name, "started": slot.started, "ended": now(), "exit": code,
                                     "seconds": round(seconds, 2), "attempt": slot.claim.lease["attempt"]})
         say(f"worker {self.me.worker}: {run.name} {words} ({code_words(code)}) in {seconds:.1f} s")
         self.write_record()
@@ -247,7 +247,7 @@ class Worker:
         else:
             why = (f"ended ({code_words(code)}) without saying why: out of memory, or killed by hand? The workers "
                    f"do not start it again; its log is {log_name(self.me.worker)}")
-        state.update(state="failed", updated=L.now(), error=f"its process in worker {self.me.worker} {why}")
+        state.update(state="failed", updated=now(), error=f"its process in worker {self.me.worker} {why}")
         folder.write_state(state)
         return "failed"
 
@@ -306,7 +306,7 @@ class Worker:
         old = old if isinstance(old, dict) else {}
         me = self.me
         self.record = {"worker": me.worker, "job": me.job, "host": me.host, "pid": me.pid, "slots": self.slots,
-                       "started": L.now(), "updated": L.now(), "state": "idle",
+                       "started": now(), "updated": now(), "state": "idle",
                        "restarts": int(old.get("restarts", -1)) + 1 if old else 0,
                        "runs": list(old.get("runs") or []), "job_seconds": 0.0, "run_seconds": 0.0,
                        "startup_seconds": 0.0, "idle_seconds": 0.0}
@@ -322,13 +322,13 @@ class Worker:
         run_seconds: seconds of runs (P at once count P times); startup_seconds: from the
         process's start to its first run; idle_seconds: slot-seconds since then that held no run.
         A worker started again (its job requeued) adds this start's to the earlier ones'."""
-        now = time.monotonic()
-        running = sum(now - s.t0 for s in self.running.values())
-        ready = self.ready if self.ready is not None else now
+        clock = time.monotonic()
+        running = sum(clock - s.t0 for s in self.running.values())
+        ready = self.ready if self.ready is not None else clock
         mine = {"job_seconds": self.age(), "run_seconds": self.busy + running,
                 "startup_seconds": self.startup or self.age(),
-                "idle_seconds": max(0.0, self.slots * (now - ready) - self.busy - running)}
-        self.record.update({k: round(self._before[k] + v, 2) for k, v in mine.items()}, updated=L.now(),
+                "idle_seconds": max(0.0, self.slots * (clock - ready) - self.busy - running)}
+        self.record.update({k: round(self._before[k] + v, 2) for k, v in mine.items()}, updated=now(),
                            state=state or ("running" if self.running else "idle"), **extra)
         self.record_path.parent.mkdir(exist_ok=True)
         write_atomic(self.record_path, lambda f: f.write((json.dumps(self.record, indent=1) + "\n").encode()))
@@ -376,7 +376,7 @@ def child(claim: L.Claim, me: L.Holder, cpus: int, mask, trial_index: int | None
     signals.reset()
     signals.install()                              # cli.main installs them again: the same handlers
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    print(f"hypersal: worker {me.worker} (job {me.job or 'local'}) on {me.host} at {L.now()}, "
+    print(f"hypersal: worker {me.worker} (job {me.job or 'local'}) on {me.host} at {now()}, "
           f"attempt {claim.lease['attempt']}, pid {os.getpid()}", file=sys.stderr, flush=True)
     from hypersal.runner import cli
     if trial_index is not None:
