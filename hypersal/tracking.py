@@ -108,6 +108,12 @@ class Tracker:
         if self.comet is not None:  # "train/val_loss": the stage, then the metric
             self.comet.log_metrics({f"{stage}/{k}": v for k, v in values.items()}, step=step, epoch=epoch)
 
+    def logged_epochs(self, stage: str) -> set[int]:
+        """The epochs of `stage` that metrics.jsonl reports already (an earlier start's)."""
+        if not self.active:
+            return set()
+        return {m["epoch"] for m in read_metrics(self.folder) if m.get("stage") == stage and "epoch" in m}
+
     def log_image(self, path: Path, name: str, step: int | None = None) -> None:
         if self.comet is not None:
             self.comet.log_image(str(path), name=name, step=step)

@@ -15,6 +15,7 @@ from helpers.cli import PYTHON, ROOT, TINY_TRAINER, train, write
 
 def tiny_config(folder: Path, **overrides) -> Path:
     cfg = {**TINY_TRAINER, "comet": {"mode": "disabled"}, **overrides}
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -74,3 +75,39 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     assert "stopped by signal SIGTERM" in err
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["state"] == "stopped" and "SIGTERM" in state["error"]
+
+
+def test_a_job_killed_between_an_epoch_s_line_and_its_checkpoint_reports_that_epoch_once(tmp_path):
+    """The kill lands after epoch 1's line is in metrics.jsonl but before its checkpoint is saved
+    (a window of milliseconds a real kill hits now and then): the job dies there (SIGKILL from
+    inside the checkpointer, through a sitecustomize only this first start loads). The same
+    command again resumes from the step-3 checkpoint, runs epoch 1's last step again, and does
+    not report epoch 1 a second time."""
+    train_cfg = {**TINY_TRAINER["train"], "epochs": 3, "steps_per_epoch": 4, "checkpoint": {"every_steps": 3}}
+    cfg = tiny_config(tmp_path / "run", deterministic=True, pipeline=["train"], train=train_cfg)
+    hook = write(tmp_path / "hook" / "sitecustomize.py", """
+        import os, signal
+        from hypersal.train import checkpoint
+
+        def kill_at_the_first_epoch_end(self, trainer):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpoint.Checkpointer.on_epoch_end = kill_at_the_first_epoch_end
+        """)
+    killed = train("--config", str(cfg), env={"PYTHONPATH": f"{hook.parent}:{ROOT}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines if "epoch" in m] == [1]                # reported, never saved
+    again = train("--config", str(cfg))
+    assert again.returncode == 0 and "resumed from last.pt at step 3 (epoch 0)" in again.stderr, again.stderr
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["epoch"], m["step"]) for m in lines if "epoch" in m] == [(1, 4), (2, 8), (3, 12)]
+    whole = tiny_config(tmp_path / "whole", deterministic=True, pipeline=["train"], train=train_cfg)
+    assert train("--config", str(whole)).returncode == 0
+    def epoch_lines(name):
+        return [{k: v for k, v in json.loads(line).items() if k != "time"}
+                for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line]
+    assert epoch_lines("run") == epoch_lines("whole")                    # the figures an uninterrupted run reports
+    results = [json.loads((tmp_path / name / "results.json").read_text())["train"] for name in ("run", "whole")]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in results] == [
+        {k: v for k, v in results[1].items() if k != "seconds"}] * 2

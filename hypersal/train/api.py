@@ -73,6 +73,7 @@ class Trainer:
         self.stop_requested, self.stop_reason = False, ""
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0   # the epoch so far (resumed with it)
         self.resumed = False
+        self.reported: set[int] = set()     # epochs the run's log holds already (a resumed trainer)
         self.on_nan = on_nan                   # "stop", or "skip" (the step drops such batches)
         self.skipped_batches = 0
         self.forward_model = forward_model or model   # DDP's wrapper in a run over several processes
@@ -94,6 +95,9 @@ class Trainer:
     def fit(self) -> dict:
         if self.checkpointer is not None:
             self.resumed = self.checkpointer.restore(self)
+        # A job killed after an epoch's line was written but before its checkpoint was saved
+        # runs that epoch again from the checkpoint before: its line is not written twice.
+        self.reported = self.tracker.logged_epochs(self.name) if self.resumed and self.tracker else set()
         for action in self.actions:
             action.on_start(self)
         self.model.train()
@@ -174,7 +178,8 @@ class Trainer:
                 self.metrics.update(self.validate(self))
             self.model.train()
         self.history.append({"epoch": self.epoch, "step": self.step, **self.metrics})
-        self.log(self.metrics, epoch=self.epoch)
+        if self.epoch not in self.reported:
+            self.log(self.metrics, epoch=self.epoch)
         if self.job is not None:
             self.job.progress(f"{self.name} epoch {self.epoch}/{self.epochs}")
         for action in self.actions:
