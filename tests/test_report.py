@@ -40,7 +40,7 @@ def test_the_demo_learns_its_tasks(demo):
     found = results(exp)
     assert len(found) == 4
     for run, res in found.items():
-        assert res["train"]["steps"] == 300
+        assert res["train"]["steps"] == 200
         assert res["test"]["mean"]["cc"] >= 0.5, (run, res["test"])
         image_tasks = [t for t in res["test"] if isinstance(res["test"][t], dict) and t not in ("mean", "center_bias")]
         assert len(image_tasks) == 3 and all(res["test"][t]["cc"] > 0.4 for t in image_tasks), (run, res["test"])
@@ -57,7 +57,7 @@ def test_status_watch_follows_the_sweep_and_ends_by_itself(demo):
     header = frames[0].splitlines()[0].split()
     assert header[:8] == ["run", "job", "status", "stage", "progress", "loss", "eta", "batch_size"]
     # While training, some frame showed a run's epoch, its latest loss and its ETA.
-    assert re.search(r"running\s+train\s+train epoch \d/6\s+\d\.\d+\s+\d\d:\d\d", out), out
+    assert re.search(r"running\s+train\s+train epoch \d/4\s+\d\.\d+\s+\d\d:\d\d", out), out
     # Without a terminal nothing is redrawn in place: no escape codes in a log.
     assert "\033[" not in out
 
@@ -115,8 +115,8 @@ def test_the_report_of_the_demo_draws_in_a_real_browser(demo, chromium, tmp_path
     assert facts["parcoords_labels"] == ["batch_size", "lr", "test.mean.cc"]
     assert facts["drawn_axes"] == 3
     assert sorted(run for run, _ in facts["train_lines"]) == [f"run_00{i}" for i in range(4)]
-    assert all(n == 30 for _, n in facts["train_lines"])               # 300 steps, logged every 10
-    assert all(n == 6 for _, n in facts["val_lines"])                  # one validation per epoch
+    assert all(n == 20 for _, n in facts["train_lines"])               # 200 steps, logged every 10
+    assert all(n == 4 for _, n in facts["val_lines"])                  # one validation per epoch
     collect_order = [line.split()[0] for line in experiment("collect", str(exp)).stdout.splitlines()[1:5]]
     assert facts["rows"] == collect_order                              # one row per run, best first
     assert facts["pictures"] == 3 * 4                                  # 3 best runs x 4 tasks
