@@ -40,6 +40,14 @@ def write_atomic(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def lock_beside(path: Path) -> Path:
+    """The lock file for making `path`: in a `.locks` folder beside it (made if missing), so that a
+    folder of cache entries or datasets holds only them."""
+    folder = path.parent / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{path.name}.lock"
+
+
 @contextmanager
 def exclusive(path: Path | str) -> Iterator[None]:
     """fcntl.flock(LOCK_EX) on `path` (made if missing) for the body: it waits its turn, and the

@@ -62,6 +62,25 @@ def test_synth_reuses_an_existing_dataset_and_refuses_a_foreign_folder(tmp_path,
         synth.make(tmp_path / "busy", n=2, size=(8, 8), tasks=["center_bias"], quiet=True)
 
 
+def test_jobs_that_start_together_generate_a_dataset_once(tmp_path):
+    """Two jobs of a sweep asking for the same generated dataset at once: one generates it (its
+    progress line says so), the other waits for it and uses it, generating nothing; the same for
+    the cache of its decoded images and maps."""
+    import subprocess
+    code = ("import sys; from pathlib import Path; from hypersal.data import cache, layout, synth; "
+            "d = synth.make(sys.argv[1], n=24, size=(48, 64), tasks=['dog_contrast', 'center_bias'], workers=1); "
+            "cache.load_split(layout.scan(d / 'images', d / 'maps'), 'train', ['center_bias'], (32, 32), "
+            "cache_dir=Path(sys.argv[1]).parent / 'cache')")
+    procs = [subprocess.Popen([PYTHON, "-c", code, str(tmp_path / "d")], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    for what in ("synth 2 tasks", "caching train images", "caching train center_bias maps"):
+        assert sorted(what in err for err in errs) == [False, True], errs
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", "cache", "d"]    # no half-made copy left
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == [".locks"]
+
+
 def test_synth_from_source_images_centre_crops(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -172,16 +191,21 @@ def test_empty_split_folder(tmp_path, dataset):
         layout.scan(d / "images", d / "maps").split("val")
 
 
+def entries(root: Path) -> int:
+    """Cache entries, not their lock files (.locks)."""
+    return sum(1 for p in root.iterdir() if p.name != ".locks")
+
+
 def test_cache_is_reused_and_rebuilt_when_a_source_or_the_size_changes(tmp_path, dataset):
     d = copy_dataset(dataset, tmp_path / "d")
     root = tmp_path / "cache"
     index = layout.scan(d / "images", d / "maps")
     a = cache.load_split(index, "train", ["center_bias"], (16, 16), root, quiet=True)
-    assert len(list(root.iterdir())) == 2                                   # images + one task's maps
+    assert entries(root) == 2                                   # images + one task's maps
     cache.load_split(index, "train", ["center_bias", "frequency_tuned"], (16, 16), root, quiet=True)
-    assert len(list(root.iterdir())) == 3                                   # the images are reused
+    assert entries(root) == 3                                   # the images are reused
     cache.load_split(index, "train", ["center_bias"], (20, 16), root, quiet=True)
-    assert len(list(root.iterdir())) == 5                                   # another size
+    assert entries(root) == 5                                   # another size
     img = d / "images" / "train" / "img_00000.jpg"
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(img)
     b = cache.load_split(layout.scan(d / "images", d / "maps"), "train", ["center_bias"], (16, 16), root, quiet=True)

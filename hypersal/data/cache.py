@@ -28,6 +28,7 @@ from PIL import Image
 
 from hypersal.data.layout import DatasetIndex
 from hypersal.errors import UserError
+from hypersal.files import exclusive, lock_beside
 from hypersal.log import say
 from hypersal.progress import Progress
 
@@ -190,8 +191,17 @@ def _fill_all(out: np.ndarray, fill, n: int, workers: int, progress) -> list:
 def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, workers: int, quiet: bool,
            desc: str, meta: bool = False) -> None:
     """Write `folder/name` (fill(array, i) for every i) through a temporary folder renamed at
-    the end: a half-built cache is never seen."""
+    the end: a half-built cache is never seen. The jobs of a sweep that start together want the
+    same entries: one builds each while the others wait for it (a lock file in .locks beside it), then
+    they read it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(lock_beside(folder)):
+        if not (folder / name).is_file():
+            _write(folder, name, files, shape, fill, workers, quiet, desc, meta)
+
+
+def _write(folder: Path, name: str, files: list[Path], shape: tuple, fill, workers: int, quiet: bool,
+           desc: str, meta: bool) -> None:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         out = np.lib.format.open_memmap(tmp / name, "w+", np.uint8, shape)

@@ -30,6 +30,7 @@ from PIL import Image
 from hypersal import yamlio
 from hypersal.data.tasks import TASKS, compute
 from hypersal.errors import UserError
+from hypersal.files import exclusive, lock_beside
 from hypersal.progress import Progress
 
 DEFAULT_TASKS = ("spectral_residual", "fine_grained", "frequency_tuned", "image_signature",
@@ -144,12 +145,25 @@ def make(out: Path | str, n: int = 200, size: tuple[int, int] = (240, 320), task
         raise UserError("no images found", file=images, fix=f"use a folder with {', '.join(IMAGE_SUFFIXES)} files")
     record = {"n": n, "size": list(size), "tasks": tasks, "seed": seed,
               "images": str(images) if images else None}
-    if (out / "synth.yaml").is_file() and yamlio.load(out / "synth.yaml") == record:
+    if _made(out, record):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The jobs of a sweep that start together would each generate the same dataset and all but
+    # one throw theirs away: one generates it while the others wait here, then they use it.
+    with exclusive(lock_beside(out)):
+        if _made(out, record):
+            return out
+        return _make(out, record, n, size, tasks, seed, sources, workers, quiet)
+
+
+def _made(out: Path, record: dict) -> bool:
+    return (out / "synth.yaml").is_file() and yamlio.load(out / "synth.yaml") == record
+
+
+def _make(out: Path, record: dict, n: int, size, tasks: list, seed: int, sources: list, workers, quiet) -> Path:
     if out.exists() and any(out.iterdir()):
         raise UserError("the output folder exists and holds something else", file=out,
                         fix="choose an empty or new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         for split in (*SPLITS, "run"):
