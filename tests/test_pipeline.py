@@ -182,16 +182,17 @@ def final_weights(folder: Path) -> dict:
     return load(folder / "models" / "after_train.pt")["state"]
 
 
-@pytest.mark.parametrize("model", [None, {"encoder": {"cutoff": 7}, "decoder": {"skip": 3, "prior": 4},
-                                            "hypernet": {"hidden": [16], "chunk_size": 1024, "start": "learned"}}],
-                         ids=["default", "decoder-skip-prior-episodic"])
+@pytest.mark.parametrize("model", [{"encoder": {"cutoff": 7}, "decoder": {"skip": 3, "prior": 4},
+                                      "hypernet": {"hidden": [16], "chunk_size": 1024, "start": "learned"}}],
+                         ids=["decoder-skip-prior-episodic"])
 def test_stop_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, model):
-    """SIGTERM at some step, the same command again: the final weights are equal (CPU). The
-    second model also trains episodically (train.episodic) from a learned start."""
+    """SIGTERM at some step, the same command again: the final weights are equal (CPU), for a
+    model with every optional part, trained episodically (train.episodic) from a learned start.
+    The plain model's stops and resumes (SIGTERM from Slurm's requeue, USR2, a hard kill) are
+    compared the same way in test_preemption.py."""
     train_cfg = {**SMALL, "epochs": 3, "steps_per_epoch": 8, "checkpoint": {"every_steps": 1}}
-    if model:
-        train_cfg["episodic"] = {"weight": 1.0, "inner_steps": 2}
-    extra = {"model": model} if model else {}
+    train_cfg["episodic"] = {"weight": 1.0, "inner_steps": 2}
+    extra = {"model": model}
     whole = config(tmp_path / "whole", ["train"], deterministic=True, train=train_cfg, **extra)
     assert train("--config", str(whole)).returncode == 0
     cut = config(tmp_path / "cut", ["train"], deterministic=True, train=train_cfg, **extra)
@@ -211,9 +212,9 @@ def test_stop_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, mod
     assert again.returncode == 0 and f"resumed from last.pt at step {stopped_at}" in again.stderr
     a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    if model:   # the skip's layers and the saliency-shaped outputs are there, and trained
-        assert any("decoder.lateral" in k for k in a) and any("output.prior_weight" in k for k in a)
-        assert "hnet.start" in a and a["hnet.start"].abs().sum() > 0     # the learned start moved
+    # the skip's layers and the saliency-shaped outputs are there, and trained
+    assert any("decoder.lateral" in k for k in a) and any("output.prior_weight" in k for k in a)
+    assert "hnet.start" in a and a["hnet.start"].abs().sum() > 0         # the learned start moved
     hist_a = json.loads((tmp_path / "whole" / "results.json").read_text())["train"]
     hist_b = json.loads((tmp_path / "cut" / "results.json").read_text())["train"]
     assert hist_a["final_train_loss"] == hist_b["final_train_loss"]
