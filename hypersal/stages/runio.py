@@ -52,7 +52,7 @@ def write(prob: np.ndarray, hw: tuple[int, int], image: np.ndarray | None, stem:
     put(task_dir / f"{stem}.png", png.encode_grey(u8), "map")
     if image is not None:
         path = task_dir / "overlays" / f"{stem}.jpg"
-        put(path, jpeg(cv2.cvtColor(viz.blend(image, u8), cv2.COLOR_RGB2BGR), path), "overlay")
+        put(path, jpeg(viz.blend_bgr(image, u8), path), "overlay")
 
 
 class Inputs:
