@@ -126,7 +126,7 @@ def parts(files: list[Path], maps_dir: Path, hw: tuple[int, int]) -> dict:
     steps = {"decode_rgb": lambda i: read_rgb(files[i]),
              "resize_to_train_size": lambda i: resize(images[i], hw),
              "map_png": lambda i: png.encode_grey(maps[i]),
-             "overlay_blend": lambda i: viz.blend(images[i], maps[i]),
+             "overlay_blend": lambda i: viz.blend_bgr(images[i], maps[i]),
              "overlay_jpeg": lambda i: cv2.imencode(".jpg", images[i], runio.JPEG)}
     out = {}
     for name, step in steps.items():
