@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from hypersal import config as config_mod  # noqa: E402
-from hypersal.data import synth  # noqa: E402
+from hypersal.data import png, synth  # noqa: E402
 from hypersal.data.cache import resize  # noqa: E402
 from hypersal.data.decode import read_rgb  # noqa: E402
 from hypersal.evaluation import viz  # noqa: E402
@@ -125,8 +125,8 @@ def parts(files: list[Path], maps_dir: Path, hw: tuple[int, int]) -> dict:
     maps = [cv2.imread(str(maps_dir / f"{f.stem}.png"), cv2.IMREAD_UNCHANGED) for f in files]
     steps = {"decode_rgb": lambda i: read_rgb(files[i]),
              "resize_to_train_size": lambda i: resize(images[i], hw),
-             "map_png": lambda i: cv2.imencode(".png", maps[i], runio.PNG),
-             "overlay_blend": lambda i: viz.blend(images[i], maps[i]),
+             "map_png": lambda i: png.encode_grey(maps[i]),
+             "overlay_blend": lambda i: viz.blend_bgr(images[i], maps[i]),
              "overlay_jpeg": lambda i: cv2.imencode(".jpg", images[i], runio.JPEG)}
     out = {}
     for name, step in steps.items():

@@ -129,27 +129,31 @@ def decoded(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("hw", [(256, 256), (48, 64)], ids=["256x256", "48x64"])
 def test_an_image_loads_as_today(images, hw):
     for path in images:
-        small, image = runio.load(path, hw)
+        small, shape, image = runio.load(path, hw, keep=True)
         ref_small, ref_image = ref_load(path, hw)
         assert image.dtype == np.uint8 and small.shape == (*hw, 3), path.name
         assert np.array_equal(small, ref_small), path.name
-        assert np.array_equal(image, ref_image), path.name
+        assert np.array_equal(image, ref_image) and shape == ref_image.shape[:2], path.name
+        small, shape, image = runio.load(path, hw, keep=False)      # maps only: the size, not the image
+        assert image is None and shape == ref_image.shape[:2] and np.array_equal(small, ref_small), path.name
 
 
 @pytest.mark.parametrize("hw", [(256, 256), (48, 64)], ids=["256x256", "48x64"])
 def test_maps_are_todays_pixel_for_pixel_and_overlays_within_one_grey_level(images, tmp_path, hw):
     rng = np.random.default_rng(1)
-    new, ref = tmp_path / "new", tmp_path / "ref"
-    for folder in (new, ref):
+    new, ref, bare = tmp_path / "new", tmp_path / "ref", tmp_path / "bare"
+    for folder in (new, ref, bare):
         (folder / "overlays").mkdir(parents=True)
     for path in images:
         image = read_image(path)
         for k, prob in enumerate(probability_maps(rng, hw)):
             stem = f"{path.stem}_{k}"
-            runio.write(prob, image, stem, new, overlay=True)
+            runio.write(prob, image.shape[:2], image, stem, new)
             ref_write(prob, image, stem, ref, overlay=True)
             got, want = decoded(new / f"{stem}.png"), decoded(ref / f"{stem}.png")
             assert got.dtype == np.uint8 and np.array_equal(got, want), stem
+            runio.write(prob, image.shape[:2], None, stem, bare)      # maps only: no image, no overlay
+            assert np.array_equal(decoded(bare / f"{stem}.png"), want), stem
             m = cv2.resize(prob, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
             over = viz.overlay(image, m)
             assert over.dtype == np.uint8 and over.shape == image.shape
@@ -158,6 +162,7 @@ def test_maps_are_todays_pixel_for_pixel_and_overlays_within_one_grey_level(imag
             jpeg = cv2.imencode(".jpg", cv2.cvtColor(over, cv2.COLOR_RGB2BGR), REF_JPEG)[1].tobytes()
             assert (new / "overlays" / f"{stem}.jpg").read_bytes() == jpeg, stem
     assert sorted(p.name for p in new.rglob("*")) == sorted(p.name for p in ref.rglob("*"))
+    assert not any((bare / "overlays").iterdir())
 
 
 def test_the_other_pictures_keep_todays_colours():
@@ -177,7 +182,7 @@ def test_an_unreadable_image_is_the_error_of_today(images, tmp_path, data):
     with pytest.raises(UserError) as want:
         ref_load(path, (32, 32))
     with pytest.raises(UserError) as got:
-        runio.load(path, (32, 32))
+        runio.load(path, (32, 32), keep=True)
     assert got.value.render() == want.value.render()
     assert "cannot read the image" in got.value.render()
 

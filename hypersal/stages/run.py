@@ -35,12 +35,13 @@ from hypersal.train.steps import Precision
 AHEAD = 2          # batches decoded ahead of the model; batches of writes pending behind it
 
 
-def decoded(pool: ThreadPoolExecutor, files: list[Path], size: int, hw: tuple[int, int]):
-    """(batch, its decode futures, one per image), AHEAD batches submitted before they are asked for."""
+def decoded(pool: ThreadPoolExecutor, files: list[Path], size: int, hw: tuple[int, int], keep: bool):
+    """(batch, its decode futures, one per image), AHEAD batches submitted before they are asked
+    for; the full-size images are kept only if `keep` (overlays)."""
     queue = deque()
     for i in range(0, len(files), size):
         batch = files[i:i + size]
-        queue.append((batch, [pool.submit(load, p, hw) for p in batch]))
+        queue.append((batch, [pool.submit(load, p, hw, keep) for p in batch]))
         if len(queue) > AHEAD:
             yield queue.popleft()
     yield from queue
@@ -50,7 +51,7 @@ def infer(model, inputs: Inputs, items: list, indices: list[int], precision: Pre
     """Each task's probabilities (B, h, w) of a batch on the way to the host, and the CUDA event
     that says they are there (None on the CPU, where they already are)."""
     device = inputs.device
-    x = inputs(np.stack([s for s, _ in items]))
+    x = inputs(np.stack([item[0] for item in items]))
     probs = []
     with torch.no_grad():
         for index in indices:
@@ -64,12 +65,11 @@ def infer(model, inputs: Inputs, items: list, indices: list[int], precision: Pre
     return probs, arrived
 
 
-def submit_writes(pool, batch: list[Path], items: list, inferred, tasks: list[str], out: Path,
-                  overlay: bool) -> list:
+def submit_writes(pool, batch: list[Path], items: list, inferred, tasks: list[str], out: Path) -> list:
     probs, arrived = inferred
     if arrived is not None:
         arrived.synchronize()
-    return [pool.submit(write, p[i], items[i][1], path.stem, out / task, overlay)
+    return [pool.submit(write, p[i], *items[i][1:], path.stem, out / task)
             for task, p in zip(tasks, (t.numpy() for t in probs)) for i, path in enumerate(batch)]
 
 
@@ -104,19 +104,19 @@ def run(job) -> dict:
     cv2.setNumThreads(1)     # the pool works on several images at once: OpenCV's own threads only add
     try:                     # their hand-offs (~1 ms more CPU per overlay written, 2 of them on 2 cores)
         previous, written = None, deque()
-        for batch, futures in decoded(pool, files, cfg.batch_size, hw):
+        for batch, futures in decoded(pool, files, cfg.batch_size, hw, cfg.overlay):
             signals.check()
             items = [f.result() for f in futures]
             inferred = infer(model, inputs, items, indices, precision)
             if previous:      # the last batch's maps, while a GPU infers this one
-                written.append(submit_writes(pool, *previous, tasks, out, cfg.overlay))
+                written.append(submit_writes(pool, *previous, tasks, out))
             previous = batch, items, inferred
             while len(written) > AHEAD:
                 for future in written.popleft():
                     future.result()
             if progress:
                 progress.update(len(batch))
-        written.append(submit_writes(pool, *previous, tasks, out, cfg.overlay))
+        written.append(submit_writes(pool, *previous, tasks, out))
         for futures in written:
             for future in futures:
                 future.result()

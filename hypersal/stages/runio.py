@@ -1,7 +1,7 @@
 """The run stage's work per image: decode and resize for the model, its input batch, and the
 map (and overlay) resized, stretched, encoded and written. Maps equal the stage's before these
 were made cheaper (issue 24) pixel for pixel, overlays within 1 grey level
-(tests/test_run_speed_path.py)."""
+(tests/test_run_speed_path.py). The map's PNG is ISA-L's deflate (hypersal.data.png)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,48 +10,49 @@ import cv2
 import numpy as np
 import torch
 
+from hypersal.data import png
 from hypersal.data.cache import resize
 from hypersal.data.decode import read_rgb
 from hypersal.errors import UserError
 from hypersal.evaluation import viz
 from hypersal.train.steps import images_to_input
 
-# Lossless as before, for less CPU. At level 1 libpng's default tries all five row filters on
-# every row; a map upsampled bilinearly changes by near-constant steps down a column, so the Up
-# filter alone leaves runs that zlib's RLE strategy codes. 480x640 maps on the 2-core VM: 3.1 ms
-# -> 1.0 ms for the bench's model (8 -> 6 KB), 7.0 -> 4.5 ms for a busier one (63 -> 77 KB).
-# The rest is deflate itself: level 0 (stored) takes 0.4 ms but writes 300 KB.
-PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
-       cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 JPEG = [cv2.IMWRITE_JPEG_QUALITY, 90]
 
 
-def load(path: Path, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(image at the training size, the original image)."""
+def load(path: Path, hw: tuple[int, int], keep: bool) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+    """(image at the training size, the original's (H, W), the original if `keep`: an overlay
+    needs it). Without overlays the original is let go once resized, in the thread that decoded
+    it, so the next decode there reuses its memory: else AHEAD batches of full-size images stay
+    in flight and each decode faults its pages in anew (~140-280 a 480x640 image)."""
     image = read_rgb(path)
-    return resize(image, hw), image
+    return resize(image, hw), image.shape[:2], image if keep else None
 
 
-def save(path: Path, ext: str, array: np.ndarray, params: list[int]) -> None:
-    ok, data = cv2.imencode(ext, array, params)
+def jpeg(array: np.ndarray, path: Path) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", array, JPEG)
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {path}")
+    return data
+
+
+def put(path: Path, data, what: str) -> None:
     try:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as e:      # cv2.imwrite said nothing: a full disk gave a "done" stage without maps
-        what = "overlay" if ext == ".jpg" else "map"
         raise UserError(f"cannot write the {what} ({e.strerror or e})", file=path, key="run.out_dir",
                         fix="free space on that disk or point run.out_dir at another, then run again") from None
 
 
-def write(prob: np.ndarray, image: np.ndarray, stem: str, task_dir: Path, overlay: bool) -> None:
-    h, w = image.shape[:2]
+def write(prob: np.ndarray, hw: tuple[int, int], image: np.ndarray | None, stem: str, task_dir: Path) -> None:
+    """The map at the image's size `hw`; its overlay too where the image is given."""
+    h, w = hw
     u8 = viz.to_uint8(cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR), in_place=True)
-    save(task_dir / f"{stem}.png", ".png", u8, PNG)
-    if overlay:
-        bgr = cv2.cvtColor(viz.blend(image, u8), cv2.COLOR_RGB2BGR)
-        save(task_dir / "overlays" / f"{stem}.jpg", ".jpg", bgr, JPEG)
+    put(task_dir / f"{stem}.png", png.encode_grey(u8), "map")
+    if image is not None:
+        path = task_dir / "overlays" / f"{stem}.jpg"
+        put(path, jpeg(viz.blend_bgr(image, u8), path), "overlay")
 
 
 class Inputs:
