@@ -277,6 +277,30 @@ def test_a_worker_whose_first_run_has_comet_disabled_does_not_import_comet_ml(tm
     assert subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout == "False\n"
 
 
+def test_a_worker_s_slots_share_its_gpu_memory_and_with_mps_its_compute():
+    """No GPU here: torch.cuda is a stand-in that records what it was asked."""
+    from hypersal.runner import gpu_share as G
+    assert G.child_env(1, {}) == {}
+    assert G.child_env(2, {}) == {"HYPERSAL_GPU_SHARE": "0.5"}
+    assert G.child_env(3, {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps"}) == {
+        "HYPERSAL_GPU_SHARE": "0.333333", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "33"}
+    assert G.child_env(2, {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "80"}) == {
+        "HYPERSAL_GPU_SHARE": "0.5"}                                   # the job's own percentage stays
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def set_per_process_memory_fraction(self, fraction, device):
+            self.calls.append((fraction, device))
+    cuda = Recorder()
+    gpu = torch.device("cuda", 0)
+    assert G.apply(gpu, {"HYPERSAL_GPU_SHARE": "0.5"}, cuda) == 0.5
+    assert G.apply(torch.device("cpu"), {"HYPERSAL_GPU_SHARE": "0.5"}, cuda) is None
+    assert G.apply(gpu, {}, cuda) is None
+    assert cuda.calls == [(0.5, gpu)]
+
+
 def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor_released(tmp_path):
     runs = runs_with_leases(tmp_path, [None, None, None, None, None])
     for run, word in zip(runs, ("done", "failed", "pruned", "running")):

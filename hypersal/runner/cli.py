@@ -141,7 +141,7 @@ def _check_before_start(folder: RunFolder, path: Path, skip: list[str], cli: lis
 def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dict:
     folder = RunFolder(path.parent)
     cfg = _check_before_start(folder, path, skip, cli)
-    from hypersal.runner import pipeline
+    from hypersal.runner import gpu_share, pipeline
     from hypersal.runner.job import Job, pick_device, seed_everything
     from hypersal.tracking import Tracker
     from hypersal.train import distributed
@@ -151,12 +151,14 @@ def run(path: Path, skip: list[str], cli: list[str] = (), trial_run=None) -> dic
     set_rank(world.rank, world.size)
     device = distributed.device_for(world, cfg.device) if world.active else pick_device(cfg.device)
     threads = use_job_cpus()
+    share = gpu_share.apply(device)
     distributed.init(world, device)
     info = folder.run_info()
     tracker = Tracker(folder, cfg.comet, info, active=world.is_main)
     job = Job(cfg=cfg, folder=folder, tracker=tracker, device=device, world=world, trial=trial_run)
     say(f"run {folder.path} on {device} ({threads} CPU thread{'s' * (threads > 1)}"
-        f"{f', rank {world.rank} of {world.size}' if world.active else ''})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
+        f"{f', rank {world.rank} of {world.size}' if world.active else ''}"
+        f"{f', {share:.0%} of its memory' if share else ''})" + (f", Comet key {info['comet_key']}" if info.get("comet_key") else ""))
     say(f"code: {Path(__file__).resolve().parents[2]}")
     try:
         tracker.log_params(cfg.to_dict())

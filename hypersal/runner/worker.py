@@ -49,6 +49,7 @@ from hypersal.experiment.folder import load_summary
 from hypersal.files import write_atomic
 from hypersal.log import say, warn
 from hypersal.runfolder import RunFolder, now
+from hypersal.runner import gpu_share
 from hypersal.search import journal_path as search_journal
 from hypersal.train import signals
 
@@ -200,7 +201,7 @@ class Worker:
             code = 1
             try:
                 index = self.trials[claim.run_dir] if self.trials is not None else None
-                code = child(claim, self.me, self.per_run_cpus(), old, index)
+                code = child(claim, self.me, self.per_run_cpus(), old, index, self.slots)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -358,8 +359,9 @@ def code_words(code: int) -> str:
 
 
 # --- the child: one run, as train.py --config would run it -------------------------------------
-def child(claim: L.Claim, me: L.Holder, cpus: int, mask, trial_index: int | None = None) -> int:
-    """`trial_index`: a search's run, run as its job array's task would run it (train.py --trial)."""
+def child(claim: L.Claim, me: L.Holder, cpus: int, mask, trial_index: int | None = None, slots: int = 1) -> int:
+    """`trial_index`: a search's run, run as its job array's task would run it (train.py --trial).
+    With several slots the run also gets its share of the GPU (hypersal/runner/gpu_share.py)."""
     die_with_parent(me.pid)
     run = claim.run_dir
     fd = os.open(run / log_name(me.worker), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -372,6 +374,7 @@ def child(claim: L.Claim, me: L.Holder, cpus: int, mask, trial_index: int | None
         os.environ["SLURM_CPUS_PER_TASK"] = str(cpus)
     os.environ.pop("SLURM_RESTART_COUNT", None)    # the worker's restarts, not this run's requeues
     os.environ["HYPERSAL_WORKER"] = me.worker
+    os.environ.update(gpu_share.child_env(slots))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signals.reset()
     signals.install()                              # cli.main installs them again: the same handlers
