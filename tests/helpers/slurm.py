@@ -25,7 +25,7 @@ def wait_for(job_ids: list[str], timeout: float = 300) -> None:
     while time.monotonic() < deadline:
         if not set(job_ids) & set(squeue()):
             return
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"jobs {job_ids} still queued after {timeout} s: {squeue()}")
 
 
@@ -58,11 +58,12 @@ def wait_until(predicate, timeout: float = 180, what: str = "") -> None:
 
 
 def release_when_requeued(job_id: str, timeout: float = 120) -> None:
-    """A requeued job waits ~120 s (BeginTime) before it may run again: start it in 5 s. Not at
-    once: slurmctld then starts it while the last attempt's credential is being revoked, and
-    kills it ("Killing non-startable batch JobId: Job credential revoked"; seen in CI)."""
+    """A requeued job waits ~120 s (BeginTime) before it may run again: start it in 3 s. Not at
+    once: slurmd refuses a credential made in the same second as the last attempt's revocation
+    ("Killing non-startable batch JobId: Job credential revoked"; seen in CI when started at
+    once); a later second is accepted, and 3 s leaves room for the second's boundary."""
     wait_until(lambda: squeue().get(job_id, ("",))[0] == "PENDING", timeout, f"job {job_id} pending again")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+5seconds"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+3seconds"], check=True)
 
 
 def slurm_ready() -> tuple[bool, str]:
