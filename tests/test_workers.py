@@ -25,7 +25,9 @@ from helpers.runs import checkpoint_step, epochs, same_weights
 from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, train
 from helpers.slurm import wait_until
 
-TRAINER = {**TINY_TRAINER, "deterministic": True, "pipeline": ["train"],
+# Comet off (its import and its ~1 s end a run): the tests of a run's Comet archive in a worker
+# set it to offline themselves.
+TRAINER = {**TINY_TRAINER, "deterministic": True, "pipeline": ["train"], "comet": {"mode": "disabled"},
            "train": {**TINY_TRAINER["train"], "epochs": 1, "steps_per_epoch": 2}}
 LONG = {**TRAINER, "train": {**TRAINER["train"], "epochs": 3, "steps_per_epoch": 10, "checkpoint": {"every_steps": 2}}}
 NAN = {"train": {"epochs": 3, "steps_per_epoch": 8, "log_every": 1,
@@ -356,7 +358,7 @@ def test_worker_mistakes_are_said_in_one_paragraph_with_exit_2(folders, capsys, 
 
 # --- workers, end to end ----------------------------------------------------------------------
 def test_eight_workers_run_every_run_of_a_sweep_exactly_once(tmp_path, dataset):
-    exp = sweep(tmp_path, [{"repeat": 12}], {**TRAINER, "comet": {"mode": "disabled"}})
+    exp = sweep(tmp_path, [{"repeat": 12}])
     procs = [start(exp, tmp_path / f"w{i}.log") for i in range(8)]
     texts = [finish(p, tmp_path / f"w{i}.log") for i, p in enumerate(procs)]
     ran = [r["run"] for p in procs for r in record(exp, worker_id(p))["runs"]]
