@@ -49,12 +49,18 @@ def lock_beside(path: Path) -> Path:
 
 
 @contextmanager
-def exclusive(path: Path | str) -> Iterator[None]:
+def exclusive(path: Path | str, required: bool = True) -> Iterator[None]:
     """fcntl.flock(LOCK_EX) on `path` (made if missing) for the body: it waits its turn, and the
-    lock is released when the body ends, however this process ends (the kernel drops it)."""
+    lock is released when the body ends, however this process ends (the kernel drops it).
+    `required=False`: where the file system refuses locks (an NFS mount without a lock manager:
+    ENOLCK), the body runs unlocked, for locks that only save work."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if required:
+                raise
         yield
     finally:
         os.close(fd)

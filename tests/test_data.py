@@ -81,6 +81,22 @@ def test_jobs_that_start_together_generate_a_dataset_once(tmp_path):
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == [".locks"]
 
 
+def test_a_file_system_without_locks_still_generates_the_dataset(tmp_path, monkeypatch):
+    """An NFS mount without a lock manager refuses flock (ENOLCK): the dataset is made unlocked
+    (the rename at its end still keeps one copy). The file system cannot be had here, so flock
+    is a stand-in that refuses and records the call."""
+    import errno
+    import fcntl
+    calls = []
+
+    def refuse(fd, op):
+        calls.append(op)
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    out = synth.make(tmp_path / "d", n=4, size=(24, 32), tasks=["center_bias"], workers=1, quiet=True)
+    assert (out / "synth.yaml").is_file() and calls == [fcntl.LOCK_EX]
+
+
 def test_synth_from_source_images_centre_crops(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -195,7 +195,7 @@ def _build(folder: Path, name: str, files: list[Path], shape: tuple, fill, worke
     same entries: one builds each while the others wait for it (a lock file in .locks beside it), then
     they read it."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(lock_beside(folder)):
+    with exclusive(lock_beside(folder), required=False):
         if not (folder / name).is_file():
             _write(folder, name, files, shape, fill, workers, quiet, desc, meta)
 

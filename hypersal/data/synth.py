@@ -150,7 +150,7 @@ def make(out: Path | str, n: int = 200, size: tuple[int, int] = (240, 320), task
     out.parent.mkdir(parents=True, exist_ok=True)
     # The jobs of a sweep that start together would each generate the same dataset and all but
     # one throw theirs away: one generates it while the others wait here, then they use it.
-    with exclusive(lock_beside(out)):
+    with exclusive(lock_beside(out), required=False):
         if _made(out, record):
             return out
         return _make(out, record, n, size, tasks, seed, sources, workers, quiet)
