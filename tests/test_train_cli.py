@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from helpers.cli import PYTHON, ROOT, TINY_TRAINER, train, write
@@ -77,20 +78,25 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     assert state["state"] == "stopped" and "SIGTERM" in state["error"]
 
 
-def test_a_job_killed_between_an_epoch_s_line_and_its_checkpoint_reports_that_epoch_once(tmp_path):
-    """The kill lands after epoch 1's line is in metrics.jsonl but before its checkpoint is saved
-    (a window of milliseconds a real kill hits now and then): the job dies there (SIGKILL from
-    inside the checkpointer, through a sitecustomize only this first start loads). The same
-    command again resumes from the step-3 checkpoint, runs epoch 1's last step again, and does
-    not report epoch 1 a second time. (That a resumed run's figures and weights are an
-    uninterrupted run's: test_pipeline.py's stop-and-resume test.)"""
-    train_cfg = {**TINY_TRAINER["train"], "epochs": 3, "steps_per_epoch": 4, "checkpoint": {"every_steps": 3}}
+@pytest.mark.parametrize("kill", ["before", "after"])
+def test_a_job_killed_at_an_epoch_s_checkpoint_reports_that_epoch_once(tmp_path, kill):
+    """The job dies at the end of epoch 1 (SIGKILL from inside the checkpointer, through a
+    sitecustomize only this first start loads), just before its checkpoint is saved or just
+    after (windows of milliseconds a real kill hits now and then; before the fix a takeover
+    reported epochs [1, 1, 2, 3]). The epoch's line comes after its checkpoint, so neither kill
+    leaves it written; the same command again starts over (no checkpoint yet: the default
+    saves at epoch ends) or resumes from epoch 1's checkpoint and writes its line then.
+    Each epoch is reported once."""
+    train_cfg = {**TINY_TRAINER["train"], "epochs": 3, "steps_per_epoch": 4}
     cfg = tiny_config(tmp_path / "run", deterministic=True, pipeline=["train"], train=train_cfg)
-    hook = write(tmp_path / "hook" / "sitecustomize.py", """
+    hook = write(tmp_path / "hook" / "sitecustomize.py", f"""
         import os, signal
         from hypersal.train import checkpoint
+        save = checkpoint.Checkpointer.on_epoch_end
 
         def kill_at_the_first_epoch_end(self, trainer):
+            if {kill!r} == "after":
+                save(self, trainer)
             os.kill(os.getpid(), signal.SIGKILL)
 
         checkpoint.Checkpointer.on_epoch_end = kill_at_the_first_epoch_end
@@ -98,8 +104,10 @@ def test_a_job_killed_between_an_epoch_s_line_and_its_checkpoint_reports_that_ep
     killed = train("--config", str(cfg), env={"PYTHONPATH": f"{hook.parent}:{ROOT}"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in lines if "epoch" in m] == [1]                # reported, never saved
+    assert [m for m in lines if "epoch" in m] == [] and any("loss" in m for m in lines)
     again = train("--config", str(cfg))
-    assert again.returncode == 0 and "resumed from last.pt at step 3 (epoch 0)" in again.stderr, again.stderr
+    assert again.returncode == 0, again.stderr
+    assert ("resumed from last.pt at step 4 (epoch 1)" in again.stderr) == (kill == "after"), again.stderr
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(m["epoch"], m["step"]) for m in lines if "epoch" in m] == [(1, 4), (2, 8), (3, 12)]
+    assert all("val_loss" in m and "train_loss" in m for m in lines if "epoch" in m)

@@ -293,14 +293,18 @@ def test_a_worker_s_slots_share_its_gpu_memory_and_with_mps_its_compute():
         def __init__(self):
             self.calls = []
 
+        def current_device(self):
+            return 0
+
         def set_per_process_memory_fraction(self, fraction, device):
+            assert isinstance(device, int)                           # torch refuses a device without an index
             self.calls.append((fraction, device))
     cuda = Recorder()
-    gpu = torch.device("cuda", 0)
-    assert G.apply(gpu, {"HYPERSAL_GPU_SHARE": "0.5"}, cuda) == 0.5
+    assert G.apply(torch.device("cuda"), {"HYPERSAL_GPU_SHARE": "0.5"}, cuda) == 0.5      # pick_device's
+    assert G.apply(torch.device("cuda", 1), {"HYPERSAL_GPU_SHARE": "0.25"}, cuda) == 0.25  # a DDP rank's
     assert G.apply(torch.device("cpu"), {"HYPERSAL_GPU_SHARE": "0.5"}, cuda) is None
-    assert G.apply(gpu, {}, cuda) is None
-    assert cuda.calls == [(0.5, gpu)]
+    assert G.apply(torch.device("cuda"), {}, cuda) is None
+    assert cuda.calls == [(0.5, 0), (0.25, 1)]
 
 
 def test_finished_runs_are_never_claimed_and_a_lost_lease_is_neither_renewed_nor_released(tmp_path):

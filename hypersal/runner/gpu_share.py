@@ -39,5 +39,6 @@ def apply(device, environ=os.environ, cuda=None) -> float | None:
         import torch
         cuda = torch.cuda
     fraction = float(share)
-    cuda.set_per_process_memory_fraction(fraction, device)
+    # torch wants the device's index; a plain "cuda" (pick_device's, outside DDP) is the current one
+    cuda.set_per_process_memory_fraction(fraction, device.index if device.index is not None else cuda.current_device())
     return fraction

@@ -95,9 +95,8 @@ class Trainer:
     def fit(self) -> dict:
         if self.checkpointer is not None:
             self.resumed = self.checkpointer.restore(self)
-        # A job killed after an epoch's line was written but before its checkpoint was saved
-        # runs that epoch again from the checkpoint before: its line is not written twice.
-        self.reported = self.tracker.logged_epochs(self.name) if self.resumed and self.tracker else set()
+        if self.resumed and self.tracker is not None:
+            self._report_once()
         for action in self.actions:
             action.on_start(self)
         self.model.train()
@@ -178,14 +177,28 @@ class Trainer:
                 self.metrics.update(self.validate(self))
             self.model.train()
         self.history.append({"epoch": self.epoch, "step": self.step, **self.metrics})
-        if self.epoch not in self.reported:
-            self.log(self.metrics, epoch=self.epoch)
         if self.job is not None:
             self.job.progress(f"{self.name} epoch {self.epoch}/{self.epochs}")
         for action in self.actions:
             action.on_epoch_end(self)
         if self.checkpointer is not None:
             self.checkpointer.on_epoch_end(self)
+        # The epoch's line after its checkpoint: a job killed between the two resumes from this
+        # checkpoint and writes the line then (_report_once), so a line in metrics.jsonl always
+        # has its epoch saved, and no start runs again an epoch it has reported.
+        if self.epoch not in self.reported:
+            self.log(self.metrics, epoch=self.epoch)
+
+    def _report_once(self) -> None:
+        """On resume: write the lines of the restored epochs that metrics.jsonl lacks (a kill
+        between an epoch's checkpoint and its line), and note those it holds, not to write them
+        again (an epoch run again from an older checkpoint, when the newest was damaged)."""
+        self.reported = self.tracker.logged_epochs(self.name)
+        for record in self.history:
+            if record["epoch"] not in self.reported:
+                figures = {k: v for k, v in record.items() if k not in ("epoch", "step")}
+                self.tracker.log_metrics(figures, step=record["step"], stage=self.name, epoch=record["epoch"])
+                self.reported.add(record["epoch"])
 
 
 class _Direct:
