@@ -100,6 +100,30 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     return filler
 
 
+def test_a_kill_between_writing_a_checkpoint_and_rotating_it_in_resumes_from_the_newest(tmp_path):
+    """save() writes next.pt in full, then renames last.pt to prev.pt and next.pt to last.pt. A
+    SIGKILL between those steps (seen in CI: last.pt gone, next.pt whole) resumes from next.pt,
+    the newest, not from the older prev.pt."""
+    from types import SimpleNamespace
+    from hypersal.train.checkpoint import Checkpointer
+    folder = tmp_path / "checkpoints" / "train"
+    said = []
+    ck = Checkpointer(folder, log=said.append)
+
+    def trainer(step):
+        model = torch.nn.Linear(4, 4)
+        return SimpleNamespace(name="train", model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                               scheduler=None, step=step, epoch=0, history=[], metrics={}, epoch_loss_sum=0.0,
+                               epoch_loss_count=0, actions=[], config={})
+    for step in (3, 6):
+        ck.save(trainer(step))
+    ck._write(ck.state(trainer(9)), folder / "next.pt", trainer(9))      # written in full, then the kill
+    os.replace(folder / "last.pt", folder / "prev.pt")                    # ... or after the first rename
+    resumed = trainer(0)
+    assert Checkpointer(folder, log=said.append).restore(resumed) and resumed.step == 9
+    assert said[-1] == "train: resumed from next.pt at step 9 (epoch 0)"
+
+
 def test_a_disk_full_at_the_best_model_s_save_is_said_as_for_a_checkpoint(small_disk):
     """best.pt, written at an epoch's end before last.pt, fails on a full disk as last.pt does: a
     CheckpointError naming the folder and what is intact, the earlier best.pt kept (a traceback

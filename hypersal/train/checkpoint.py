@@ -146,7 +146,9 @@ class Checkpointer:
         A damaged newest one is reported and the previous one used; when every checkpoint is
         damaged the stage does not silently start over: that is an error."""
         damaged = []
-        for path in (self.last, self.prev):
+        # next.pt exists only once written in full (atomically): a job killed between writing it
+        # and rotating it in (or between the two renames) leaves it the newest of the three.
+        for path in (self.folder / "next.pt", self.last, self.prev):
             if not path.exists():
                 continue
             try:
