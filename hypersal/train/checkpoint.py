@@ -91,6 +91,11 @@ class Checkpointer:
         return self.folder / "prev.pt"
 
     @property
+    def next(self) -> Path:
+        """A new checkpoint, written in full here before it is rotated in as last.pt."""
+        return self.folder / "next.pt"
+
+    @property
     def best_file(self) -> Path:
         return self.folder / "best.pt"
 
@@ -114,11 +119,10 @@ class Checkpointer:
             return self.last
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.state(trainer)
-        fresh = self.folder / "next.pt"
-        self._write(state, fresh, trainer)
+        self._write(state, self.next, trainer)
         if self.last.exists():
             os.replace(self.last, self.prev)
-        os.replace(fresh, self.last)
+        os.replace(self.next, self.last)
         self.last_save, self.last_step = time.monotonic(), trainer.step
         return self.last
 
@@ -148,7 +152,7 @@ class Checkpointer:
         damaged = []
         # next.pt exists only once written in full (atomically): a job killed between writing it
         # and rotating it in (or between the two renames) leaves it the newest of the three.
-        for path in (self.folder / "next.pt", self.last, self.prev):
+        for path in (self.next, self.last, self.prev):
             if not path.exists():
                 continue
             try:
