@@ -3,6 +3,7 @@ tests import live in tests/helpers/ (the CLIs, Slurm, the browser, Comet archive
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,26 @@ def isolated_env(tmp_path_factory):
     yield cache
     os.environ.clear()
     os.environ.update(old)
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found(request):
+    """A test that runs a command in this process (cli.main) may install its signal handlers or
+    block signals: left so, they swallow a later test's Ctrl-C in the same xdist process. Put
+    back, and the test that left them fails, named."""
+    def now():
+        return [signal.getsignal(s) for s in SIGNALS], signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers, mask = now()
+    yield
+    if now() != (handlers, mask):
+        for sig, handler in zip(SIGNALS, handlers):
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        pytest.fail(f"{request.node.nodeid} changed this process's signal handlers or mask and left them "
+                    "changed (put back now): restore them in the test", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +105,7 @@ SLOW_TESTS = {"test_compiled_model_equals_eager_and_never_recompiles_across_task
               "test_a_large_sweep_is_written_by_several_processes_completely",
               "test_the_snapshot_leaves_out_links_out_secrets_and_data_and_refuses_its_limit",
               # test_workers: the workers end to end (its lease tests stay in the fast loop)
-              "test_eight_workers_run_every_run_of_a_sweep_exactly_once",
+              "test_four_workers_run_every_run_of_a_sweep_exactly_once",
               "test_the_worker_s_imports_start_no_thread_and_touch_no_cuda",
               "test_a_run_in_a_worker_is_the_run_train_py_runs_alone",
               "test_a_killed_worker_s_run_is_taken_over_and_resumed_as_the_same_run",

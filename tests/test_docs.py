@@ -21,7 +21,6 @@ import ast
 import contextlib
 import importlib
 import inspect
-import io
 import json
 import re
 import shlex
@@ -39,7 +38,7 @@ from hypersal import yamlio
 from hypersal.config import choices, options, schema
 from hypersal.errors import UserError
 from hypersal.experiment import cli
-from helpers.cli import PYTHON, ROOT
+from helpers.cli import PYTHON, ROOT, experiment_here
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)\s*$")
@@ -102,15 +101,10 @@ def check_refs(block: Block) -> None:
 
 # --- running experiment.py in process ------------------------------------------------------------
 
-def experiment_py(argv: list[str]) -> tuple[int, str, str]:
+def experiment_py(argv: list) -> tuple[int, str, str]:
     """experiment.py as a user types it, in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main([str(a) for a in argv])
-        except SystemExit as e:          # --help, and argparse's own errors
-            rc = e.code if isinstance(e.code, int) else 1
-    return rc, out.getvalue(), err.getvalue()
+    proc = experiment_here(*argv)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def dry_run(exp_file: Path, base: Path, *more: str) -> Path:

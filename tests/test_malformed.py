@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import experiment, write
+from helpers.cli import experiment_here, write
 
 GOOD_RUNS = "runs:\n  - trainer: {train: {epochs: 1}}\n"
 HEAD = "experiment:\n  name: bad\n  base_dir: out\n"
@@ -270,7 +270,7 @@ def setup_case(folder: Path, text: str) -> Path:
 @pytest.mark.parametrize("case_id, what, text, expected, extra", CASES, ids=[c[0] for c in CASES])
 def test_malformed_experiment(tmp_path, case_id, what, text, expected, extra):
     exp = setup_case(tmp_path, text)
-    proc = experiment(f"--experiment={exp}", "--dry-run", *extra, cwd=tmp_path)
+    proc = experiment_here(f"--experiment={exp}", "--dry-run", *extra, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("hypersal: error: ")
     message = proc.stderr[len("hypersal: error: "):].strip()
@@ -290,7 +290,7 @@ def markdown_table(tmp_root: Path) -> str:
     for case_id, what, text, _, extra in CASES:
         folder = tmp_root / case_id
         exp = setup_case(folder, text)
-        proc = experiment(f"--experiment={exp}", "--dry-run", *extra, cwd=folder)
+        proc = experiment_here(f"--experiment={exp}", "--dry-run", *extra, cwd=folder)
         message = proc.stderr.replace("hypersal: error: ", "").strip().replace(str(folder) + "/", "")
         message = message.replace(str(folder), ".").replace("|", "\\|")
         rows.append(f"| {case_id} | {what} | {message} |")

@@ -14,7 +14,7 @@ import yaml
 from hypersal.experiment import omnigan
 from hypersal.experiment.render import Template, quote
 
-from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, write
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, experiment_here, write
 from helpers.slurm import jobs_of, wait_for
 
 # omnigan's template, as its users wrote them; {python_line} is theirs too (cd + python train.py).
@@ -186,7 +186,7 @@ BAD = [
 @pytest.mark.parametrize("case_id, text, template, extra, expected", BAD, ids=[c[0] for c in BAD])
 def test_a_bad_omnigan_template_fails_clearly(tmp_path, case_id, text, template, extra, expected):
     exp, tpl = setup(tmp_path, experiment_text=text, template=template)
-    proc = experiment(f"--experiment={exp}", f"--template={tpl}", "--dry-run", *extra, cwd=tmp_path)
+    proc = experiment_here(f"--experiment={exp}", f"--template={tpl}", "--dry-run", *extra, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("hypersal: error: ")]
     assert len(error) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ import yaml
 from hypersal import yamlio
 from hypersal.experiment import repro
 
-from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, write
+from helpers.cli import PYTHON, ROOT, TINY_TRAINER, experiment, experiment_here, write
 
 RUN_FILES = {"config.yaml", "exp.sh", "run.yaml", "hash.txt", "comet_url.txt", "env.yaml"}
 
@@ -35,7 +35,9 @@ def sweep_file(folder: Path, seed: int | None = 0, mode: str = "jobs") -> Path:
 
 
 def dry(exp: Path, *args: str, cwd: Path | None = None):
-    return experiment(f"--experiment={exp}", "--dry-run", *args, cwd=cwd or exp.parent, check_rc=0)
+    proc = experiment_here(f"--experiment={exp}", "--dry-run", *args, cwd=cwd or exp.parent)
+    assert proc.returncode == 0, proc.stderr
+    return proc
 
 
 def test_dry_run_writes_every_file_and_submits_nothing(tmp_path):
@@ -247,7 +249,7 @@ def test_a_large_sweep_is_written_by_several_processes_completely(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "shared" / "experiment").glob("*.yaml")))
 def test_every_shipped_experiment_file_passes_the_login_node_checks(tmp_path, name):
-    proc = experiment(f"--experiment={ROOT / 'shared' / 'experiment' / name}", "--dry-run", "--base-dir",
-                      str(tmp_path), cwd=tmp_path)
+    proc = experiment_here(f"--experiment={ROOT / 'shared' / 'experiment' / name}", "--dry-run", "--base-dir",
+                           str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "dry run: nothing submitted" in proc.stderr

@@ -361,9 +361,11 @@ def test_worker_mistakes_are_said_in_one_paragraph_with_exit_2(folders, capsys, 
 
 
 # --- workers, end to end ----------------------------------------------------------------------
-def test_eight_workers_run_every_run_of_a_sweep_exactly_once(tmp_path, dataset):
+def test_four_workers_run_every_run_of_a_sweep_exactly_once(tmp_path, dataset):
+    """Four racing on a plain sweep's run folders (eight, on a search's trials, in
+    test_workers_search.py: each worker's start imports torch, ~5 CPU-seconds of the 2 cores)."""
     exp = sweep(tmp_path, [{"repeat": 12}])
-    procs = [start(exp, tmp_path / f"w{i}.log") for i in range(8)]
+    procs = [start(exp, tmp_path / f"w{i}.log") for i in range(4)]
     texts = [finish(p, tmp_path / f"w{i}.log") for i, p in enumerate(procs)]
     ran = [r["run"] for p in procs for r in record(exp, worker_id(p))["runs"]]
     assert sorted(ran) == [f"run_{i:03d}" for i in range(12)], "\n".join(texts)      # none twice, none lost

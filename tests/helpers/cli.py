@@ -1,6 +1,8 @@
 """The command-line tools as a user types them, and the small trainer config every test starts from."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -34,6 +36,20 @@ def run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeo
 
 def experiment(*args: str, **kw) -> subprocess.CompletedProcess:
     return run([PYTHON, str(ROOT / "experiment.py"), *args], **kw)
+
+
+def experiment_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """experiment.py as a user types it, but in this process: the same argv, exit status, stdout
+    and stderr, without the ~0.4 s of a Python start and its imports (for the login-node checks,
+    run by the dozen). Commands that submit or train go through `experiment` instead."""
+    from hypersal.experiment import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd or ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main([str(a) for a in args])
+        except SystemExit as e:          # --help, and argparse's own errors
+            rc = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["experiment.py", *map(str, args)], rc, out.getvalue(), err.getvalue())
 
 
 def train(*args: str, **kw) -> subprocess.CompletedProcess:
