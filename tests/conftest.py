@@ -21,8 +21,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def isolated_env(tmp_path_factory):
     """Caches in a temporary folder, no Comet key from the developer's machine, one CPU thread per
     training (HYPERSAL_CPUS; a Slurm job's own allocation still wins): the tests' models are tiny,
-    and two trainings at once with two threads each on the 2-core CI machine run ~1.5x slower."""
-    cache = tmp_path_factory.mktemp("hypersal-cache")
+    and two trainings at once with two threads each on the 2-core CI machine run ~1.5x slower.
+    The cache is one for both xdist processes (their base folders' parent): the same generated
+    datasets are built once, under the cache's own locks, not once a process."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "hypersal-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("hypersal-cache")
     old = dict(os.environ)
     os.environ["HYPERSAL_CACHE"] = str(cache)
     for key in [k for k in os.environ if k.startswith("COMET_")]:

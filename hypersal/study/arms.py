@@ -24,6 +24,7 @@ steps instead. The arms whose encoder is frozen run the decoder on cached encode
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -181,8 +182,7 @@ def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float
 def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.Module | None]:
     """finetune_all: the exported network of the start; plain_b: the multi-task encoder and a
     random decoder; scratch: random weights (seeded). With the part initialised at random."""
-    torch.manual_seed(s.seed)
-    net = MainNet(**{**mnet_args, "weights": None, "weights_path": None})
+    net = _seeded_network(mnet_args, s.seed)
     if kind == "scratch":
         return _averaging_bn(net, net)
     state = s.model.export(s.task)             # the new task's row: the start (add_task)
@@ -190,6 +190,25 @@ def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.M
         state = {**net.state_dict(), **{n: v for n, v in state.items() if n.startswith("encoder.")}}
     net.load_state_dict(state)
     return _averaging_bn(net, net.decoder if kind == "plain_b" else None)
+
+
+_BUILT: dict[str, tuple[MainNet, torch.Tensor]] = {}
+
+
+def _seeded_network(mnet_args: dict, seed: int) -> MainNet:
+    """MainNet(**mnet_args) built at random under torch.manual_seed(seed), as a copy of the first
+    one built so (and the global generator left where building it leaves it): every plain arm of
+    every task and k builds the network of its draw's seed, and torchvision's constructor and
+    initialisation take ~85 ms a time on a CPU core where a copy takes a few."""
+    key = repr((seed, sorted(mnet_args.items())))
+    if key not in _BUILT:
+        torch.manual_seed(seed)
+        net = MainNet(**{**mnet_args, "weights": None, "weights_path": None})
+        _BUILT[key] = (copy.deepcopy(net), torch.get_rng_state())
+        return net
+    template, rng = _BUILT[key]
+    torch.set_rng_state(rng)
+    return copy.deepcopy(template)
 
 
 def _averaging_bn(net: MainNet, fresh: nn.Module | None) -> tuple[MainNet, nn.Module | None]:
