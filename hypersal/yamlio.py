@@ -41,7 +41,17 @@ class YamlList(list):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """PyYAML's own parser, in Python: what reads a document libyaml refused, so that a syntax
+    error is said in the words users have always seen."""
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml's parser (PyYAML's C binding) with the same resolvers and constructors: the same
+    values and lines, ~10x faster (`status` of a 500-run sweep read its 501 YAML files in 2.7 s
+    with the Python parser, most of its time)."""
+
+
+LOADERS = (_FastLoader, _Loader)
 
 
 _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -49,7 +59,8 @@ _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""", re.X)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+for _cls in LOADERS:
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
@@ -86,7 +97,7 @@ def _flatten_mapping(self, node):
                     self.flatten_mapping(src)
                     for k, _ in src.value:
                         merged_before.append(k)
-    yaml.SafeLoader.flatten_mapping(self, node)
+    yaml.constructor.SafeConstructor.flatten_mapping(self, node)
     for k, _ in node.value:
         if any(k is m for m in merged_before):
             k._merged = True
@@ -98,9 +109,10 @@ def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
     return out
 
 
-_Loader.flatten_mapping = _flatten_mapping
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_list)
+for _cls in LOADERS:
+    _cls.flatten_mapping = _flatten_mapping
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+    _cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_list)
 
 
 def _children(node: yaml.Node) -> list:
@@ -158,10 +170,8 @@ def _check_aliases(root: yaml.Node, path) -> None:
                     fix="write the values out, or nest fewer aliases")
 
 
-def loads(text: str, path: Path | str | None = None) -> Any:
-    """Parse YAML text; syntax errors become UserErrors naming `path` and the line. Aliases are
-    counted (and bounded) on the parsed node graph, before any value is built."""
-    loader = _Loader(text)
+def _parse(cls, text: str, path) -> Any:
+    loader = cls(text)
     loader.path = path
     try:
         node = loader.get_single_node()
@@ -169,6 +179,18 @@ def loads(text: str, path: Path | str | None = None) -> Any:
             return None
         _check_aliases(node, path)
         return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def loads(text: str, path: Path | str | None = None) -> Any:
+    """Parse YAML text; syntax errors become UserErrors naming `path` and the line. Aliases are
+    counted (and bounded) on the parsed node graph, before any value is built."""
+    try:
+        try:
+            return _parse(_FastLoader, text, path)
+        except yaml.YAMLError:
+            return _parse(_Loader, text, path)        # said in PyYAML's words (its parser's message)
     except RecursionError:
         raise UserError("the YAML is nested too deeply", file=path,
                         fix="nest fewer lists and mappings inside each other") from None
@@ -179,8 +201,6 @@ def loads(text: str, path: Path | str | None = None) -> Any:
                         fix="check the indentation and quoting around that line") from None
     except yaml.YAMLError as e:
         raise UserError(f"invalid YAML: {e}", file=path, fix="check the file's syntax") from None
-    finally:
-        loader.dispose()
 
 
 def load(path: Path | str) -> Any:
