@@ -2,7 +2,7 @@
 workers, Slurm jobs, experiment.py) records its CPU-seconds, wall seconds, command and the test
 that started it; the script then sums them by test and by command.
 
-    python bench/suite_cpu.py [--out results/suite_cpu.jsonl] [-- PYTEST ARGS...]
+    python bench/suite_cpu.py [--out /tmp/hypersal-suite-cpu.jsonl] [-- PYTEST ARGS...]
 
 Runs `python -m pytest PYTEST ARGS` (the README's test command when none are given) with a
 sitecustomize that appends one JSON line per process at its exit (PYTHONPATH; a test that sets
@@ -68,7 +68,8 @@ def table(rows: dict[str, list[float]], top: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "suite_cpu.jsonl")
+    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "hypersal-suite-cpu.jsonl",
+                   help="one line per process (outside the checkout: the suite copies and lists it)")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)

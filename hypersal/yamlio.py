@@ -46,9 +46,14 @@ class _Loader(yaml.SafeLoader):
 
 
 class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """libyaml's parser (PyYAML's C binding) with the same resolvers and constructors: the same
-    values and lines, ~10x faster (`status` of a 500-run sweep read its 501 YAML files in 2.7 s
-    with the Python parser, most of its time)."""
+    """libyaml's parser (PyYAML's C binding) with the same resolvers and constructors, ~10x
+    faster (`status` of a 500-run sweep read its 501 YAML files in 2.7 s with the Python parser,
+    most of its time). It reads a few things otherwise than PyYAML's parser: tabs (it accepts
+    some that PyYAML refuses), a bare `!` tag ('' for None) and a byte-order mark after the first
+    character (dropped): a text holding any of them goes to the Python parser (SLOW_PATH)."""
+
+
+SLOW_PATH = re.compile("[\t!]|.\ufeff", re.S)     # what _FastLoader would read otherwise
 
 
 LOADERS = (_FastLoader, _Loader)
@@ -187,10 +192,12 @@ def loads(text: str, path: Path | str | None = None) -> Any:
     """Parse YAML text; syntax errors become UserErrors naming `path` and the line. Aliases are
     counted (and bounded) on the parsed node graph, before any value is built."""
     try:
-        try:
-            return _parse(_FastLoader, text, path)
-        except yaml.YAMLError:
-            return _parse(_Loader, text, path)        # said in PyYAML's words (its parser's message)
+        if SLOW_PATH.search(text) is None:
+            try:
+                return _parse(_FastLoader, text, path)
+            except (yaml.YAMLError, UnicodeError):    # said below in PyYAML's words, as ever
+                pass
+        return _parse(_Loader, text, path)
     except RecursionError:
         raise UserError("the YAML is nested too deeply", file=path,
                         fix="nest fewer lists and mappings inside each other") from None

@@ -47,7 +47,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 def signals_left_as_found(request):
     """A test that runs a command in this process (cli.main) may install its signal handlers or
     block signals: left so, they swallow a later test's Ctrl-C in the same xdist process. Put
-    back, and the test that left them fails, named."""
+    back, and the test that left them fails, named. (A module or session fixture's own changes
+    are not seen: they are made before the first look.)"""
     def now():
         return [signal.getsignal(s) for s in SIGNALS], signal.pthread_sigmask(signal.SIG_BLOCK, [])
     handlers, mask = now()

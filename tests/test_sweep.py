@@ -231,7 +231,9 @@ def test_a_large_sweep_is_written_by_several_processes_completely(tmp_path):
            "runs": [{"repeat": 240, "trainer": {"train": {"optim": {"lr": {"sample": "uniform", "from": [0.1, 0.2]}}}}}]}
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump(doc))
-    dry(exp)
+    # Its own process, as a user's: the writers are forked, and experiment.py never holds torch
+    # or threads (this test process does).
+    experiment(f"--experiment={exp}", "--dry-run", cwd=tmp_path, check_rc=0)
     out = tmp_path / "out" / "big"
     summary = yaml.safe_load((out / "summary.yaml").read_text())
     def load(text):

@@ -56,10 +56,27 @@ def lines_of(value):
 def test_libyaml_reads_every_shipped_file_as_the_python_parser_does(path):
     """Documents are parsed by libyaml (PyYAML's C binding, ~10x faster); each shipped file gives
     the same values, types and lines as PyYAML's own parser, which still says syntax errors."""
-    assert yamlio._FastLoader.__mro__[1] is yaml.CSafeLoader          # the wheel has libyaml
+    assert yaml.__with_libyaml__, "this PyYAML has no libyaml: every document takes the Python parser"
+    assert yamlio._FastLoader.__mro__[1] is yaml.CSafeLoader
     text = path.read_text()
     fast, slow = (yamlio._parse(cls, text, path) for cls in (yamlio._FastLoader, yamlio._Loader))
     assert fast == slow and repr(fast) == repr(slow) and lines_of(fast) == lines_of(slow)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a:\tb\n", "found character '\\t' that cannot start any token"),     # libyaml would read 'b'
+    ("lr: 0.1\t# c\nk: v\nk: v\n", "found character '\\t' that cannot start any token"),
+    ("a: !\n", {"a": None}),                                              # libyaml: ''
+    ("x: 1\n\ufeff\ny: 2\n", "invalid YAML"),                          # libyaml drops the mark
+    ("a: \udcff\n", "invalid YAML"),                                     # a lone surrogate (argv)
+])
+def test_what_libyaml_reads_otherwise_is_read_as_pyyaml_reads_it(text, expected):
+    if isinstance(expected, str):
+        with pytest.raises(UserError) as e:
+            yamlio.loads(text, "f.yaml")
+        assert expected in str(e.value)
+    else:
+        assert yamlio.loads(text) == expected
 
 
 def test_a_syntax_error_is_said_in_the_python_parsers_words():

@@ -207,7 +207,8 @@ def _seeded_network(mnet_args: dict, seed: int) -> MainNet:
         _BUILT[key] = (copy.deepcopy(net), torch.get_rng_state())
         return net
     template, rng = _BUILT[key]
-    torch.set_rng_state(rng)
+    torch.manual_seed(seed)            # every device's generator, as building it would leave them
+    torch.set_rng_state(rng)           # the CPU's: where building it left it
     return copy.deepcopy(template)
 
 

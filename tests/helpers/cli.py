@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -49,6 +50,11 @@ def experiment_here(*args: str, cwd: Path | None = None) -> subprocess.Completed
             rc = cli.main([str(a) for a in args])
         except SystemExit as e:          # --help, and argparse's own errors
             rc = e.code if isinstance(e.code, int) else 1
+        finally:                         # a logging handler made meanwhile (optuna's) keeps the real stream
+            for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+                for handler in getattr(logger, "handlers", []):
+                    if vars(handler).get("stream") in (out, err):     # bound when made, not looked up
+                        handler.setStream(sys.__stderr__)
     return subprocess.CompletedProcess(["experiment.py", *map(str, args)], rc, out.getvalue(), err.getvalue())
 
 
