@@ -1,6 +1,7 @@
 """Writing files whole or not at all, and holding a lock file."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -48,18 +49,22 @@ def lock_beside(path: Path) -> Path:
     return folder / f"{path.name}.lock"
 
 
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)     # a file system without flock
+
+
 @contextmanager
 def exclusive(path: Path | str, required: bool = True) -> Iterator[None]:
     """fcntl.flock(LOCK_EX) on `path` (made if missing) for the body: it waits its turn, and the
     lock is released when the body ends, however this process ends (the kernel drops it).
     `required=False`: where the file system refuses locks (an NFS mount without a lock manager:
-    ENOLCK), the body runs unlocked, for locks that only save work."""
+    ENOLCK; one that has no flock: EOPNOTSUPP, ENOSYS), the body runs unlocked, for locks that
+    only save work. Any other error is raised."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            if required:
+        except OSError as e:
+            if required or e.errno not in NO_LOCKS:
                 raise
         yield
     finally:

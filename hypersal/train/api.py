@@ -88,9 +88,9 @@ class Trainer:
         """Ask the loop to end after this step (early stopping, preemption)."""
         self.stop_requested, self.stop_reason = True, reason
 
-    def log(self, metrics: dict, epoch: int | None = None) -> None:
+    def log(self, metrics: dict, epoch: int | None = None, step: int | None = None) -> None:
         if self.tracker is not None:
-            self.tracker.log_metrics(metrics, step=self.step, stage=self.name, epoch=epoch)
+            self.tracker.log_metrics(metrics, step=self.step if step is None else step, stage=self.name, epoch=epoch)
 
     def fit(self) -> dict:
         if self.checkpointer is not None:
@@ -197,7 +197,7 @@ class Trainer:
         for record in self.history:
             if record["epoch"] not in self.reported:
                 figures = {k: v for k, v in record.items() if k not in ("epoch", "step")}
-                self.tracker.log_metrics(figures, step=record["step"], stage=self.name, epoch=record["epoch"])
+                self.log(figures, epoch=record["epoch"], step=record["step"])
                 self.reported.add(record["epoch"])
 
 
