@@ -13,23 +13,13 @@ from hypersal.config import options
 from hypersal import yamlio
 from hypersal.config import Config
 from hypersal.errors import UserError
-from hypersal.models.hyper import HyperSaliency, MainNet
 from hypersal.stages import study as S
 from hypersal.study import arms as A, protocol
 from hypersal.study import report as R
 from hypersal.train.episodic import EpisodicTrainStep, adapt_embedding
-from hypersal.train.losses import weighted
 
 from helpers.cli import PYTHON, ROOT, experiment, run
-
-BCE = weighted("bce", key="loss")
-
-
-def small(start="learned", prior=2, tasks=3) -> HyperSaliency:
-    torch.manual_seed(0)
-    mnet = MainNet(cutoff=7, width=8, skip=4, prior=prior)
-    return HyperSaliency(mnet, [f"t{i}" for i in range(tasks)], hypernet_options=dict(
-        embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4), per_task_bn=False, start=start)
+from helpers.fewshot import BCE, MNET, Batch, Trainer, setting, small
 
 
 def test_decoding_cached_features_equals_the_forward():
@@ -71,24 +61,9 @@ def test_the_count_of_trained_tasks_survives_a_save_and_load(tmp_path):
     torch.testing.assert_close(again.start_embedding(), model.hnet.task_embeddings.detach()[:3].mean(0))
 
 
-class Trainer:
-    """What a train step reads of the trainer."""
-    def __init__(self, model, params):
-        self.model, self.device, self.scheduler = model, torch.device("cpu"), None
-        self.optimizer = torch.optim.Adam(params, lr=1e-2)
-
-
-class Batch:
-    def __init__(self, n=6, task=1):
-        torch.manual_seed(1)
-        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
-        self.maps = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8)
-        self.task = task
-
-
 def test_one_episodic_step_is_finite_and_trains_the_start_and_the_hypernetwork():
     model = small().train()
-    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5})
+    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 0.0})
     trainer = Trainer(model, list(model.parameters()))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
@@ -112,24 +87,6 @@ def test_the_inner_loop_takes_steps_of_the_given_length_downhill():
     assert float((one - start).norm()) == pytest.approx(0.3, rel=1e-4)
     loss = lambda e: float(BCE(model(None, embedding=e, encoded=encoded, size=x.shape[-2:]), y).detach())  # noqa: E731
     assert loss(adapt_embedding(model, start, encoded, y, x.shape[-2:], BCE, 3, 0.01)) < loss(start)
-
-
-def setting(model, lr_seed=0) -> A.Setting:
-    """A new task on random images: 4 pairs to adapt on, 5 images to score on."""
-    model = model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    task = model.add_task("new")
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(9, 3, 32, 32, generator=gen)
-    y = torch.rand(9, 1, 32, 32, generator=gen)
-    with torch.no_grad():
-        images = A.Images(x, model(x, task=task, encode_only=True))
-    return A.Setting(model, task, images.take(slice(0, 4)), y[:4], images.take(slice(4, 9)), y[4:, 0] * 7,
-                     BCE, batch_size=3, seed=lr_seed, pull=0.1, starts=2)
-
-
-MNET = dict(cutoff=7, width=8, skip=4, prior=2, decoder="light")
 
 
 @pytest.mark.parametrize("arm", A.ARMS)

@@ -17,7 +17,7 @@ def make(decoder="light", hypernet="chunked", generate="decoder", per_task_bn=Tr
     torch.manual_seed(0)
     options = dict(SMALL, chunk_size=512, chunk_embedding_dim=4) if hypernet == "chunked" else dict(SMALL)
     return HyperSaliency(MainNet(cutoff=cutoff, decoder=decoder, width=16), [f"t{i}" for i in range(tasks)],
-                         generate=generate, encoder_from=4 if generate == "decoder+encoder" else None,
+                         generate=generate, encoder_from=4 if generate in ("decoder+encoder", "decoder+film") else None,
                          hypernet=hypernet, hypernet_options=options, per_task_bn=per_task_bn)
 
 
@@ -40,7 +40,7 @@ def test_forward_backward_finite(decoder, hypernet, generate):
 
 
 @pytest.mark.parametrize("decoder", DECODERS.names())
-@pytest.mark.parametrize("generate", ["decoder", "decoder+encoder"])
+@pytest.mark.parametrize("generate", ["decoder", "decoder+encoder", "decoder+film"])
 def test_export_gives_a_plain_mnet_with_the_same_maps(decoder, generate):
     model = make(decoder, generate=generate)
     torch.nn.init.normal_(model.hnet.mlp[-1].weight, std=0.05)   # as if trained: tasks differ
@@ -64,6 +64,12 @@ def test_generated_names_follow_the_config():
     enc = [n for n in both.generated if n.startswith("encoder.")]
     assert enc and all(int(n.split(".")[2]) >= 4 for n in enc)
     assert all(not p.requires_grad for n, p in both.mnet.named_parameters() if n in both.generated)
+    film = make(generate="decoder+film")       # of those blocks, the BatchNorm scales and shifts only
+    modules = dict(film.mnet.named_modules())
+    enc = [n for n in film.generated if n.startswith("encoder.")]
+    assert enc and set(enc) < {n for n in both.generated if n.startswith("encoder.")}
+    assert all(isinstance(modules[n.rsplit(".", 1)[0]], torch.nn.BatchNorm2d) for n in enc)
+    assert {n.rsplit(".", 1)[1] for n in enc} == {"weight", "bias"}
 
 
 def test_per_task_batchnorm_updates_only_that_tasks_row():

@@ -183,15 +183,17 @@ def final_weights(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("model", [{"encoder": {"cutoff": 7}, "decoder": {"skip": 3, "prior": 4},
-                                      "hypernet": {"hidden": [16], "chunk_size": 1024, "start": "learned"}}],
-                         ids=["decoder-skip-prior-episodic"])
+                                      "hypernet": {"hidden": [16], "chunk_size": 1024, "start": "learned"},
+                                      "task_encoder": {"width": 16}}],
+                         ids=["decoder-skip-prior-episodic-encoder"])
 def test_stop_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, model):
     """SIGTERM at some step, the same command again: the final weights are equal (CPU), for a
-    model with every optional part, trained episodically (train.episodic) from a learned start.
+    model with every optional part, trained episodically (train.episodic, the embedding's steps
+    and the task encoder) from a learned start.
     The plain model's stops and resumes (SIGTERM from Slurm's requeue, USR2, a hard kill) are
     compared the same way in test_preemption.py."""
     train_cfg = {**SMALL, "epochs": 3, "steps_per_epoch": 8, "checkpoint": {"every_steps": 1}}
-    train_cfg["episodic"] = {"weight": 1.0, "inner_steps": 2}
+    train_cfg["episodic"] = {"weight": 1.0, "inner_steps": 2, "encoder_weight": 1.0}
     extra = {"model": model}
     whole = config(tmp_path / "whole", ["train"], deterministic=True, train=train_cfg, **extra)
     assert train("--config", str(whole)).returncode == 0
@@ -215,6 +217,7 @@ def test_stop_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, mod
     # the skip's layers and the saliency-shaped outputs are there, and trained
     assert any("decoder.lateral" in k for k in a) and any("output.prior_weight" in k for k in a)
     assert "hnet.start" in a and a["hnet.start"].abs().sum() > 0         # the learned start moved
+    assert a["task_encoder.to_offsets.weight"].abs().sum() > 0           # the task encoder trained
     hist_a = json.loads((tmp_path / "whole" / "results.json").read_text())["train"]
     hist_b = json.loads((tmp_path / "cut" / "results.json").read_text())["train"]
     assert hist_a["final_train_loss"] == hist_b["final_train_loss"]

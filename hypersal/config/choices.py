@@ -26,7 +26,7 @@ HYPERNETS = Declared("hypernet", {
     "chunked": "hypersal.models.hypernet:ChunkedHypernet",
     "simple": "hypersal.models.hypernet:SimpleHypernet",
 })
-GENERATE = ("decoder", "decoder+encoder", "none")
+GENERATE = ("decoder", "decoder+encoder", "decoder+film", "none")
 # An optimizer is fn(params, cfg) -> torch.optim.Optimizer; cfg is the stage's `optim` section.
 OPTIMIZERS = Declared("optimizer", {
     "adam": "hypersal.train.optim:adam",
@@ -59,7 +59,8 @@ SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_
                             "image_signature", "spectral_residual")
                            + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
 # The few-shot study's arms, in the report's order (hypersal/study/arms.py implements them).
-STUDY_ARMS = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder", "finetune_all", "plain_b", "scratch")
+STUDY_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "finetune_decoder",
+              "finetune_all", "plain_b", "scratch")
 COMET_MODES = ("disabled", "offline", "online")
 # An action's name -> (the class that implements it, its options: the constructor's keyword arguments).
 _ACTIONS = {

@@ -77,6 +77,8 @@ RANGES: dict[str, Range] = {
     "model.hypernet.embedding_dim": POSITIVE,
     "model.hypernet.chunk_size": POSITIVE,
     "model.hypernet.chunk_embedding_dim": POSITIVE,
+    "model.task_encoder.width": COUNT,
+    "model.task_encoder.grid": POSITIVE,
     "train.epochs": POSITIVE,
     "train.steps_per_epoch": POSITIVE,
     "train.batch_size": POSITIVE,
@@ -98,6 +100,7 @@ RANGES: dict[str, Range] = {
     "train.episodic.inner_steps": POSITIVE,
     "train.episodic.inner_lr": RATE,
     "train.episodic.support": Range(gt=0, lt=1),
+    "train.episodic.encoder_weight": Range(ge=0),
     "train.checkpoint.every_steps": COUNT,
     "train.checkpoint.every_minutes": RATE,
     "adapt.shots": POSITIVE,
@@ -171,12 +174,19 @@ def cyclic_bounds(s):
                       "e.g. min_lr: 1.0e-4, max_lr: 1.0e-3")
 
 
-# Episodes run in the train stage only (the stages inheriting train.episodic ignore it).
+def episodes(train: dict) -> bool:
+    """Whether the train stage runs episodes: for the embedding's steps (weight) or the task
+    encoder (encoder_weight). They run in the train stage only (the stages inheriting
+    train.episodic ignore it)."""
+    e = train["episodic"]
+    return e["weight"] > 0 or e["encoder_weight"] > 0
+
+
 @rule("train.episodic.weight", "train.precision", "train.device_batch_size",
       bad={"train": {"episodic": {"weight": 1.0}, "precision": "bf16"}})
 def episodic_whole_batches(cfg):
     s = cfg["train"]
-    if s["episodic"]["weight"] <= 0:
+    if not episodes(s):
         return None
     if s["precision"] != "fp32":
         return Broken("episodic training runs one process, fp32, whole batches", "use fp32", key="train.precision")
@@ -189,7 +199,7 @@ def episodic_whole_batches(cfg):
       bad={"train": {"batch_size": 2, "episodic": {"weight": 1.0, "support": 0.9}}})
 def episodic_split(cfg):
     s = cfg["train"]
-    if s["episodic"]["weight"] <= 0 or not isinstance(s["episodic"]["support"], (int, float)):
+    if not episodes(s) or not isinstance(s["episodic"]["support"], (int, float)):
         return None
     b = s["device_batch_size"] or s["batch_size"]
     if not 1 <= round(s["episodic"]["support"] * b) < b:
@@ -225,10 +235,10 @@ def skip_before_cutoff(cfg):
       bad={"model": {"hypernet": {"generate": "decoder+encoder"}}})
 def encoder_from_set(cfg):
     h, cutoff = cfg["model"]["hypernet"], cfg["model"]["encoder"]["cutoff"]
-    if h["generate"] != "decoder+encoder":
+    if h["generate"] not in ("decoder+encoder", "decoder+film"):
         return None
     if h["encoder_from"] is None:
-        return Broken("generate: decoder+encoder needs the first generated encoder block", "set encoder_from, e.g. 10")
+        return Broken(f"generate: {h['generate']} needs the first generated encoder block", "set encoder_from, e.g. 10")
     if isinstance(cutoff, int) and isinstance(h["encoder_from"], int) and h["encoder_from"] >= cutoff:
         return Broken(f"encoder_from {h['encoder_from']} is not one of the {cutoff} encoder blocks kept",
                       f"use a block from 0 to {cutoff - 1}")
@@ -246,9 +256,25 @@ def stages_need_hypernet(cfg):
         if name in HYPERNET_STAGES:
             return Broken(f"stage {name} needs a hypernetwork, but model.hypernet.generate is none",
                           f"remove {name} from the pipeline, or generate decoder weights")
-    if cfg["train"]["episodic"]["weight"] > 0 and "train" in cfg["pipeline"]:
-        return Broken("stage train with episodic.weight > 0 needs a hypernetwork, but model.hypernet.generate "
-                      "is none", "set train.episodic.weight: 0, or generate decoder weights")
+    if episodes(cfg["train"]) and "train" in cfg["pipeline"]:
+        return Broken("stage train with episodic.weight or encoder_weight > 0 needs a hypernetwork, but "
+                      "model.hypernet.generate is none", "set both to 0, or generate decoder weights")
+
+
+@rule("train.episodic.encoder_weight", "model.task_encoder.width",
+      bad={"train": {"episodic": {"encoder_weight": 1.0}}, "model": {"task_encoder": {"width": 0}}})
+def encoder_weight_needs_encoder(cfg):
+    if cfg["train"]["episodic"]["encoder_weight"] > 0 and cfg["model"]["task_encoder"]["width"] == 0:
+        return Broken("encoder_weight > 0 trains the task encoder, but model.task_encoder.width is 0 (none)",
+                      "give the task encoder a width, e.g. model.task_encoder.width: 64")
+
+
+@rule("model.task_encoder.width", "model.hypernet.generate",
+      bad={"model": {"task_encoder": {"width": 64}, "hypernet": {"generate": "none"}}})
+def task_encoder_needs_hypernet(cfg):
+    if cfg["model"]["task_encoder"]["width"] > 0 and cfg["model"]["hypernet"]["generate"] == "none":
+        return Broken("the task encoder emits a task embedding for the hypernetwork, but "
+                      "model.hypernet.generate is none", "set the task encoder's width to 0, or generate decoder weights")
 
 
 @rule("train.precision", "device", bad={"device": "cpu", "train": {"precision": "fp16"}})
@@ -384,6 +410,24 @@ def study_shots(cfg):
                       f"use some of {st['shots']}")
     if not st["steps"] or not all(isinstance(s, int) and s >= 1 for s in st["steps"]):
         return Broken("steps must list budgets of at least 1 step", "e.g. [10, 25, 50]", key="study.steps")
+
+
+@rule("study.arms", "study.seen_arms", "study.lrs", "model.task_encoder.width",
+      bad={"pipeline": ["fewshot_study"], "study": {"family": "prior", "arms": ["k0_start", "encoder"]}})
+def study_arms_can_run(cfg):
+    st = cfg["study"]
+    if "fewshot_study" not in cfg["pipeline"]:
+        return None
+    used = [a for a in [*st["arms"], *st["seen_arms"]] if isinstance(a, str)]
+    needs_encoder = [a for a in used if a in ("encoder", "encoder_saliency")]
+    if needs_encoder and cfg["model"]["task_encoder"]["width"] == 0:
+        return Broken(f"arm {needs_encoder[0]} adapts with the task encoder, but model.task_encoder.width is 0 (none)",
+                      "train one: model.task_encoder.width: 64 and train.episodic.encoder_weight: 1.0")
+    lrs = st["lrs"] if isinstance(st["lrs"], dict) else {}
+    missing = [a for a in used if a not in ("k0_start", "k0_best", "encoder") and not lrs.get(a)]
+    if missing:
+        return Broken(f"no learning rates for arm '{missing[0]}'", "list the learning rates its budget is chosen "
+                      "from, e.g. [0.001, 0.01]", key=f"study.lrs.{missing[0]}")
 
 
 # --- applying them ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from hypersal.errors import UserError, shorten
 from hypersal.models.decoders import DECODERS, SaliencyOutput
 from hypersal.models.encoder import CHANNELS, Encoder
 from hypersal.models.hypernet import HYPERNETS
+from hypersal.models.task_encoder import TaskEncoder
 
 GENERATE = choices.GENERATE   # declared in hypersal/config/choices.py
 
@@ -76,17 +77,28 @@ def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> l
                         fix=f"use one of: {', '.join(GENERATE)}")
     if generate == "none":
         return []
-    if generate == "decoder+encoder" and encoder_from is None:
-        raise UserError("generate: decoder+encoder needs the first generated encoder block",
+    if generate in ("decoder+encoder", "decoder+film") and encoder_from is None:
+        raise UserError(f"generate: {generate} needs the first generated encoder block",
                         key="model.hypernet.encoder_from", fix="set encoder_from, e.g. 10")
+    # decoder+film: of those blocks, only the BatchNorm layers' scale and shift (FiLM: a per-task,
+    # per-channel modulation of the shared encoder's features, a few thousand numbers)
+    norms = {f"{n}.{p}" for n, m in mnet.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in ("weight", "bias")}
 
     def wanted(name: str) -> bool:
         if name.startswith(("decoder.", "output.")):       # output: the saliency-shaped parameters
             return True
-        if generate == "decoder+encoder" and name.startswith("encoder.blocks."):
-            return int(name.split(".")[2]) >= encoder_from
+        if generate in ("decoder+encoder", "decoder+film") and name.startswith("encoder.blocks."):
+            return int(name.split(".")[2]) >= encoder_from and (generate == "decoder+encoder" or name in norms)
         return False
     return [n for n, _ in mnet.named_parameters() if wanted(n)]
+
+
+def saliency_names(generated: list[str]) -> list[str]:
+    """The generated tensors that shape the saliency map directly: the decoder's head and the
+    output layer (prior, blur, gain, bias). The saliency arm adapts them; the task encoder
+    emits offsets on them."""
+    return [n for n in generated if n.startswith(("output.", "decoder.head."))]
 
 
 class BatchNormBank(nn.Module):
@@ -122,7 +134,8 @@ class BatchNormBank(nn.Module):
 class HyperSaliency(nn.Module):
     def __init__(self, mnet: MainNet, task_names: list[str], generate: str = "decoder",
                  encoder_from: int | None = None, hypernet: str = "chunked", hypernet_options: dict | None = None,
-                 per_task_bn: bool = True, start: str = "mean", n_trained: int | None = None):
+                 per_task_bn: bool = True, start: str = "mean", n_trained: int | None = None,
+                 task_encoder: dict | None = None):
         super().__init__()
         self.mnet = mnet
         self.task_names = list(task_names)
@@ -143,6 +156,13 @@ class HyperSaliency(nn.Module):
         if start not in ("mean", "learned"):
             raise UserError(f"unknown value '{start}'", key="model.hypernet.start", fix="use mean or learned")
         self.bn_bank = BatchNormBank(mnet, len(self.task_names)) if per_task_bn else None
+        # model.task_encoder (width 0: none): k pairs -> an embedding and saliency offsets.
+        self.task_encoder = None
+        if (task_encoder or {}).get("width") and self.hnet is not None:
+            shapes = dict(zip(self.generated, self.shapes))
+            self.task_encoder = TaskEncoder(mnet.encoder.out_channels, self.hnet.task_embeddings.shape[1],
+                                            {n: shapes[n] for n in saliency_names(self.generated)},
+                                            width=task_encoder["width"], grid=task_encoder.get("grid", 8))
         self._run = self._run_mnet
 
     def _run_mnet(self, tensors: dict, x: torch.Tensor | None, **mode) -> torch.Tensor:
@@ -166,21 +186,34 @@ class HyperSaliency(nn.Module):
             return self.task_names.index(task)
         return task
 
-    def generated_params(self, task: int | None = None, embedding: torch.Tensor | None = None) -> dict:
-        """{mnet parameter name: tensor} for a task (or a given embedding)."""
+    def generated_params(self, task: int | None = None, embedding: torch.Tensor | None = None,
+                         offsets: dict | None = None) -> dict:
+        """{mnet parameter name: tensor} for a task (or a given embedding), plus `offsets` on
+        some of them (the task encoder's, the saliency arm's)."""
         if self.hnet is None:
             return {}
         if embedding is None:
             embedding = self.hnet.task_embeddings[task]                   # (E,)
         flat = self.hnet(embedding)                                        # (N,)
         pieces = flat.split([s.numel() for s in self.shapes])
-        return {n: t.view(s) for n, t, s in zip(self.generated, pieces, self.shapes)}
+        tensors = {n: t.view(s) for n, t, s in zip(self.generated, pieces, self.shapes)}
+        for name, delta in (offsets or {}).items():
+            tensors[name] = tensors[name] + delta
+        return tensors
+
+    def encode_task(self, encoded: tuple, maps: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The task encoder's (embedding, offsets) for k pairs: their encoder output (as
+        `forward(..., encode_only=True)` gives it) and their maps (k, 1, H, W) in [0, 1]."""
+        if self.task_encoder is None:
+            raise UserError("the model has no task encoder", key="model.task_encoder.width",
+                            fix="train a model with model.task_encoder.width > 0, e.g. 64")
+        return self.task_encoder(encoded[0], maps, self.start_embedding())
 
     def forward(self, x: torch.Tensor | None, task: int = 0, embedding: torch.Tensor | None = None,
-                **mode) -> torch.Tensor:
+                offsets: dict | None = None, **mode) -> torch.Tensor:
         """Images (B, 3, H, W) of one task -> logits (B, 1, H, W). The weights are generated once
         per batch, not per sample. `mode`: MainNet.forward's encode_only, or encoded and size."""
-        tensors = self.generated_params(task, embedding)
+        tensors = self.generated_params(task, embedding, offsets)
         if self.bn_bank is not None:
             tensors.update(self.bn_bank.for_task(task))
         return self._run(tensors, x, **mode)
@@ -210,7 +243,8 @@ class HyperSaliency(nn.Module):
         Chosen by name, not by requires_grad, which actions switch while they freeze them."""
         generated = set(self.generated)
         own = [p for n, p in self.mnet.named_parameters() if n not in generated]
-        return own + (self.hnet.shared_parameters() if self.hnet is not None else [])
+        encoder = list(self.task_encoder.parameters()) if self.task_encoder is not None else []
+        return own + (self.hnet.shared_parameters() if self.hnet is not None else []) + encoder
 
     @torch.no_grad()
     def export(self, task: int | str) -> dict[str, torch.Tensor]:

@@ -153,7 +153,7 @@ class Job:
                               width=m.decoder.width, skip=m.decoder.skip, prior=m.decoder.prior),
                     task_names=list(task_names), generate=h.generate, encoder_from=h.encoder_from,
                     hypernet=h.name, hypernet_options=options, per_task_bn=h.per_task_bn,
-                    start=h.start)
+                    start=h.start, task_encoder=dict(width=m.task_encoder.width, grid=m.task_encoder.grid))
 
     def new_model(self, task_names: list[str]) -> HyperSaliency:
         return self._place(build_model(self.model_args(task_names)))

@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 import torch
 
+from hypersal.config import options
 from hypersal.data.cache import read_map
 from hypersal.errors import UserError
 from hypersal.log import say
@@ -82,6 +83,9 @@ def fewshot_study(job) -> dict:
     if base.hnet is None:
         raise UserError("the study adapts a hypernetwork, but model.hypernet.generate is none", key="pipeline",
                         fix="train a hypernetwork before fewshot_study")
+    options.enforce({"pipeline": ["fewshot_study"], "study": cfg.to_dict(),
+                     "model": {"task_encoder": {"width": 64 if base.task_encoder is not None else 0}}},
+                    options.study_arms_can_run)       # the arms this model can run, each with its lrs
     torch.set_grad_enabled(True)
     model = copy.deepcopy(base).eval()
     for p in model.parameters():
@@ -94,6 +98,7 @@ def fewshot_study(job) -> dict:
     record.setdefault("family", cfg.family)
     record.setdefault("budgets", {})
     record.setdefault("scores", {})
+    record.setdefault("adapt_ms", {})          # per score: the milliseconds its arm took to adapt
     mnet_args = job.model_args(base.task_names)["mnet"]
     loss_fn = weighted(cfg.loss, key="study.loss")
     started = time.monotonic()
@@ -148,8 +153,8 @@ def fewshot_study(job) -> dict:
                         budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
                         key = protocol.score_key(name, k, d, arm)
                         if key not in record["scores"]:
-                            record["scores"][key] = A.run(arm, s, [budget["steps"]], budget["lr"],
-                                                          mnet_args)[budget["steps"]]
+                            scores, ms = A.timed(arm, s, [budget["steps"]], budget["lr"], mnet_args)
+                            record["scores"][key], record["adapt_ms"][key] = scores[budget["steps"]], ms
                 save()
                 means = {arm: np.mean([record["scores"][protocol.score_key(name, k, d, arm)] for d in range(cfg.draws)])
                          for arm in arm_list}
@@ -163,10 +168,6 @@ def fewshot_study(job) -> dict:
 def check(cfg) -> None:
     """What the config's tables (hypersal.config.choices: family, arm names) cannot say alone."""
     protocol.check(cfg)
-    missing = [a for a in set(cfg.arms) | set(cfg.seen_arms) if a in A.TRAINED and not cfg.lrs.get(a)]
-    if missing:
-        raise UserError(f"no learning rates for arm '{missing[0]}'", key=f"study.lrs.{missing[0]}",
-                        fix="list the learning rates its budget is chosen from, e.g. [0.001, 0.01]")
     if set(cfg.seen_shots) - set(cfg.shots):
         raise UserError("seen_shots must be some of shots (their budgets are chosen for those)",
                         key="study.seen_shots", fix=f"use some of {list(cfg.shots)}")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from hypersal.config import options
 from hypersal.data.provider import BatchAndTaskProvider, MultitaskBatchProvider
 from hypersal.errors import UserError
 from hypersal.models.hyper import HyperSaliency
@@ -56,10 +57,13 @@ def train(job) -> dict:
 
 
 def episodic_step(job, cfg, model: HyperSaliency):
-    """train.episodic's step when its weight is > 0 (None: the usual multitask step)."""
-    if cfg.episodic.weight <= 0:
+    """train.episodic's step when its weight or encoder_weight is > 0 (None: the usual multitask step)."""
+    if not options.episodes(cfg):
         return None
-    needs_hypernet(model, "train with episodic.weight > 0")
+    needs_hypernet(model, "train with episodic.weight or encoder_weight > 0")
+    if cfg.episodic.encoder_weight > 0 and model.task_encoder is None:   # options.encoder_weight_needs_encoder
+        raise UserError("encoder_weight > 0 trains the task encoder, but the model has none",
+                        key="train.episodic.encoder_weight", fix="give it a width, e.g. model.task_encoder.width: 64")
     if job.world.active:     # fp32 and whole batches: hypersal.config.options' rule, checked before any stage
         raise UserError("episodic training runs one process, fp32, whole batches", key="train.episodic.weight",
                         fix="train episodically on one process")

@@ -6,10 +6,14 @@ image-map pairs, starting from a trained multi-task hypernetwork (or not).
 | k0_start         | the start embedding (model.hypernet.start)    | nothing (k = 0 pairs used)            |
 | k0_best          | the trained embedding with the lowest loss    | nothing (the k pairs only choose)     |
 |                  | on the k pairs                                |                                       |
+| encoder          | the task encoder's embedding and offsets for  | nothing: one forward pass, no         |
+|                  | the k pairs (model.task_encoder)              | gradient step                         |
 | embedding        | the start embedding                           | the embedding                         |
 | saliency         | the start and the `starts` best trained       | the embedding, and the generated      |
 |                  | embeddings; keeps the start whose final loss  | head and output (prior, blur, gain,   |
 |                  | on the k pairs is lowest                      | bias) as offsets pulled back to 0     |
+| encoder_saliency | the task encoder's embedding and offsets      | as saliency, the offsets pulled back  |
+|                  |                                               | to the encoder's                      |
 | finetune_decoder | the exported network of the start embedding   | the decoder and output                |
 | finetune_all     | the exported network of the start embedding   | every parameter                       |
 | plain_b          | a plain network: the multi-task encoder,      | every parameter                       |
@@ -20,11 +24,15 @@ Every arm uses Adam on batches of at most `batch_size` of the k pairs, no augmen
 the trained BatchNorm statistics in eval mode (never re-estimated from k images); the layers
 an arm initialises at random (plain_b's decoder, scratch) average their statistics over the
 steps instead. The arms whose encoder is frozen run the decoder on cached encoder features.
-`run(arm, ...)` trains to the largest of `steps` and returns the score after each of them.
+`run(arm, ...)` trains to the largest of `steps` and returns the score after each of them;
+`timed(...)` also returns the milliseconds the arm took to adapt, from the k pairs to a network
+that predicts (scoring left out; the encoder arms include encoding the k images, which the arms
+on cached features do not count: one forward of k images, less than one of their steps).
 """
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,12 +41,14 @@ from torch import nn
 
 from hypersal.config import choices
 from hypersal.evaluation import metrics as M
-from hypersal.models.hyper import HyperSaliency, MainNet
+from hypersal.models.hyper import HyperSaliency, MainNet, saliency_names as generated_saliency
 
 ARMS = choices.STUDY_ARMS   # declared in hypersal/config/choices.py
-TRAINED = ARMS[2:]
+UNTRAINED = ("k0_start", "k0_best", "encoder")           # no step: no budget to choose
+TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
 IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
-HNET_ARMS = ("k0_start", "k0_best", "embedding", "saliency")
+ENCODER_ARMS = ("encoder", "encoder_saliency")           # need model.task_encoder
+HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency")
 FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
 
 
@@ -69,10 +79,19 @@ class Setting:
     seed: int                       # batches and random initialisations
     pull: float = 0.1
     starts: int = 2
+    scoring: float = 0.0            # seconds spent scoring (timed() leaves them out)
 
     @property
     def size(self):
         return self.support.x.shape[-2:]
+
+    def score(self, predict: Callable) -> float:
+        """score() on the query images, its time counted apart from the adaptation's."""
+        t0 = time.perf_counter()
+        try:
+            return score(predict, self.query, self.query_y)
+        finally:
+            self.scoring += time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -85,10 +104,7 @@ def score(predict: Callable, query: Images, target: torch.Tensor, chunk: int = 6
 
 def _hnet(s: Setting, emb: torch.Tensor, images: Images, offsets: dict | None = None) -> torch.Tensor:
     """The hypernetwork's network for an embedding (plus offsets on some generated tensors)."""
-    tensors = s.model.generated_params(embedding=emb)
-    for name, delta in (offsets or {}).items():
-        tensors[name] = tensors[name] + delta
-    return _generated(s, tensors, images)
+    return _generated(s, s.model.generated_params(embedding=emb, offsets=offsets), images)
 
 
 def _generated(s: Setting, tensors: dict, images: Images) -> torch.Tensor:
@@ -132,18 +148,28 @@ def k0(s: Setting, best: bool) -> float:
     if best:
         trained = trained_embeddings(s)
         emb = trained[int(support_losses(s, trained).argmin())]
-    return score(lambda im: _hnet(s, emb, im), s.query, s.query_y)
+    return s.score(lambda im: _hnet(s, emb, im))
 
 
 def embedding(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
     emb = nn.Parameter(s.model.start_embedding().detach().clone())
     return _fit(s, [emb], lambda idx: s.loss_fn(_hnet(s, emb, s.support.take(idx)), s.support_y[idx]),
-                steps, lr, lambda: score(lambda im: _hnet(s, emb, im), s.query, s.query_y))
+                steps, lr, lambda: s.score(lambda im: _hnet(s, emb, im)))
 
 
 def saliency_names(model: HyperSaliency) -> list[str]:
     """The generated tensors the saliency arm adapts directly: the head and the output layer."""
-    return [n for n in model.generated if n.startswith(("output.", "decoder.head."))]
+    return generated_saliency(model.generated)
+
+
+def encoder(s: Setting) -> float:
+    """The task encoder's network for the k pairs: one forward pass of the k images and of the
+    encoder, the weights generated once."""
+    with torch.no_grad():
+        encoded = s.model(s.support.x, task=s.task, encode_only=True)
+        emb, offsets = s.model.encode_task(encoded, s.support_y)
+        tensors = s.model.generated_params(embedding=emb, offsets=offsets)
+    return s.score(lambda im: _generated(s, tensors, im))
 
 
 def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
@@ -154,19 +180,35 @@ def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
     starts = [s.model.start_embedding().detach()] + [trained[int(i)] for i in order]
     shapes = {n: t.shape for n, t in s.model.generated_params(embedding=starts[0]).items()
               if n in saliency_names(s.model)}
-    runs = []
-    for start in starts:
-        emb = nn.Parameter(start.clone())
-        offsets = {n: nn.Parameter(torch.zeros(shape)) for n, shape in shapes.items()}
+    return _saliency_from(s, [(start, {n: torch.zeros(shape) for n, shape in shapes.items()}) for start in starts],
+                          steps, lr)
 
-        def loss_of(idx, emb=emb, offsets=offsets):
+
+def encoder_saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
+    """The saliency arm's steps from the task encoder's embedding and offsets."""
+    with torch.no_grad():
+        encoded = s.model(s.support.x, task=s.task, encode_only=True)
+        emb, offsets = s.model.encode_task(encoded, s.support_y)
+    return _saliency_from(s, [(emb, offsets)], steps, lr)
+
+
+def _saliency_from(s: Setting, starts: list[tuple[torch.Tensor, dict]], steps: list[int], lr: float) -> dict[int, float]:
+    """From each (embedding, offsets) start, the embedding and the offsets (pulled back to the
+    start's); at every budget, the score of the start whose loss on the k pairs is then lowest."""
+    runs = []
+    for start, start_offsets in starts:
+        emb = nn.Parameter(start.detach().clone())
+        offsets = {n: nn.Parameter(d.detach().clone()) for n, d in start_offsets.items()}
+        anchors = {n: d.detach() for n, d in start_offsets.items()}
+
+        def loss_of(idx, emb=emb, offsets=offsets, anchors=anchors):
             fit = s.loss_fn(_hnet(s, emb, s.support.take(idx), offsets), s.support_y[idx])
-            return fit + s.pull * sum((d ** 2).sum() for d in offsets.values())
+            return fit + s.pull * sum(((d - anchors[n]) ** 2).sum() for n, d in offsets.items())
 
         def both(emb=emb, offsets=offsets) -> tuple:
             with torch.no_grad():
                 own = float(s.loss_fn(_hnet(s, emb, s.support, offsets), s.support_y))
-            return own, score(lambda im: _hnet(s, emb, im, offsets), s.query, s.query_y)
+            return own, s.score(lambda im: _hnet(s, emb, im, offsets))
         runs.append(_fit(s, [emb, *offsets.values()], loss_of, steps, lr, both))
     return {step: min(run[step] for run in runs)[1] for step in steps}
 
@@ -176,7 +218,7 @@ def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float
                for n, t in s.model.generated_params(embedding=s.model.start_embedding().detach()).items()}
     return _fit(s, list(tensors.values()),
                 lambda idx: s.loss_fn(_generated(s, tensors, s.support.take(idx)), s.support_y[idx]),
-                steps, lr, lambda: score(lambda im: _generated(s, tensors, im), s.query, s.query_y))
+                steps, lr, lambda: s.score(lambda im: _generated(s, tensors, im)))
 
 
 def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.Module | None]:
@@ -234,16 +276,25 @@ def image_arm(s: Setting, kind: str, mnet_args: dict, steps: list[int], lr: floa
 
     def score_now():
         net.eval()
-        return score(lambda im: net(im.x), s.query, s.query_y)
+        return s.score(lambda im: net(im.x))
     return _fit(s, list(net.parameters()), loss_of, steps, lr, score_now)
 
 
 def run(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> dict[int, float]:
     """The arm's score after each budget in `steps` (arms that do not train: one score, for
     every budget)."""
-    if arm in ("k0_start", "k0_best"):
-        value = k0(s, best=arm == "k0_best")
+    if arm in UNTRAINED:
+        value = encoder(s) if arm == "encoder" else k0(s, best=arm == "k0_best")
         return {step: value for step in steps}
     if arm in IMAGE_ARMS:
         return image_arm(s, arm, mnet_args, steps, lr)
-    return {"embedding": embedding, "saliency": saliency, "finetune_decoder": finetune_decoder}[arm](s, steps, lr)
+    return {"embedding": embedding, "saliency": saliency, "encoder_saliency": encoder_saliency,
+            "finetune_decoder": finetune_decoder}[arm](s, steps, lr)
+
+
+def timed(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> tuple[dict[int, float], float]:
+    """run()'s scores and the milliseconds the arm took to adapt (its wall time less scoring)."""
+    s.scoring = 0.0
+    t0 = time.perf_counter()
+    scores = run(arm, s, steps, lr, mnet_args)
+    return scores, 1000 * (time.perf_counter() - t0 - s.scoring)

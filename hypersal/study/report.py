@@ -28,7 +28,9 @@ from hypersal.study.arms import ARMS, FINETUNE_ARMS, HNET_ARMS
 from hypersal.study.protocol import budget_key, parse_key, parse_tried
 
 NAMES = {"k0_start": "k = 0: the start embedding", "k0_best": "k = 0: the best trained embedding",
-         "embedding": "hnet: new embedding", "saliency": "hnet: embedding + head/output, 3 starts",
+         "encoder": "hnet: task encoder (no gradient step)", "embedding": "hnet: new embedding",
+         "saliency": "hnet: embedding + head/output, 3 starts",
+         "encoder_saliency": "hnet: task encoder, then embedding + head/output steps",
          "finetune_decoder": "fine-tune the exported network: decoder", "finetune_all":
          "fine-tune the exported network: all", "plain_b": "plain: multi-task encoder, random decoder (old b)",
          "scratch": "plain: from scratch"}
@@ -70,6 +72,18 @@ def nested(studies: list[dict], group: str, arm: str, k: int) -> dict:
             if a == arm and kk == k and task in record["groups"][group]:
                 out.setdefault(family_of(task), {}).setdefault(task, {}).setdefault(record["seed"], []).append(value)
     return out
+
+
+def adapt_ms(studies: list[dict], group: str, arm: str, k: int) -> float | None:
+    """The median milliseconds the arm took to adapt to one task at k (None: runs older than the
+    record of times)."""
+    ms = [r["adapt_ms"][key] for r in studies for key in r.get("adapt_ms", {})
+          if (lambda t: t[3] == arm and t[1] == k and t[0] in r["groups"][group])(parse_key(key))]
+    return float(np.median(ms)) if ms else None
+
+
+def ms_cell(ms: float | None) -> str:
+    return "–" if ms is None else f"{ms:.3g} ms" if ms < 1000 else f"{ms / 1000:.3g} s"
 
 
 def arms_of(studies: list[dict], group: str) -> list[str]:
@@ -118,8 +132,8 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
     best_hn = best(studies, "family", [a for a in HNET_ARMS if a != "k0_start"], k)
     k0 = data.get("k0_start")
     head = ("| arm | " + " | ".join(f"{f} (held out)" for f in families) + " | macro mean | % of reference | gain over k = 0 | "
-            f"difference to the best fine-tuning ({best_ft}) |")
-    lines = [head, "|" + "---|" * (len(families) + 5)]
+            f"difference to the best fine-tuning ({best_ft}) | time to adapt (median) |")
+    lines = [head, "|" + "---|" * (len(families) + 6)]
     for arm in arms:
         d = data[arm]
         cells = [short(stats.interval(d[f])) if f in d else "–" for f in families]
@@ -127,10 +141,11 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
         pct = f"{100 * mean[0] / ref:.0f}%" if ref else "–"
         gain = signed(stats.paired_interval(d, k0)) if k0 is not None and arm != "k0_start" else "–"
         diff = signed(stats.paired_interval(d, data[best_ft])) if best_ft and arm != best_ft else "–"
-        lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + f" | {ci(mean)} | {pct} | {gain} | {diff} |")
+        lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + f" | {ci(mean)} | {pct} | {gain} | {diff} | "
+                     f"{ms_cell(adapt_ms(studies, 'family', arm, k))} |")
     lines.append("| converged reference (one plain network per task) | "
                  + " | ".join(f"{ref_per[f]:.3f}" if ref_per.get(f) is not None else "–" for f in families)
-                 + f" | {ref:.3f} | 100% | | |" if ref else "| converged reference | (missing) | | | | |")
+                 + f" | {ref:.3f} | 100% | | | |" if ref else "| converged reference | (missing) | | | | | |")
     criteria = []
     if best_hn and best_ft:
         diff = stats.paired_interval(data[best_hn], data[best_ft])
@@ -154,17 +169,32 @@ def headline(studies, refs, k: int) -> tuple[str, list[str]]:
             + "; ".join(f"{f} {signed(stats.paired_interval(data[best_hn][f], data[best_ft][f]))}"
                         for f in families),
         ]
+        if "encoder" in data:
+            criteria.append(encoder_criterion(studies, data, best_ft, k))
     return "\n".join(lines), criteria
 
 
+def encoder_criterion(studies, data: dict, best_ft: str, k: int) -> str:
+    """The task encoder alone: at least 90% of the best fine-tuning arm's CC, at least 100x faster."""
+    enc, ft = stats.macro_mean(data["encoder"]), stats.macro_mean(data[best_ft])
+    t_enc, t_ft = adapt_ms(studies, "family", "encoder", k), adapt_ms(studies, "family", best_ft, k)
+    speed = t_ft / t_enc if t_enc and t_ft else None
+    met = enc >= 0.9 * ft and speed is not None and speed >= 100
+    return (f"the task encoder alone: {100 * enc / ft:.0f}% of {best_ft}'s CC (>= 90%), "
+            + (f"{speed:.0f}x faster to adapt ({ms_cell(t_enc)} against {ms_cell(t_ft)}; >= 100x): "
+               if speed is not None else "no times recorded: ") + ("**met**" if met else "**missed**"))
+
+
 def by_k(studies, group: str, refs: dict) -> str:
+    """Each arm's CC by k and, where the runs recorded them, the median time it took to adapt."""
     ks = sorted({k for r in studies for task, k, _, _ in map(parse_key, r["scores"]) if task in r["groups"][group]})
     lines = ["| arm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for arm in arms_of(studies, group):
         cells = []
         for k in ks:
             d = nested(studies, group, arm, k)
-            cells.append(ci(stats.interval(d)) if d else "–")
+            ms = adapt_ms(studies, group, arm, k)
+            cells.append((ci(stats.interval(d)) if d else "–") + ("" if ms is None else f" · {ms_cell(ms)}"))
         lines.append(f"| {NAMES[arm]} | " + " | ".join(cells) + " |")
     ref, _ = reference_of(nested(studies, group, arms_of(studies, group)[0], ks[0]), refs)
     if ref is not None:

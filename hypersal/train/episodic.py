@@ -11,6 +11,11 @@ only the decoder depends on the embedding), and scores the adapted embedding on 
 order (the inner steps treated as constants), the learned start:
 
     loss = L(batch | e_task) + weight * L(query | e_0 + stop_grad(e_n - e_0))
+                             + encoder_weight * L(query | task_encoder(support pairs))
+
+The last term trains the task encoder (model.task_encoder): the support pairs in, the query
+loss of the embedding and head offsets it emits out, with no gradient step. Either weight may
+be 0; the support features are detached in both (the multitask loss trains the encoder).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ class EpisodicTrainStep:
     def __init__(self, loss_fn: Callable, cfg, clip_grad: float = 0.0):
         self.loss_fn, self.clip_grad = loss_fn, clip_grad
         self.weight, self.inner_steps, self.inner_lr = float(cfg.weight), int(cfg.inner_steps), float(cfg.inner_lr)
+        self.encoder_weight = float(cfg.encoder_weight)
         self.support = float(cfg.support)     # in (0, 1), inner_steps >= 1: hypersal.config.options' ranges
 
     def __call__(self, trainer, batch) -> torch.Tensor:
@@ -57,12 +63,19 @@ class EpisodicTrainStep:
         loss = self.loss_fn(model(None, task=batch.task, encoded=encoded, size=size), y)
         support = tuple(None if e is None else e[:n_support].detach() for e in encoded)
         query = tuple(None if e is None else e[n_support:] for e in encoded)
-        start = model.start_embedding()
-        adapted = adapt_embedding(model, start, support, y[:n_support], size, self.loss_fn,
-                                  self.inner_steps, self.inner_lr, batch.task)
-        first_order = start + (adapted - start.detach())       # d(query)/d(start) = d(query)/d(adapted)
-        query_loss = self.loss_fn(model(None, task=batch.task, embedding=first_order, encoded=query, size=size), y[n_support:])
-        total = loss + self.weight * query_loss
+        total = loss
+        if self.weight > 0:
+            start = model.start_embedding()
+            adapted = adapt_embedding(model, start, support, y[:n_support], size, self.loss_fn,
+                                      self.inner_steps, self.inner_lr, batch.task)
+            first_order = start + (adapted - start.detach())       # d(query)/d(start) = d(query)/d(adapted)
+            total = total + self.weight * self.loss_fn(
+                model(None, task=batch.task, embedding=first_order, encoded=query, size=size), y[n_support:])
+        if self.encoder_weight > 0:
+            embedding, offsets = model.encode_task(support, y[:n_support])
+            total = total + self.encoder_weight * self.loss_fn(
+                model(None, task=batch.task, embedding=embedding, offsets=offsets, encoded=query, size=size),
+                y[n_support:])
         total.backward()
         if self.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_grad)

@@ -1,0 +1,87 @@
+"""The task encoder (model.task_encoder): k pairs in, an embedding and head offsets out, with
+no gradient step; trained in train.episodic's episodes; the study's encoder arms."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hypersal.config import Config
+from hypersal.errors import UserError
+from hypersal.study import arms as A
+from hypersal.train.episodic import EpisodicTrainStep
+
+from helpers.fewshot import BCE, MNET, Batch, Trainer, setting, small
+
+
+def trained_looking(model):
+    """The encoder with random heads: zero-initialised ones would make every check below trivial."""
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.task_encoder.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model.eval()
+
+
+def pairs(model, k: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(k, 3, 32, 32, generator=gen)
+    y = torch.rand(k, 1, 32, 32, generator=gen)
+    with torch.no_grad():
+        return model(x, encode_only=True), y
+
+
+@pytest.mark.parametrize("k", [1, 2, 10, 50])
+def test_the_encoder_takes_any_k_and_the_order_of_the_pairs_does_not_matter(k):
+    model = trained_looking(small())
+    encoded, y = pairs(model, k)
+    emb, offsets = model.encode_task(encoded, y)
+    assert emb.shape == model.start_embedding().shape and torch.isfinite(emb).all()
+    shapes = {n: t.shape for n, t in model.generated_params(task=0).items()}
+    assert sorted(offsets) == sorted(A.saliency_names(model)) and all(offsets[n].shape == shapes[n] for n in offsets)
+    order = torch.randperm(k, generator=torch.Generator().manual_seed(k))
+    emb2, offsets2 = model.encode_task(tuple(e[order] for e in encoded), y[order])
+    torch.testing.assert_close(emb2, emb)
+    for name in offsets:
+        torch.testing.assert_close(offsets2[name], offsets[name])
+    if k > 1:                                          # the pairs matter: another set, another task
+        other, y_other = pairs(model, k, seed=1)
+        assert not torch.allclose(model.encode_task(other, y_other)[0], emb)
+
+
+def test_an_untrained_encoder_gives_the_start_and_its_arm_scores_as_k0_start():
+    s = setting(small())
+    encoded, y = pairs(s.model, 4)
+    emb, offsets = s.model.encode_task(encoded, y)
+    assert torch.equal(emb, s.model.start_embedding()) and all(not d.any() for d in offsets.values())
+    assert A.run("encoder", s, [3], 0.0, MNET)[3] == pytest.approx(A.k0(s, best=False), abs=1e-6)
+    assert A.run("encoder_saliency", s, [2], 0.0, MNET)[2] == pytest.approx(A.k0(s, best=False), abs=1e-6)
+
+
+def test_a_model_without_an_encoder_says_which_key_gives_it_one():
+    model = small(encoder=0)
+    assert model.task_encoder is None
+    with pytest.raises(UserError, match="model.task_encoder.width"):
+        model.encode_task(*pairs(model, 2))
+
+
+def test_one_episodic_step_trains_the_encoder_with_no_nan():
+    model = small().train()
+    cfg = Config({"weight": 0.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 1.0})
+    trainer = Trainer(model, list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert {"task_encoder.to_embedding.weight", "task_encoder.to_offsets.weight"} <= changed
+    assert "hnet.start" in changed and "hnet.base" in changed       # the query loss reaches them through it
+    assert any(p is model.task_encoder.to_offsets.weight for p in model.shared_parameters())
+
+
+def test_timed_leaves_the_scoring_out_of_the_adaptation_time():
+    s = setting(trained_looking(small()))
+    scores, ms = A.timed("encoder_saliency", s, [3], 0.01, MNET)
+    assert set(scores) == {3} and -1 <= scores[3] <= 1
+    assert ms > 0 and s.scoring > 0                   # scored once per budget, and timed apart
+    again, _ = A.timed("encoder_saliency", setting(trained_looking(small())), [3], 0.01, MNET)
+    assert again == scores                            # reruns identically: what a resumed stage relies on
