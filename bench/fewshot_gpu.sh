@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The few-shot study, larger, on one GPU (bench/fewshot_gpu.yaml.in, a template: 3,000 images,
-# 4,000 training steps, budgets up to 100 steps). Every run of every fold starts at once (the
-# runs are small: one GPU holds them all, each process drives it from its own CPU core), and
-# each fold's figures are written as soon as its runs end:
+# 4,000 training steps, budgets up to 100 steps, the task encoder and its arms). Every run of
+# every fold starts at once (the runs are small: one GPU holds them all, each process drives it
+# from its own CPU core), and each fold's figures are written as soon as its runs end:
 #   bash bench/fewshot_gpu.sh            # OUT=runs by default; figures in $OUT/fewshot-figures/after-<family>
 # Written to take under 8 minutes on one H100/H200 with 16 cores; NOT RUN YET (no GPU session had
 # the time): the first run on a GPU machine is its test. On the CPU, fewshot_study.yaml is the study.

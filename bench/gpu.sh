@@ -24,4 +24,6 @@ except torch.OutOfMemoryError:
 print(json.dumps({'bench': 'gpu_share', 'share': share, 'total_gib': round(total / 2**30, 1), 'refused_60_percent': refused}))
 " > "$OUT/gpu_share.jsonl" 2>&1
 timeout 330 python3 bench/train_speed.py > "$OUT/train_speed.jsonl" 2> "$OUT/train_speed.err"
+# The few-shot study's draws of one task and k: one by one against vectorised (study.vectorise).
+timeout 60 python3 bench/fewshot_draws.py --device cuda > "$OUT/fewshot_draws.jsonl" 2> "$OUT/fewshot_draws.err"
 echo "done: $(wc -l < "$OUT/train_speed.jsonl") train lines, $(wc -l < "$OUT/run_speed.jsonl") run lines, $(wc -l < "$OUT/loader_speed.jsonl") loader lines"

@@ -29,7 +29,7 @@ from hypersal.errors import UserError
 from hypersal.log import say
 from hypersal.stages import stage
 from hypersal.stages.evaluate import trained_model
-from hypersal.study import arms as A, protocol
+from hypersal.study import arms as A, protocol, vectorised as V
 from hypersal.train.losses import weighted
 from hypersal.train.steps import images_to_input, maps_to_target
 from hypersal.yamlio import write_text_atomic
@@ -130,7 +130,10 @@ def fewshot_study(job) -> dict:
             tried = {}
             settings = [setting(name, k, d, "val") for name in select for d in range(cfg.select_draws)]
             for lr in cfg.lrs[arm]:
-                runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
+                if cfg.vectorise and arm in V.VECTOR_ARMS:
+                    runs = V.run_draws(arm, settings, steps, lr)
+                else:
+                    runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
                 for step in steps:
                     tried[protocol.tried_key(lr, step)] = float(np.mean([r[step] for r in runs]))
             best = max(tried, key=tried.get)
@@ -147,14 +150,20 @@ def fewshot_study(job) -> dict:
                 if all(protocol.score_key(name, k, d, arm) in record["scores"]
                        for d in range(cfg.draws) for arm in arm_list):
                     continue
-                for d in range(cfg.draws):
-                    s = setting(name, k, d, "test")
-                    for arm in arm_list:
-                        budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
-                        key = protocol.score_key(name, k, d, arm)
-                        if key not in record["scores"]:
-                            scores, ms = A.timed(arm, s, [budget["steps"]], budget["lr"], mnet_args)
-                            record["scores"][key], record["adapt_ms"][key] = scores[budget["steps"]], ms
+                settings = [setting(name, k, d, "test") for d in range(cfg.draws)]
+                for arm in arm_list:
+                    budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
+                    keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
+                    missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
+                    if missing and cfg.vectorise and arm in V.VECTOR_ARMS and len(settings) > 1:
+                        scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"])
+                        timed = [(scores[d], ms) for d in range(cfg.draws)]       # the same numbers for every draw
+                    else:
+                        timed = {d: A.timed(arm, settings[d], [budget["steps"]], budget["lr"], mnet_args)
+                                 for d in missing}
+                    for d in missing:
+                        record["scores"][keys[d]] = timed[d][0][budget["steps"]]
+                        record["adapt_ms"][keys[d]] = timed[d][1]
                 save()
                 means = {arm: np.mean([record["scores"][protocol.score_key(name, k, d, arm)] for d in range(cfg.draws)])
                          for arm in arm_list}

@@ -162,12 +162,17 @@ def saliency_names(model: HyperSaliency) -> list[str]:
     return generated_saliency(model.generated)
 
 
+@torch.no_grad()
+def encoded_task(s: Setting) -> tuple[torch.Tensor, dict]:
+    """The task encoder's (embedding, offsets) for the k pairs, the k images encoded again (not
+    the cached features): the time to adapt counts everything from the pairs on."""
+    return s.model.encode_task(s.model(s.support.x, task=s.task, encode_only=True), s.support_y)
+
+
 def encoder(s: Setting) -> float:
-    """The task encoder's network for the k pairs: one forward pass of the k images and of the
-    encoder, the weights generated once."""
+    """The task encoder's network for the k pairs: one forward pass, the weights generated once."""
+    emb, offsets = encoded_task(s)
     with torch.no_grad():
-        encoded = s.model(s.support.x, task=s.task, encode_only=True)
-        emb, offsets = s.model.encode_task(encoded, s.support_y)
         tensors = s.model.generated_params(embedding=emb, offsets=offsets)
     return s.score(lambda im: _generated(s, tensors, im))
 
@@ -186,10 +191,7 @@ def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
 
 def encoder_saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
     """The saliency arm's steps from the task encoder's embedding and offsets."""
-    with torch.no_grad():
-        encoded = s.model(s.support.x, task=s.task, encode_only=True)
-        emb, offsets = s.model.encode_task(encoded, s.support_y)
-    return _saliency_from(s, [(emb, offsets)], steps, lr)
+    return _saliency_from(s, [encoded_task(s)], steps, lr)
 
 
 def _saliency_from(s: Setting, starts: list[tuple[torch.Tensor, dict]], steps: list[int], lr: float) -> dict[int, float]:

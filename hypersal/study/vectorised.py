@@ -1,0 +1,119 @@
+"""The draws of one task and k adapted at once (study.vectorise): for the arms that adapt the
+generated tensors on cached encoder features (VECTOR_ARMS), every draw's parameters are stacked
+on a leading axis, the draws' losses computed in one `torch.func.vmap` over the main network's
+functional call, and one Adam steps them all. Adam is elementwise and the draws' losses are
+independent, so each slice follows the steps the draw takes alone (its own batches, from its
+own seed): the same numbers up to float rounding in the batched convolutions
+(tests/test_vectorised.py). The saliency arm's starts are more rows of the same stack; each
+draw keeps the start whose final loss on its k pairs is lowest, as one by one.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hypersal.study import arms as A
+
+VECTOR_ARMS = ("embedding", "saliency", "encoder_saliency", "finetune_decoder")
+
+
+def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float) -> list[dict[int, float]]:
+    """A.run(arm, s, steps, lr) for every setting (one model and task, one k), at once."""
+    model = settings[0].model
+    owner, starts = [], []                       # per row: its draw, and (params, anchors)
+    for d, s in enumerate(settings):
+        for params, anchors in _starts(arm, s):
+            owner.append(d)
+            starts.append((params, anchors))
+    if arm == "finetune_decoder":
+        tensors_of = dict
+    else:
+        names = A.saliency_names(model)
+        tensors_of = lambda p: model.generated_params(embedding=p["emb"], offsets={n: p[n] for n in names if n in p})  # noqa: E731
+    rows = _fit_rows(settings, owner, starts, tensors_of, steps, lr, own_loss=arm in ("saliency", "encoder_saliency"))
+    out: list[dict[int, float]] = []
+    for d in range(len(settings)):
+        mine = [r for r, o in zip(rows, owner) if o == d]
+        out.append({step: (min(r[step] for r in mine)[1] if isinstance(mine[0][step], tuple) else mine[0][step])
+                    for step in steps})
+    return out
+
+
+def timed_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float) -> tuple[list[dict], float]:
+    """run_draws()'s scores and the milliseconds to adapt *per draw* (the batch's wall time less
+    scoring, divided by the draws)."""
+    for s in settings:
+        s.scoring = 0.0
+    t0 = time.perf_counter()
+    scores = run_draws(arm, settings, steps, lr)
+    elapsed = time.perf_counter() - t0 - sum(s.scoring for s in settings)
+    return scores, 1000 * elapsed / len(settings)
+
+
+def _starts(arm: str, s: A.Setting) -> list[tuple[dict, dict]]:
+    """(initial parameters, anchors the offsets are pulled to) of each row this draw gets."""
+    model = s.model
+    if arm == "embedding":
+        return [({"emb": model.start_embedding().detach()}, {})]
+    if arm == "finetune_decoder":
+        return [({n: t.detach() for n, t in model.generated_params(embedding=model.start_embedding().detach()).items()}, {})]
+    if arm == "encoder_saliency":
+        emb, offsets = A.encoded_task(s)
+        return [({"emb": emb, **offsets}, offsets)]
+    trained = A.trained_embeddings(s)                     # saliency: the start and the best trained
+    order = A.support_losses(s, trained).argsort()[: s.starts]
+    names = A.saliency_names(model)
+    shapes = {n: t.shape for n, t in model.generated_params(embedding=trained[0]).items() if n in names}
+    zeros = {n: torch.zeros(shape) for n, shape in shapes.items()}
+    return [({"emb": e, **zeros}, zeros) for e in [model.start_embedding().detach()] + [trained[int(i)] for i in order]]
+
+
+def _fit_rows(settings: list[A.Setting], owner: list[int], starts: list[tuple[dict, dict]],
+              tensors_of: Callable, steps: list[int], lr: float, own_loss: bool) -> list[dict]:
+    """A._fit for every row at once: Adam on the stacked parameters, each row's batches from its
+    draw's seed; each row's score (with its own loss on the k pairs: own_loss) after each budget."""
+    s0 = settings[0]
+    params = {n: nn.Parameter(torch.stack([p[n].detach() for p, _ in starts])) for n in starts[0][0]}
+    anchors = {n: torch.stack([a[n].detach() for _, a in starts]) for n in starts[0][1]}
+    opt = torch.optim.Adam(list(params.values()), lr=lr)
+    gens = [torch.Generator().manual_seed(settings[d].seed) for d in owner]
+    k = len(s0.support)
+    b = min(k, s0.batch_size)
+    has_low = s0.support.encoded[1] is not None
+    bank = s0.model.bn_bank.for_task(s0.task) if s0.model.bn_bank is not None else {}
+
+    def logits(tensors: dict, deep: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        return s0.model._run({**tensors, **bank}, None, encoded=(deep, low), size=s0.size)
+
+    def loss_one(p: dict, a: dict, deep, low, y) -> torch.Tensor:
+        fit = s0.loss_fn(logits(tensors_of(p), deep, low if has_low else None), y)
+        return fit + s0.pull * sum(((p[n] - a[n]) ** 2).sum() for n in a) if a else fit
+
+    batched = torch.func.vmap(loss_one)
+    out: list[dict] = [{} for _ in owner]
+    for step in range(1, max(steps) + 1):
+        idx = [torch.randperm(k, generator=g)[:b] for g in gens]
+        rows = [settings[d] for d in owner]
+        deep = torch.stack([s.support.encoded[0][i] for s, i in zip(rows, idx)])
+        low = torch.stack([s.support.encoded[1][i] for s, i in zip(rows, idx)]) if has_low else deep[:, :0]
+        y = torch.stack([s.support_y[i] for s, i in zip(rows, idx)])
+        opt.zero_grad(set_to_none=True)
+        batched(params, anchors, deep, low, y).sum().backward()
+        opt.step()
+        if step in steps:
+            for r, d in enumerate(owner):
+                out[r][step] = _score_row(settings[d], tensors_of({n: v[r].detach() for n, v in params.items()}),
+                                          own_loss)
+    return out
+
+
+def _score_row(s: A.Setting, tensors: dict, own_loss: bool):
+    """A row's score on its draw's query images (with its loss on all k pairs first: own_loss)."""
+    if not own_loss:
+        return s.score(lambda im: A._generated(s, tensors, im))
+    with torch.no_grad():
+        own = float(s.loss_fn(A._generated(s, tensors, s.support), s.support_y))
+    return own, s.score(lambda im: A._generated(s, tensors, im))
