@@ -4,6 +4,10 @@ through experiment.py, its resume, and the report's statistics on known inputs."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
@@ -208,16 +212,28 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     assert S.totals(cfg, protocol.test_tasks(cfg), protocol.seen_tasks(cfg)) == (len(done["budgets"]), len(expected))
     results = json.loads((sweep / "run_000" / "results.json").read_text())
     assert results["fewshot_study"]["family"] == "prior" and "k3/saliency" in results["fewshot_study"]
-    # A job stopped midway through the stage goes on where it stopped, with the same numbers.
-    partial = {**done, "scores": {k: v for k, v in done["scores"].items() if not k.startswith("prior-7/k3")}}
+    # A job stopped midway through the stage (SIGTERM, obeyed between units of work) goes on
+    # where it stopped, with the same numbers.
+    partial = {**done, "scores": {k: v for k, v in done["scores"].items() if not k.startswith("prior-")}}
     del partial["groups"]
     path.write_text(json.dumps(partial))
     state_file = sweep / "run_000" / "state.json"
     state = json.loads(state_file.read_text())
     state["stages_done"].remove("fewshot_study")
     state_file.write_text(json.dumps(state))
-    resumed = run([PYTHON, str(ROOT / "train.py"), "--config", str(sweep / "run_000" / "config.yaml")],
-                  env={"HYPERSAL_CPUS": "1"}, check_rc=0, timeout=300)   # the job's cpus (1 thread: same sums)
+    command = [PYTHON, str(ROOT / "train.py"), "--config", str(sweep / "run_000" / "config.yaml")]
+    env = {**os.environ, "HYPERSAL_CPUS": "1"}           # the job's cpus (1 thread: the same sums)
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while len(json.loads(path.read_text())["scores"]) == len(partial["scores"]) and time.monotonic() < deadline:
+        time.sleep(0.05)                                  # the first arm's new scores are saved
+    job.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 143 and time.monotonic() - stopped_at < 20, out
+    kept = json.loads(path.read_text())["scores"]
+    assert len(partial["scores"]) < len(kept) < len(done["scores"])      # stopped midway, what it did kept
+    resumed = run(command, env={"HYPERSAL_CPUS": "1"}, check_rc=0, timeout=300)
     assert "resuming after stage train" in resumed.stderr + resumed.stdout
     assert json.loads(path.read_text())["scores"] == done["scores"]
 

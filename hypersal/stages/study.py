@@ -11,7 +11,8 @@ After `train` on the fold's training tasks (study.protocol), in two phases:
    study.draw_seed, the draw, k and the task, never on the model seed), scored by mean CC
    on the first `test_images` test images against their maps at original size, as `test`
    does. The seen families' members: `seen_arms` at `seen_shots`.
-Results go to <run>/study.json as they come (a restarted job goes on where it stopped).
+Results go to <run>/study.json as they come (a restarted job goes on where it stopped); a stop
+signal is obeyed between units of work (each learning rate of a budget, each arm's draws).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from hypersal.log import say
 from hypersal.stages import stage
 from hypersal.stages.evaluate import trained_model
 from hypersal.study import arms as A, protocol, vectorised as V
+from hypersal.train import signals
 from hypersal.train.losses import weighted
 from hypersal.train.steps import images_to_input, maps_to_target
 from hypersal.yamlio import write_text_atomic
@@ -130,8 +132,9 @@ def fewshot_study(job) -> dict:
             tried = {}
             settings = [setting(name, k, d, "val") for name in select for d in range(cfg.select_draws)]
             for lr in cfg.lrs[arm]:
+                signals.check()           # a stop (SIGTERM, USR2) between units of work: what is saved stays
                 if cfg.vectorise and arm in V.VECTOR_ARMS:
-                    runs = V.run_draws(arm, settings, steps, lr)
+                    runs = V.run_draws(arm, settings, steps, lr, mnet_args)
                 else:
                     runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
                 for step in steps:
@@ -156,7 +159,7 @@ def fewshot_study(job) -> dict:
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
                     if missing and cfg.vectorise and arm in V.VECTOR_ARMS and len(settings) > 1:
-                        scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"])
+                        scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"], mnet_args)
                         timed = [(scores[d], ms) for d in range(cfg.draws)]       # the same numbers for every draw
                     else:
                         timed = {d: A.timed(arm, settings[d], [budget["steps"]], budget["lr"], mnet_args)
@@ -164,6 +167,9 @@ def fewshot_study(job) -> dict:
                     for d in missing:
                         record["scores"][keys[d]] = timed[d][0][budget["steps"]]
                         record["adapt_ms"][keys[d]] = timed[d][1]
+                    if missing:
+                        save()
+                        signals.check()
                 save()
                 means = {arm: np.mean([record["scores"][protocol.score_key(name, k, d, arm)] for d in range(cfg.draws)])
                          for arm in arm_list}

@@ -1,14 +1,16 @@
-"""The draws of one task and k adapted at once (study.vectorise): for the arms that adapt the
-generated tensors on cached encoder features (VECTOR_ARMS), every draw's parameters are stacked
-on a leading axis, the draws' losses computed in one `torch.func.vmap` over the main network's
-functional call, and one Adam steps them all. Adam is elementwise and the draws' losses are
-independent, so each slice follows the steps the draw takes alone (its own batches, from its
-own seed): the same numbers up to float rounding in the batched convolutions
-(tests/test_vectorised.py). The saliency arm's starts are more rows of the same stack; each
-draw keeps the start whose final loss on its k pairs is lowest, as one by one.
+"""The draws of one task and k adapted at once (study.vectorise), for the arms in VECTOR_ARMS:
+those that adapt the generated tensors on cached encoder features, and finetune_all (plain_b
+and scratch write BatchNorm statistics as they train, so they stay one by one). Every draw's
+parameters are stacked on a leading axis, the draws' losses computed in one `torch.func.vmap`
+over the main network's functional call, and one Adam steps them all. Adam is elementwise and
+the draws' losses are independent, so each slice follows the steps the draw takes alone (its
+own batches, from its own seed): the same numbers up to float rounding in the batched
+convolutions (tests/test_vectorised.py). The saliency arm's starts are more rows of the same
+stack; each draw keeps the start whose final loss on its k pairs is lowest, as one by one.
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -17,11 +19,14 @@ from torch import nn
 
 from hypersal.study import arms as A
 
-VECTOR_ARMS = ("embedding", "saliency", "encoder_saliency", "finetune_decoder")
+VECTOR_ARMS = ("embedding", "saliency", "encoder_saliency", "finetune_decoder", "finetune_all")
 
 
-def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float) -> list[dict[int, float]]:
-    """A.run(arm, s, steps, lr) for every setting (one model and task, one k), at once."""
+def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float,
+              mnet_args: dict | None = None) -> list[dict[int, float]]:
+    """A.run(arm, s, steps, lr, mnet_args) for every setting (one model and task, one k), at once."""
+    if arm == "finetune_all":
+        return _finetune_all(settings, steps, lr, mnet_args or {})
     model = settings[0].model
     owner, starts = [], []                       # per row: its draw, and (params, anchors)
     for d, s in enumerate(settings):
@@ -42,13 +47,14 @@ def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float) 
     return out
 
 
-def timed_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float) -> tuple[list[dict], float]:
+def timed_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float,
+                mnet_args: dict | None = None) -> tuple[list[dict], float]:
     """run_draws()'s scores and the milliseconds to adapt *per draw* (the batch's wall time less
     scoring, divided by the draws)."""
     for s in settings:
         s.scoring = 0.0
     t0 = time.perf_counter()
-    scores = run_draws(arm, settings, steps, lr)
+    scores = run_draws(arm, settings, steps, lr, mnet_args)
     elapsed = time.perf_counter() - t0 - sum(s.scoring for s in settings)
     return scores, 1000 * elapsed / len(settings)
 
@@ -117,3 +123,36 @@ def _score_row(s: A.Setting, tensors: dict, own_loss: bool):
     with torch.no_grad():
         own = float(s.loss_fn(A._generated(s, tensors, s.support), s.support_y))
     return own, s.score(lambda im: A._generated(s, tensors, im))
+
+
+def _finetune_all(settings: list[A.Setting], steps: list[int], lr: float, mnet_args: dict) -> list[dict[int, float]]:
+    """finetune_all for every draw at once: the exported networks' parameters stacked
+    (torch.func.stack_module_state), each draw's images through its own copy (eval mode: the
+    BatchNorm statistics are read, never written, so they can be shared)."""
+    s0 = settings[0]
+    nets = [A.plain_network(s, mnet_args, "finetune_all")[0] for s in settings]
+    params, buffers = torch.func.stack_module_state(nets)
+    params = {n: nn.Parameter(p.detach()) for n, p in params.items()}
+    shape = copy.deepcopy(nets[0]).to("meta").eval()      # the module's code, no storage
+
+    def loss_one(p: dict, b: dict, x, y) -> torch.Tensor:
+        return s0.loss_fn(torch.func.functional_call(shape, (p, b), (x,)), y)
+
+    batched = torch.func.vmap(loss_one)
+    opt = torch.optim.Adam(list(params.values()), lr=lr)
+    gens = [torch.Generator().manual_seed(s.seed) for s in settings]
+    k = len(s0.support)
+    b = min(k, s0.batch_size)
+    out: list[dict] = [{} for _ in settings]
+    for step in range(1, max(steps) + 1):
+        idx = [torch.randperm(k, generator=g)[:b] for g in gens]
+        x = torch.stack([s.support.x[i] for s, i in zip(settings, idx)])
+        y = torch.stack([s.support_y[i] for s, i in zip(settings, idx)])
+        opt.zero_grad(set_to_none=True)
+        batched(params, buffers, x, y).sum().backward()
+        opt.step()
+        if step in steps:
+            for d, s in enumerate(settings):
+                own = ({n: v[d].detach() for n, v in params.items()}, {n: v[d] for n, v in buffers.items()})
+                out[d][step] = s.score(lambda im, own=own: torch.func.functional_call(shape, own, (im.x,)))
+    return out
