@@ -2,7 +2,7 @@
 against vectorised (study.vectorise), on a trained study model or a fresh one of its shape:
 
     python bench/fewshot_draws.py [--model RUN/models/after_train.pt] [--draws 5] [--k 10]
-        [--steps 50] [--device cpu|cuda]
+        [--steps 50] [--device cpu|cuda] [--arms ARM ...]
 
 Prints one JSON line per arm: milliseconds per draw each way, the speed-up, and the largest
 difference between the two ways' scores (they should agree to float rounding). The images and
@@ -53,23 +53,26 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--arms", nargs="+", default=list(V.VECTOR_ARMS), choices=V.VECTOR_ARMS)
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.model:
         saved = torch.load(args.model, map_location="cpu", weights_only=False)
         model = build_model({**saved["args"], "mnet": {**saved["args"]["mnet"], "weights": None, "weights_path": None}})
         model.load_state_dict(saved["state"])
+        mnet_args = {**saved["args"]["mnet"], "weights": None, "weights_path": None}
     else:
         torch.manual_seed(0)
-        model = build_model(FRESH)
+        model, mnet_args = build_model(FRESH), FRESH["mnet"]
     group = settings(model, args.draws, args.k, torch.device(args.device))
-    for arm in V.VECTOR_ARMS:
+    for arm in args.arms:
         if arm == "encoder_saliency" and model.task_encoder is None:
             continue
         t0 = time.perf_counter()
-        alone = [A.run(arm, s, [args.steps], 0.05, {}) for s in group]
+        lr = 0.001 if arm == "finetune_all" else 0.05
+        alone = [A.run(arm, s, [args.steps], lr, mnet_args) for s in group]
         t1 = time.perf_counter()
-        together = V.run_draws(arm, group, [args.steps], 0.05)
+        together = V.run_draws(arm, group, [args.steps], lr, mnet_args)
         t2 = time.perf_counter()
         one, vec = 1000 * (t1 - t0) / args.draws, 1000 * (t2 - t1) / args.draws
         diff = max(abs(a[args.steps] - b[args.steps]) for a, b in zip(alone, together))

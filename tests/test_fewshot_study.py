@@ -205,6 +205,11 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     done = json.loads(path.read_text())
     arms, seen = A.ARMS, ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
     assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED for k in (1, 3)}
+    for key, budget in done["budgets"].items():          # study.pulls: a third axis of the grid, for two arms
+        pulled = key.split("/")[0] in A.PULL_ARMS
+        assert ("pull" in budget) == pulled and budget.get("pull", 0.0) in (0.0, 0.1)
+        assert len(budget["tried"]) == 2 * (2 if pulled else 1)        # 2 step budgets x the pulls
+        assert {protocol.parse_tried(t)[2] for t in budget["tried"]} == ({0.0, 0.1} if pulled else {None})
     expected = {f"{t}/k{k}/d{d}/{a}" for t in ("prior-1", "prior-7") for k in (1, 3) for d in (0, 1) for a in arms}
     expected |= {f"{t}-7/k3/d{d}/{a}" for t in ("contrast", "frequency", "region") for d in (0, 1) for a in seen}
     assert set(done["scores"]) == expected and all(-1 <= v <= 1 for v in done["scores"].values())

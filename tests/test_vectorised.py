@@ -47,3 +47,10 @@ def test_the_time_to_adapt_is_per_draw_and_leaves_the_scoring_out():
     settings = draws(2)
     scores, ms = V.timed_draws("embedding", settings, [2], 0.05)
     assert len(scores) == 2 and ms > 0 and all(s.scoring > 0 for s in settings)
+
+
+def test_whole_networks_are_vectorised_on_a_gpu_only_and_plain_b_never():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert V.applies("saliency", cpu) and V.applies("finetune_all", cuda)
+    assert not V.applies("finetune_all", cpu)               # measured slower on a CPU core
+    assert not V.applies("plain_b", cuda) and not V.applies("scratch", cuda) and not V.applies("encoder", cpu)

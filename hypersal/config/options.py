@@ -430,6 +430,13 @@ def study_arms_can_run(cfg):
                       "from, e.g. [0.001, 0.01]", key=f"study.lrs.{missing[0]}")
 
 
+@rule("study.pulls", bad={"pipeline": ["fewshot_study"], "study": {"family": "prior", "pulls": [0.1, -1.0]}})
+def study_pulls(cfg):
+    pulls = cfg["study"]["pulls"]
+    if "fewshot_study" in cfg["pipeline"] and not all(_number(p) and p >= 0 for p in pulls):
+        return Broken(f"pulls must be weights >= 0, got {pulls!r}", "e.g. [0.0, 0.1], or [] for study.pull alone")
+
+
 # --- applying them ----------------------------------------------------------------------------
 
 def _number(v) -> bool:

@@ -17,6 +17,7 @@ signal is obeyed between units of work (each learning rate of a budget, each arm
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 import zlib
@@ -131,20 +132,23 @@ def fewshot_study(job) -> dict:
                 continue
             tried = {}
             settings = [setting(name, k, d, "val") for name in select for d in range(cfg.select_draws)]
-            for lr in cfg.lrs[arm]:
+            pulls = list(cfg.pulls) if cfg.pulls and arm in A.PULL_ARMS else [None]
+            for lr, pull in [(lr, pull) for lr in cfg.lrs[arm] for pull in pulls]:
                 signals.check()           # a stop (SIGTERM, USR2) between units of work: what is saved stays
-                if cfg.vectorise and arm in V.VECTOR_ARMS:
-                    runs = V.run_draws(arm, settings, steps, lr, mnet_args)
+                these = settings if pull is None else [dataclasses.replace(one, pull=pull) for one in settings]
+                if cfg.vectorise and V.applies(arm, job.device):
+                    runs = V.run_draws(arm, these, steps, lr, mnet_args)
                 else:
-                    runs = [A.run(arm, one, steps, lr, mnet_args) for one in settings]
+                    runs = [A.run(arm, one, steps, lr, mnet_args) for one in these]
                 for step in steps:
-                    tried[protocol.tried_key(lr, step)] = float(np.mean([r[step] for r in runs]))
+                    tried[protocol.tried_key(lr, step, pull)] = float(np.mean([r[step] for r in runs]))
             best = max(tried, key=tried.get)
-            lr, step = protocol.parse_tried(best)
-            record["budgets"][key] = {"lr": lr, "steps": step, "val_cc": tried[best], "tried": tried}
+            lr, step, pull = protocol.parse_tried(best)
+            record["budgets"][key] = {"lr": lr, "steps": step, "val_cc": tried[best], "tried": tried,
+                                      **({} if pull is None else {"pull": pull})}
             save()
-            say(f"study budget {key}: lr {lr}, {step} steps (val CC {tried[best]:.3f}; "
-                f"{time.monotonic() - started:.0f} s)")
+            say(f"study budget {key}: lr {lr}, {step} steps" + ("" if pull is None else f", pull {pull}")
+                + f" (val CC {tried[best]:.3f}; {time.monotonic() - started:.0f} s)")
 
     for group, names, arm_list, shots in (("family", tests, cfg.arms, cfg.shots),
                                           ("seen", seen, cfg.seen_arms, cfg.seen_shots)):
@@ -153,12 +157,14 @@ def fewshot_study(job) -> dict:
                 if all(protocol.score_key(name, k, d, arm) in record["scores"]
                        for d in range(cfg.draws) for arm in arm_list):
                     continue
-                settings = [setting(name, k, d, "test") for d in range(cfg.draws)]
+                tested = [setting(name, k, d, "test") for d in range(cfg.draws)]
                 for arm in arm_list:
                     budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
+                    settings = tested if "pull" not in budget else [dataclasses.replace(one, pull=budget["pull"])
+                                                                     for one in tested]
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
-                    if missing and cfg.vectorise and arm in V.VECTOR_ARMS and len(settings) > 1:
+                    if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1:
                         scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"], mnet_args)
                         timed = [(scores[d], ms) for d in range(cfg.draws)]       # the same numbers for every draw
                     else:

@@ -48,6 +48,7 @@ UNTRAINED = ("k0_start", "k0_best", "encoder")           # no step: no budget to
 TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
 IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
 ENCODER_ARMS = ("encoder", "encoder_saliency")           # need model.task_encoder
+PULL_ARMS = ("saliency", "encoder_saliency")             # their offsets are pulled back (Setting.pull)
 HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency")
 FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
 

@@ -62,12 +62,13 @@ def budget_key(arm: str, k: int) -> str:
     return f"{arm}/k{k}"
 
 
-def tried_key(lr: float, steps: int) -> str:
-    """A budget's key among those tried: "<lr>/<steps>"."""
-    return f"{lr}/{steps}"
+def tried_key(lr: float, steps: int, pull: float | None = None) -> str:
+    """A budget's key among those tried: "<lr>/<steps>", or "<lr>/<steps>/<pull>" when the
+    pull is part of the grid (study.pulls)."""
+    return f"{lr}/{steps}" if pull is None else f"{lr}/{steps}/{pull}"
 
 
-def parse_tried(key: str) -> tuple[float, int]:
-    """(lr, steps) of a tried budget's key."""
-    lr, steps = key.split("/")
-    return float(lr), int(steps)
+def parse_tried(key: str) -> tuple[float, int, float | None]:
+    """(lr, steps, pull or None) of a tried budget's key."""
+    lr, steps, *pull = key.split("/")
+    return float(lr), int(steps), float(pull[0]) if pull else None

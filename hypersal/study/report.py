@@ -205,7 +205,7 @@ def by_k(studies, group: str, refs: dict) -> str:
 def at_edge(budget: dict) -> bool:
     """The chosen lr or steps is the largest (or lr the smallest) of those tried: the best may lie beyond."""
     tried = [parse_tried(key) for key in budget.get("tried", {})]
-    lrs, steps = {lr for lr, _ in tried}, {st for _, st in tried}
+    lrs, steps = {lr for lr, _, _ in tried}, {st for _, st, _ in tried}
     return bool(tried) and (budget["steps"] == max(steps) or len(lrs) > 1 and budget["lr"] in (min(lrs), max(lrs)))
 
 
@@ -219,7 +219,7 @@ def budgets(studies) -> str:
         for k in ks:
             key = budget_key(arm, k)
             chosen = [r["budgets"][key] for r in studies if key in r["budgets"]]
-            names = [f"{b['lr']:g} x {b['steps']}" for b in chosen]
+            names = [f"{b['lr']:g} x {b['steps']}" + (f", pull {b['pull']:g}" if "pull" in b else "") for b in chosen]
             values, counts = np.unique(names, return_counts=True)
             edge = "*" if any(at_edge(b) for b in chosen) else ""
             cells.append(f"{values[counts.argmax()]} ({counts.max()}/{len(chosen)}){edge}")

@@ -20,6 +20,14 @@ from torch import nn
 from hypersal.study import arms as A
 
 VECTOR_ARMS = ("embedding", "saliency", "encoder_saliency", "finetune_decoder", "finetune_all")
+# Vectorised on a GPU only: on a CPU core the batched convolutions of whole networks ran 13%
+# slower than the draws one by one (bench/fewshot_draws.py, BENCHMARKS.md); the others ran ~2x faster.
+GPU_ONLY = ("finetune_all",)
+
+
+def applies(arm: str, device: torch.device) -> bool:
+    """Whether study.vectorise runs this arm's draws at once on this device."""
+    return arm in VECTOR_ARMS and (arm not in GPU_ONLY or device.type == "cuda")
 
 
 def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float,
