@@ -85,3 +85,15 @@ def test_timed_leaves_the_scoring_out_of_the_adaptation_time():
     assert ms > 0 and s.scoring > 0                   # scored once per budget, and timed apart
     again, _ = A.timed("encoder_saliency", setting(trained_looking(small())), [3], 0.01, MNET)
     assert again == scores                            # reruns identically: what a resumed stage relies on
+
+
+def test_an_episode_of_a_film_model_trains_on_the_images_with_no_nan():
+    model = small(generate="decoder+film").train()
+    assert model.generates_encoder and not small().generates_encoder
+    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 1.0})
+    trainer = Trainer(model, list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert {"task_encoder.to_offsets.weight", "hnet.start", "hnet.base"} <= changed

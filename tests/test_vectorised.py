@@ -24,9 +24,10 @@ def draws(n: int = 3, **model) -> list[A.Setting]:
     return out
 
 
-@pytest.mark.parametrize("arm", V.VECTOR_ARMS)
-def test_the_vectorised_draws_equal_the_draws_run_one_by_one(arm):
-    settings = draws()
+@pytest.mark.parametrize("arm, generate", [(arm, "decoder") for arm in V.VECTOR_ARMS]
+                         + [("embedding", "decoder+film"), ("encoder_saliency", "decoder+film")])
+def test_the_vectorised_draws_equal_the_draws_run_one_by_one(arm, generate):
+    settings = draws(generate=generate)
     model, gen = settings[0].model, torch.Generator().manual_seed(2)
     with torch.no_grad():                                   # as if trained: embeddings and pairs matter
         model.hnet.mlp[-1].weight.normal_(0, 0.05, generator=gen)
@@ -54,3 +55,18 @@ def test_whole_networks_are_vectorised_on_a_gpu_only_and_plain_b_never():
     assert V.applies("saliency", cpu) and V.applies("finetune_all", cuda)
     assert not V.applies("finetune_all", cpu)               # measured slower on a CPU core
     assert not V.applies("plain_b", cuda) and not V.applies("scratch", cuda) and not V.applies("encoder", cpu)
+
+
+def test_with_generated_film_the_arms_run_the_images_not_the_cached_features():
+    """decoder+film: the features depend on the embedding, so decoding the cached ones (made with
+    the start's) would freeze the generated encoder part."""
+    s = setting(small(generate="decoder+film"))
+    with torch.no_grad():
+        s.model.hnet.mlp[-1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(4))
+    emb = s.model.start_embedding().detach() + 1.0
+    tensors = s.model.generated_params(embedding=emb)
+    got = A._generated(s, tensors, s.query)
+    with torch.no_grad():
+        torch.testing.assert_close(got, s.model(s.query.x, task=s.task, embedding=emb))
+        cached = s.model._run(tensors, None, encoded=s.query.encoded, size=s.size)
+    assert not torch.allclose(got, cached, atol=1e-4)

@@ -176,6 +176,12 @@ class HyperSaliency(nn.Module):
         return self
 
     @property
+    def generates_encoder(self) -> bool:
+        """Whether some encoder tensors are generated (decoder+film, decoder+encoder): then the
+        features depend on the embedding, and decoding cached features would freeze that part."""
+        return any(n.startswith("encoder.") for n in self.generated)
+
+    @property
     def n_tasks(self) -> int:
         return len(self.task_names)
 

@@ -125,7 +125,7 @@ def fewshot_study(job) -> dict:
                          loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts)
 
     steps = sorted(cfg.steps)
-    for arm in [a for a in cfg.arms if a in A.TRAINED]:
+    for arm in [a for a in dict.fromkeys([*cfg.arms, *cfg.seen_arms]) if a in A.TRAINED]:   # seen-only arms too
         for k in cfg.shots:
             key = protocol.budget_key(arm, k)
             if key in record["budgets"]:
@@ -165,8 +165,10 @@ def fewshot_study(job) -> dict:
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
                     if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1:
+                        # every draw again, not the missing ones alone: a row's rounding may depend
+                        # on the batch it is in, and a resumed run gives the uninterrupted one's numbers
                         scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"], mnet_args)
-                        timed = [(scores[d], ms) for d in range(cfg.draws)]       # the same numbers for every draw
+                        timed = {d: (scores[d], ms) for d in missing}                # ms: per draw of the batch
                     else:
                         timed = {d: A.timed(arm, settings[d], [budget["steps"]], budget["lr"], mnet_args)
                                  for d in missing}
@@ -198,7 +200,7 @@ def check(cfg) -> None:
 
 def totals(cfg, tests: list[str], seen: list[str]) -> tuple[int, int]:
     """(budgets, scores) the stage writes in all: its progress in `experiment.py status`."""
-    n_budgets = len([a for a in cfg.arms if a in A.TRAINED]) * len(cfg.shots)
+    n_budgets = len([a for a in dict.fromkeys([*cfg.arms, *cfg.seen_arms]) if a in A.TRAINED]) * len(cfg.shots)
     per_draw = len(tests) * len(cfg.shots) * len(cfg.arms) + len(seen) * len(cfg.seen_shots) * len(cfg.seen_arms)
     return n_budgets, per_draw * cfg.draws
 

@@ -87,12 +87,20 @@ class Setting:
         return self.support.x.shape[-2:]
 
     def score(self, predict: Callable) -> float:
-        """score() on the query images, its time counted apart from the adaptation's."""
+        """score() on the query images, its time counted apart from the adaptation's (a GPU's
+        queued adaptation work finished first: CUDA runs asynchronously)."""
+        sync(self.support.x.device)
         t0 = time.perf_counter()
         try:
             return score(predict, self.query, self.query_y)
         finally:
             self.scoring += time.perf_counter() - t0
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's), so that a clock read after it is true."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -109,9 +117,13 @@ def _hnet(s: Setting, emb: torch.Tensor, images: Images, offsets: dict | None = 
 
 
 def _generated(s: Setting, tensors: dict, images: Images) -> torch.Tensor:
-    """The main network with given generated tensors (the decoder fine-tuned as plain tensors)."""
+    """The main network with given generated tensors (the decoder fine-tuned as plain tensors), on
+    the cached features, or on the images when encoder tensors are generated (decoder+film,
+    decoder+encoder: the features depend on them)."""
     if s.model.bn_bank is not None:
         tensors = {**tensors, **s.model.bn_bank.for_task(s.task)}
+    if s.model.generates_encoder:
+        return s.model._run(tensors, images.x)
     return s.model._run(tensors, None, encoded=images.encoded, size=s.size)
 
 
@@ -186,8 +198,8 @@ def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
     starts = [s.model.start_embedding().detach()] + [trained[int(i)] for i in order]
     shapes = {n: t.shape for n, t in s.model.generated_params(embedding=starts[0]).items()
               if n in saliency_names(s.model)}
-    return _saliency_from(s, [(start, {n: torch.zeros(shape) for n, shape in shapes.items()}) for start in starts],
-                          steps, lr)
+    zeros = {n: torch.zeros(shape, device=s.support.x.device) for n, shape in shapes.items()}
+    return _saliency_from(s, [(start, zeros) for start in starts], steps, lr)
 
 
 def encoder_saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
@@ -227,7 +239,7 @@ def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float
 def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.Module | None]:
     """finetune_all: the exported network of the start; plain_b: the multi-task encoder and a
     random decoder; scratch: random weights (seeded). With the part initialised at random."""
-    net = _seeded_network(mnet_args, s.seed)
+    net = _seeded_network(mnet_args, s.seed).to(s.support.x.device)   # built on the CPU (seeded there)
     if kind == "scratch":
         return _averaging_bn(net, net)
     state = s.model.export(s.task)             # the new task's row: the start (add_task)
@@ -298,6 +310,8 @@ def run(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> d
 def timed(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> tuple[dict[int, float], float]:
     """run()'s scores and the milliseconds the arm took to adapt (its wall time less scoring)."""
     s.scoring = 0.0
+    sync(s.support.x.device)
     t0 = time.perf_counter()
     scores = run(arm, s, steps, lr, mnet_args)
+    sync(s.support.x.device)
     return scores, 1000 * (time.perf_counter() - t0 - s.scoring)

@@ -61,8 +61,11 @@ def timed_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float
     scoring, divided by the draws)."""
     for s in settings:
         s.scoring = 0.0
+    device = settings[0].support.x.device
+    A.sync(device)
     t0 = time.perf_counter()
     scores = run_draws(arm, settings, steps, lr, mnet_args)
+    A.sync(device)
     elapsed = time.perf_counter() - t0 - sum(s.scoring for s in settings)
     return scores, 1000 * elapsed / len(settings)
 
@@ -81,7 +84,7 @@ def _starts(arm: str, s: A.Setting) -> list[tuple[dict, dict]]:
     order = A.support_losses(s, trained).argsort()[: s.starts]
     names = A.saliency_names(model)
     shapes = {n: t.shape for n, t in model.generated_params(embedding=trained[0]).items() if n in names}
-    zeros = {n: torch.zeros(shape) for n, shape in shapes.items()}
+    zeros = {n: torch.zeros(shape, device=s.support.x.device) for n, shape in shapes.items()}
     return [({"emb": e, **zeros}, zeros) for e in [model.start_embedding().detach()] + [trained[int(i)] for i in order]]
 
 
@@ -99,7 +102,11 @@ def _fit_rows(settings: list[A.Setting], owner: list[int], starts: list[tuple[di
     has_low = s0.support.encoded[1] is not None
     bank = s0.model.bn_bank.for_task(s0.task) if s0.model.bn_bank is not None else {}
 
+    on_images = s0.model.generates_encoder         # the features depend on the generated tensors
+
     def logits(tensors: dict, deep: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        if on_images:                               # `deep` holds the images then
+            return s0.model._run({**tensors, **bank}, deep)
         return s0.model._run({**tensors, **bank}, None, encoded=(deep, low), size=s0.size)
 
     def loss_one(p: dict, a: dict, deep, low, y) -> torch.Tensor:
@@ -111,7 +118,7 @@ def _fit_rows(settings: list[A.Setting], owner: list[int], starts: list[tuple[di
     for step in range(1, max(steps) + 1):
         idx = [torch.randperm(k, generator=g)[:b] for g in gens]
         rows = [settings[d] for d in owner]
-        deep = torch.stack([s.support.encoded[0][i] for s, i in zip(rows, idx)])
+        deep = torch.stack([(s.support.x if on_images else s.support.encoded[0])[i] for s, i in zip(rows, idx)])
         low = torch.stack([s.support.encoded[1][i] for s, i in zip(rows, idx)]) if has_low else deep[:, :0]
         y = torch.stack([s.support_y[i] for s, i in zip(rows, idx)])
         opt.zero_grad(set_to_none=True)

@@ -27,15 +27,18 @@ from hypersal.errors import UserError
 from hypersal.train.steps import images_to_input, maps_to_target
 
 
-def adapt_embedding(model, start: torch.Tensor, encoded: tuple, target: torch.Tensor, size, loss_fn: Callable,
-                    steps: int, lr: float, task: int = 0) -> torch.Tensor:
+def adapt_embedding(model, start: torch.Tensor, encoded: tuple | None, target: torch.Tensor, size, loss_fn: Callable,
+                    steps: int, lr: float, task: int = 0, images: torch.Tensor | None = None) -> torch.Tensor:
     """`steps` normalised gradient steps on the embedding alone (each of length `lr` in embedding
     space, whatever the gradient's scale, which grows by orders of magnitude while the
-    hypernetwork trains), from `start`, on given encoder features: the adapted embedding, detached."""
+    hypernetwork trains), from `start`, on given encoder features (or, for a model that generates
+    encoder tensors, whose features depend on the embedding, on `images`): the adapted embedding, detached."""
     emb = start.detach().clone()
     for _ in range(steps):
         emb.requires_grad_(True)
-        loss = loss_fn(model(None, task=task, embedding=emb, encoded=encoded, size=size), target)
+        logits = (model(images, task=task, embedding=emb) if images is not None
+                  else model(None, task=task, embedding=emb, encoded=encoded, size=size))
+        loss = loss_fn(logits, target)
         grad, = torch.autograd.grad(loss, emb)
         emb = (emb - lr * grad / grad.norm().clamp_min(1e-12)).detach()
     return emb
@@ -63,19 +66,30 @@ class EpisodicTrainStep:
         loss = self.loss_fn(model(None, task=batch.task, encoded=encoded, size=size), y)
         support = tuple(None if e is None else e[:n_support].detach() for e in encoded)
         query = tuple(None if e is None else e[n_support:] for e in encoded)
+        # A model that generates encoder tensors (decoder+film, decoder+encoder): the task's own
+        # features would carry its identity, so every network of the episode runs on the images,
+        # and the task encoder reads the features the start gives (as the study's arms do).
+        on_images = model.generates_encoder
+        if on_images:
+            with torch.no_grad():
+                support = model(x[:n_support], task=batch.task, embedding=model.start_embedding().detach(),
+                                encode_only=True)
+
+        def query_logits(embedding, offsets=None):
+            if on_images:
+                return model(x[n_support:], task=batch.task, embedding=embedding, offsets=offsets)
+            return model(None, task=batch.task, embedding=embedding, offsets=offsets, encoded=query, size=size)
         total = loss
         if self.weight > 0:
             start = model.start_embedding()
             adapted = adapt_embedding(model, start, support, y[:n_support], size, self.loss_fn,
-                                      self.inner_steps, self.inner_lr, batch.task)
+                                      self.inner_steps, self.inner_lr, batch.task,
+                                      images=x[:n_support] if on_images else None)
             first_order = start + (adapted - start.detach())       # d(query)/d(start) = d(query)/d(adapted)
-            total = total + self.weight * self.loss_fn(
-                model(None, task=batch.task, embedding=first_order, encoded=query, size=size), y[n_support:])
+            total = total + self.weight * self.loss_fn(query_logits(first_order), y[n_support:])
         if self.encoder_weight > 0:
             embedding, offsets = model.encode_task(support, y[:n_support])
-            total = total + self.encoder_weight * self.loss_fn(
-                model(None, task=batch.task, embedding=embedding, offsets=offsets, encoded=query, size=size),
-                y[n_support:])
+            total = total + self.encoder_weight * self.loss_fn(query_logits(embedding, offsets), y[n_support:])
         total.backward()
         if self.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_grad)

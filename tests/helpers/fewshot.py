@@ -11,13 +11,15 @@ from hypersal.train.losses import weighted
 BCE = weighted("bce", key="loss")
 
 
-def small(start="learned", prior=2, tasks=3, encoder=8) -> HyperSaliency:
-    """A small hypernetwork model with a task encoder (`encoder`: its width; 0: none)."""
+def small(start="learned", prior=2, tasks=3, encoder=8, generate="decoder") -> HyperSaliency:
+    """A small hypernetwork model with a task encoder (`encoder`: its width; 0: none);
+    decoder+film generates the BatchNorm scales and shifts of encoder blocks 4 to 6 too."""
     torch.manual_seed(0)
     mnet = MainNet(cutoff=7, width=8, skip=4, prior=prior)
     return HyperSaliency(mnet, [f"t{i}" for i in range(tasks)], hypernet_options=dict(
         embedding_dim=4, hidden=[8], chunk_size=512, chunk_embedding_dim=4), per_task_bn=False, start=start,
-        task_encoder={"width": encoder, "grid": 4})
+        task_encoder={"width": encoder, "grid": 4}, generate=generate,
+        encoder_from=4 if generate != "decoder" else None)
 
 
 class Trainer:
