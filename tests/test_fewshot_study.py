@@ -23,7 +23,7 @@ from hypersal.study import report as R
 from hypersal.train.episodic import EpisodicTrainStep, adapt_embedding
 
 from helpers.cli import PYTHON, ROOT, experiment, run
-from helpers.fewshot import BCE, MNET, Batch, Trainer, setting, small
+from helpers.fewshot import BCE, MNET, Batch, Trainer, episode, setting, small
 
 
 def test_decoding_cached_features_equals_the_forward():
@@ -67,17 +67,14 @@ def test_the_count_of_trained_tasks_survives_a_save_and_load(tmp_path):
 
 def test_one_episodic_step_is_finite_and_trains_the_start_and_the_hypernetwork():
     model = small().train()
-    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 0.0})
-    trainer = Trainer(model, list(model.parameters()))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    loss, changed = episode(model)
     assert torch.isfinite(loss)
-    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert "hnet.start" in changed and "hnet.base" in changed and "hnet.task_embeddings" in changed
     assert any(n.startswith("mnet.encoder.") for n in changed)    # the query loss reaches the encoder
     assert options.range_of(("train", "episodic", "support")).problem(1.0)   # refused before any stage
+    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 0.0})
     with pytest.raises(UserError, match="train.batch_size"):
-        EpisodicTrainStep(BCE, cfg)(trainer, Batch(n=1))
+        EpisodicTrainStep(BCE, cfg)(Trainer(model, list(model.parameters())), Batch(n=1))
 
 
 def test_the_inner_loop_takes_steps_of_the_given_length_downhill():

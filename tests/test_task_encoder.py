@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hypersal.config import Config
 from hypersal.errors import UserError
 from hypersal.study import arms as A
-from hypersal.train.episodic import EpisodicTrainStep
 
-from helpers.fewshot import BCE, MNET, Batch, Trainer, setting, small
+from helpers.fewshot import MNET, episode, setting, small
 
 
 def trained_looking(model):
@@ -66,13 +64,9 @@ def test_a_model_without_an_encoder_says_which_key_gives_it_one():
 
 def test_one_episodic_step_trains_the_encoder_with_no_nan():
     model = small().train()
-    cfg = Config({"weight": 0.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 1.0})
-    trainer = Trainer(model, list(model.parameters()))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    loss, changed = episode(model, weight=0.0, encoder_weight=1.0)
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert {"task_encoder.to_embedding.weight", "task_encoder.to_offsets.weight"} <= changed
     assert "hnet.start" in changed and "hnet.base" in changed       # the query loss reaches them through it
     assert any(p is model.task_encoder.to_offsets.weight for p in model.shared_parameters())
@@ -90,10 +84,6 @@ def test_timed_leaves_the_scoring_out_of_the_adaptation_time():
 def test_an_episode_of_a_film_model_trains_on_the_images_with_no_nan():
     model = small(generate="decoder+film").train()
     assert model.generates_encoder and not small().generates_encoder
-    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 1.0})
-    trainer = Trainer(model, list(model.parameters()))
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loss = EpisodicTrainStep(BCE, cfg)(trainer, Batch())
+    loss, changed = episode(model, encoder_weight=1.0)
     assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
-    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert {"task_encoder.to_offsets.weight", "hnet.start", "hnet.base"} <= changed

@@ -53,3 +53,14 @@ def setting(model, lr_seed=0) -> A.Setting:
 
 
 MNET = dict(cutoff=7, width=8, skip=4, prior=2, decoder="light")
+
+
+def episode(model: HyperSaliency, **episodic) -> tuple[torch.Tensor, set[str]]:
+    """One EpisodicTrainStep on Batch() with train.episodic's keys (defaults below, `episodic`
+    over them): (its loss, the names of the parameters it changed)."""
+    from hypersal.config import Config
+    from hypersal.train.episodic import EpisodicTrainStep
+    cfg = Config({"weight": 1.0, "inner_steps": 2, "inner_lr": 0.5, "support": 0.5, "encoder_weight": 0.0, **episodic})
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = EpisodicTrainStep(BCE, cfg)(Trainer(model, list(model.parameters())), Batch())
+    return loss, {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
