@@ -27,6 +27,7 @@ HYPERNETS = Declared("hypernet", {
     "simple": "hypersal.models.hypernet:SimpleHypernet",
 })
 GENERATE = ("decoder", "decoder+encoder", "decoder+film", "none")
+GENERATE_ENCODER = ("decoder+encoder", "decoder+film")    # also generate encoder blocks (from encoder_from)
 # An optimizer is fn(params, cfg) -> torch.optim.Optimizer; cfg is the stage's `optim` section.
 OPTIMIZERS = Declared("optimizer", {
     "adam": "hypersal.train.optim:adam",
@@ -61,6 +62,8 @@ SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_
 # The few-shot study's arms, in the report's order (hypersal/study/arms.py implements them).
 STUDY_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "finetune_decoder",
               "finetune_all", "plain_b", "scratch")
+UNTRAINED_ARMS = ("k0_start", "k0_best", "encoder")      # no step: no learning rate, no budget to choose
+ENCODER_ARMS = ("encoder", "encoder_saliency")           # adapt with the task encoder (model.task_encoder)
 COMET_MODES = ("disabled", "offline", "online")
 # An action's name -> (the class that implements it, its options: the constructor's keyword arguments).
 _ACTIONS = {

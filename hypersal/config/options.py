@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hypersal import tree as T
-from hypersal.config.choices import FAMILY_SIZES, rule_path
+from hypersal.config.choices import ENCODER_ARMS, FAMILY_SIZES, GENERATE_ENCODER, UNTRAINED_ARMS, rule_path
 from hypersal.errors import UserError
 from hypersal.config.stagelist import TRAINING_STAGES
 
@@ -235,7 +235,7 @@ def skip_before_cutoff(cfg):
       bad={"model": {"hypernet": {"generate": "decoder+encoder"}}})
 def encoder_from_set(cfg):
     h, cutoff = cfg["model"]["hypernet"], cfg["model"]["encoder"]["cutoff"]
-    if h["generate"] not in ("decoder+encoder", "decoder+film"):
+    if h["generate"] not in GENERATE_ENCODER:
         return None
     if h["encoder_from"] is None:
         return Broken(f"generate: {h['generate']} needs the first generated encoder block", "set encoder_from, e.g. 10")
@@ -419,12 +419,12 @@ def study_arms_can_run(cfg):
     if "fewshot_study" not in cfg["pipeline"]:
         return None
     used = [a for a in [*st["arms"], *st["seen_arms"]] if isinstance(a, str)]
-    needs_encoder = [a for a in used if a in ("encoder", "encoder_saliency")]
+    needs_encoder = [a for a in used if a in ENCODER_ARMS]
     if needs_encoder and cfg["model"]["task_encoder"]["width"] == 0:
         return Broken(f"arm {needs_encoder[0]} adapts with the task encoder, but model.task_encoder.width is 0 (none)",
                       "train one: model.task_encoder.width: 64 and train.episodic.encoder_weight: 1.0")
     lrs = st["lrs"] if isinstance(st["lrs"], dict) else {}
-    missing = [a for a in used if a not in ("k0_start", "k0_best", "encoder") and not lrs.get(a)]
+    missing = [a for a in used if a not in UNTRAINED_ARMS and not lrs.get(a)]
     if missing:
         return Broken(f"no learning rates for arm '{missing[0]}'", "list the learning rates its budget is chosen "
                       "from, e.g. [0.001, 0.01]", key=f"study.lrs.{missing[0]}")

@@ -77,7 +77,7 @@ def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> l
                         fix=f"use one of: {', '.join(GENERATE)}")
     if generate == "none":
         return []
-    if generate in ("decoder+encoder", "decoder+film") and encoder_from is None:
+    if generate in choices.GENERATE_ENCODER and encoder_from is None:
         raise UserError(f"generate: {generate} needs the first generated encoder block",
                         key="model.hypernet.encoder_from", fix="set encoder_from, e.g. 10")
     # decoder+film: of those blocks, only the BatchNorm layers' scale and shift (FiLM: a per-task,
@@ -88,7 +88,7 @@ def generated_names(mnet: MainNet, generate: str, encoder_from: int | None) -> l
     def wanted(name: str) -> bool:
         if name.startswith(("decoder.", "output.")):       # output: the saliency-shaped parameters
             return True
-        if generate in ("decoder+encoder", "decoder+film") and name.startswith("encoder.blocks."):
+        if generate in choices.GENERATE_ENCODER and name.startswith("encoder.blocks."):
             return int(name.split(".")[2]) >= encoder_from and (generate == "decoder+encoder" or name in norms)
         return False
     return [n for n, _ in mnet.named_parameters() if wanted(n)]

@@ -125,7 +125,7 @@ def fewshot_study(job) -> dict:
                          loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts)
 
     steps = sorted(cfg.steps)
-    for arm in [a for a in dict.fromkeys([*cfg.arms, *cfg.seen_arms]) if a in A.TRAINED]:   # seen-only arms too
+    for arm in budget_arms(cfg):
         for k in cfg.shots:
             key = protocol.budget_key(arm, k)
             if key in record["budgets"]:
@@ -198,9 +198,14 @@ def check(cfg) -> None:
         raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
 
 
+def budget_arms(cfg) -> list[str]:
+    """The arms whose budgets the stage chooses: the trained ones of arms and seen_arms, in order."""
+    return [a for a in dict.fromkeys([*cfg.arms, *cfg.seen_arms]) if a in A.TRAINED]
+
+
 def totals(cfg, tests: list[str], seen: list[str]) -> tuple[int, int]:
     """(budgets, scores) the stage writes in all: its progress in `experiment.py status`."""
-    n_budgets = len([a for a in dict.fromkeys([*cfg.arms, *cfg.seen_arms]) if a in A.TRAINED]) * len(cfg.shots)
+    n_budgets = len(budget_arms(cfg)) * len(cfg.shots)
     per_draw = len(tests) * len(cfg.shots) * len(cfg.arms) + len(seen) * len(cfg.seen_shots) * len(cfg.seen_arms)
     return n_budgets, per_draw * cfg.draws
 

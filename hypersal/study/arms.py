@@ -44,10 +44,10 @@ from hypersal.evaluation import metrics as M
 from hypersal.models.hyper import HyperSaliency, MainNet, saliency_names as generated_saliency
 
 ARMS = choices.STUDY_ARMS   # declared in hypersal/config/choices.py
-UNTRAINED = ("k0_start", "k0_best", "encoder")           # no step: no budget to choose
+UNTRAINED = choices.UNTRAINED_ARMS                        # no step: no budget to choose
 TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
 IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
-ENCODER_ARMS = ("encoder", "encoder_saliency")           # need model.task_encoder
+ENCODER_ARMS = choices.ENCODER_ARMS                       # need model.task_encoder
 PULL_ARMS = ("saliency", "encoder_saliency")             # their offsets are pulled back (Setting.pull)
 HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency")
 FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
@@ -190,16 +190,22 @@ def encoder(s: Setting) -> float:
     return s.score(lambda im: _generated(s, tensors, im))
 
 
-def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
-    """From each start, the embedding and offsets on the saliency-shaped tensors; at every
-    budget, the score of the start whose loss on the k pairs is then lowest."""
+def saliency_starts(s: Setting) -> list[tuple[torch.Tensor, dict]]:
+    """The saliency arm's starts, (embedding, zero offsets on the saliency-shaped tensors): the
+    start embedding and the `starts` trained embeddings with the lowest loss on the k pairs."""
     trained = trained_embeddings(s)
     order = support_losses(s, trained).argsort()[: s.starts]
     starts = [s.model.start_embedding().detach()] + [trained[int(i)] for i in order]
     shapes = {n: t.shape for n, t in s.model.generated_params(embedding=starts[0]).items()
               if n in saliency_names(s.model)}
     zeros = {n: torch.zeros(shape, device=s.support.x.device) for n, shape in shapes.items()}
-    return _saliency_from(s, [(start, zeros) for start in starts], steps, lr)
+    return [(start, zeros) for start in starts]
+
+
+def saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
+    """From each start, the embedding and offsets on the saliency-shaped tensors; at every
+    budget, the score of the start whose loss on the k pairs is then lowest."""
+    return _saliency_from(s, saliency_starts(s), steps, lr)
 
 
 def encoder_saliency(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
@@ -228,9 +234,13 @@ def _saliency_from(s: Setting, starts: list[tuple[torch.Tensor, dict]], steps: l
     return {step: min(run[step] for run in runs)[1] for step in steps}
 
 
+def start_tensors(s: Setting) -> dict[str, torch.Tensor]:
+    """The generated tensors of the start embedding, detached: where finetune_decoder starts."""
+    return {n: t.detach() for n, t in s.model.generated_params(embedding=s.model.start_embedding().detach()).items()}
+
+
 def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float]:
-    tensors = {n: nn.Parameter(t.detach().clone())
-               for n, t in s.model.generated_params(embedding=s.model.start_embedding().detach()).items()}
+    tensors = {n: nn.Parameter(t.clone()) for n, t in start_tensors(s).items()}
     return _fit(s, list(tensors.values()),
                 lambda idx: s.loss_fn(_generated(s, tensors, s.support.take(idx)), s.support_y[idx]),
                 steps, lr, lambda: s.score(lambda im: _generated(s, tensors, im)))

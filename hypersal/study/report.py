@@ -77,8 +77,12 @@ def nested(studies: list[dict], group: str, arm: str, k: int) -> dict:
 def adapt_ms(studies: list[dict], group: str, arm: str, k: int) -> float | None:
     """The median milliseconds the arm took to adapt to one task at k (None: runs older than the
     record of times)."""
-    ms = [r["adapt_ms"][key] for r in studies for key in r.get("adapt_ms", {})
-          if (lambda t: t[3] == arm and t[1] == k and t[0] in r["groups"][group])(parse_key(key))]
+    ms = []
+    for r in studies:
+        for key, value in r.get("adapt_ms", {}).items():
+            task, kk, _, a = parse_key(key)
+            if a == arm and kk == k and task in r["groups"][group]:
+                ms.append(value)
     return float(np.median(ms)) if ms else None
 
 

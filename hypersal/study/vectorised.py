@@ -46,7 +46,7 @@ def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float,
     else:
         names = A.saliency_names(model)
         tensors_of = lambda p: model.generated_params(embedding=p["emb"], offsets={n: p[n] for n in names if n in p})  # noqa: E731
-    rows = _fit_rows(settings, owner, starts, tensors_of, steps, lr, own_loss=arm in ("saliency", "encoder_saliency"))
+    rows = _fit_rows(settings, owner, starts, tensors_of, steps, lr, own_loss=arm in A.PULL_ARMS)
     out: list[dict[int, float]] = []
     for d in range(len(settings)):
         mine = [r for r, o in zip(rows, owner) if o == d]
@@ -72,20 +72,12 @@ def timed_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float
 
 def _starts(arm: str, s: A.Setting) -> list[tuple[dict, dict]]:
     """(initial parameters, anchors the offsets are pulled to) of each row this draw gets."""
-    model = s.model
     if arm == "embedding":
-        return [({"emb": model.start_embedding().detach()}, {})]
+        return [({"emb": s.model.start_embedding().detach()}, {})]
     if arm == "finetune_decoder":
-        return [({n: t.detach() for n, t in model.generated_params(embedding=model.start_embedding().detach()).items()}, {})]
-    if arm == "encoder_saliency":
-        emb, offsets = A.encoded_task(s)
-        return [({"emb": emb, **offsets}, offsets)]
-    trained = A.trained_embeddings(s)                     # saliency: the start and the best trained
-    order = A.support_losses(s, trained).argsort()[: s.starts]
-    names = A.saliency_names(model)
-    shapes = {n: t.shape for n, t in model.generated_params(embedding=trained[0]).items() if n in names}
-    zeros = {n: torch.zeros(shape, device=s.support.x.device) for n, shape in shapes.items()}
-    return [({"emb": e, **zeros}, zeros) for e in [model.start_embedding().detach()] + [trained[int(i)] for i in order]]
+        return [(A.start_tensors(s), {})]
+    starts = [A.encoded_task(s)] if arm == "encoder_saliency" else A.saliency_starts(s)
+    return [({"emb": emb, **offsets}, offsets) for emb, offsets in starts]
 
 
 def _fit_rows(settings: list[A.Setting], owner: list[int], starts: list[tuple[dict, dict]],
@@ -119,7 +111,8 @@ def _fit_rows(settings: list[A.Setting], owner: list[int], starts: list[tuple[di
         idx = [torch.randperm(k, generator=g)[:b] for g in gens]
         rows = [settings[d] for d in owner]
         deep = torch.stack([(s.support.x if on_images else s.support.encoded[0])[i] for s, i in zip(rows, idx)])
-        low = torch.stack([s.support.encoded[1][i] for s, i in zip(rows, idx)]) if has_low else deep[:, :0]
+        low = (torch.stack([s.support.encoded[1][i] for s, i in zip(rows, idx)]) if has_low and not on_images
+               else deep[:, :0])                      # vmap takes tensors only: an empty one for none
         y = torch.stack([s.support_y[i] for s, i in zip(rows, idx)])
         opt.zero_grad(set_to_none=True)
         batched(params, anchors, deep, low, y).sum().backward()
