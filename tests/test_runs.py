@@ -42,11 +42,19 @@ def check_run_folder(run: Path, index: int) -> dict:
     return yaml.safe_load((run / "results.json").read_text())
 
 
-def test_demo_runs_here_with_the_local_executor(tmp_path):
-    # Shortened (the full demo runs on Slurm in test_report.py): 20 steps a run, two at once.
-    proc = experiment(f"--experiment={DEMO}", "--executor=local", "--parallelism=2", "--base-dir", str(tmp_path),
-                      "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", timeout=600)
+def test_without_sbatch_on_the_path_the_demo_runs_here(tmp_path):
+    """A machine without Slurm: the demo command needs no flag, it says so and runs the sweep
+    here, two runs at once (--executor=local says the same where sbatch is found: the other
+    tests of this file). Shortened (the full demo runs on Slurm in test_report.py): 20 steps a run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "git", "hostname", "date"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    proc = experiment(f"--experiment={DEMO}", "--parallelism=2", "--base-dir", str(tmp_path),
+                      "trainer.train.epochs=2", "trainer.train.steps_per_epoch=10", env={"PATH": str(bin_dir)},
+                      timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "sbatch is not on PATH: running the jobs on this machine" in proc.stderr
     assert "[4/4] running run_003 here" in proc.stderr
     exp = tmp_path / "demo"
     first, second = (json.loads((exp / f"run_00{i}" / "state.json").read_text()) for i in (0, 1))
@@ -54,7 +62,7 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
     for i in range(4):
         results = check_run_folder(exp / f"run_00{i}", i)
         assert results["train"]["steps"] == 20
-    status = experiment("status", str(exp), check_rc=0).stdout
+    status = experiment("status", str(exp), env={"PATH": str(bin_dir)}, check_rc=0).stdout
     assert "4 runs: 4 done" in status
     assert status.splitlines()[1].split()[:6] == ["run_000", "local", "done", "-", "stages", "3/3"]
     table = experiment("collect", str(exp), "--all", check_rc=0)
@@ -63,14 +71,14 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
     assert len(csv) == 5 and all(",done," in row for row in csv[1:])
     assert "train.final_val_loss" in table.stdout
     # upload hands every archive to comet_ml's uploader, each run's first one first.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "comet").write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" > {tmp_path / 'comet_args.txt'}\n")
-    (bin_dir / "comet").chmod(0o755)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "comet").write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" > {tmp_path / 'comet_args.txt'}\n")
+    (fake / "comet").chmod(0o755)
     key0 = yaml.safe_load((exp / "run_000" / "run.yaml").read_text())["comet_key"]
     continuation = exp / "run_000" / "comet" / f"{key0}-abcdef.zip"
     continuation.write_bytes((exp / "run_000" / "comet" / f"{key0}.zip").read_bytes())
-    up = experiment("upload", str(exp), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, check_rc=0)
+    up = experiment("upload", str(exp), env={"PATH": f"{fake}:{os.environ['PATH']}"}, check_rc=0)
     assert "uploaded 5 offline Comet archive(s)" in up.stderr
     args = (tmp_path / "comet_args.txt").read_text().splitlines()
     assert args[0] == "upload" and len(args) == 6
@@ -79,22 +87,6 @@ def test_demo_runs_here_with_the_local_executor(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(exp / "run_000" / "config.yaml")],
                            capture_output=True, text=True)
     assert again.returncode == 0 and "stage train is done already" in again.stderr
-
-
-def test_without_sbatch_on_the_path_the_sweep_runs_here(tmp_path):
-    """A machine without Slurm: the demo command needs no flag, it says so and runs locally."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("bash", "git", "hostname", "date"):
-        os.symlink(shutil.which(tool), bin_dir / tool)
-    exp_file = tmp_path / "exp.yaml"
-    exp_file.write_text(yaml.safe_dump({"experiment": {"name": "here", "base_dir": str(tmp_path),
-                                                       "config": TINY_TRAINER}, "runs": [{}]}))
-    proc = experiment(f"--experiment={exp_file}", env={"PATH": str(bin_dir)}, check_rc=0)
-    assert "sbatch is not on PATH: running the jobs on this machine" in proc.stderr
-    check_run_folder(tmp_path / "here" / "run_000", 0)
-    assert "1 run: 1 done" in experiment("status", str(tmp_path / "here"), env={"PATH": str(bin_dir)},
-                                          check_rc=0).stdout
 
 
 def test_a_failed_local_run_is_named_and_its_sibling_still_finishes(tmp_path):
