@@ -135,7 +135,7 @@ def fewshot_study(job) -> dict:
             pulls = list(cfg.pulls) if cfg.pulls and arm in A.PULL_ARMS else [None]
             for lr, pull in [(lr, pull) for lr in cfg.lrs[arm] for pull in pulls]:
                 signals.check()           # a stop (SIGTERM, USR2) between units of work: what is saved stays
-                these = settings if pull is None else [dataclasses.replace(one, pull=pull) for one in settings]
+                these = with_pull(settings, pull)
                 if cfg.vectorise and V.applies(arm, job.device):
                     runs = V.run_draws(arm, these, steps, lr, mnet_args)
                 else:
@@ -160,8 +160,7 @@ def fewshot_study(job) -> dict:
                 tested = [setting(name, k, d, "test") for d in range(cfg.draws)]
                 for arm in arm_list:
                     budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
-                    settings = tested if "pull" not in budget else [dataclasses.replace(one, pull=budget["pull"])
-                                                                     for one in tested]
+                    settings = with_pull(tested, budget.get("pull"))
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
                     if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1:
@@ -196,6 +195,12 @@ def check(cfg) -> None:
                         key="study.seen_shots", fix=f"use some of {list(cfg.shots)}")
     if not cfg.steps or min(cfg.steps) < 1:
         raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
+
+
+def with_pull(settings: list, pull: float | None) -> list:
+    """The settings with their saliency arms' pull set to `pull` (a budget's, study.pulls), or as
+    they are (study.pull) for None."""
+    return settings if pull is None else [dataclasses.replace(one, pull=pull) for one in settings]
 
 
 def budget_arms(cfg) -> list[str]:
