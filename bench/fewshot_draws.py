@@ -58,9 +58,9 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.model:
         saved = torch.load(args.model, map_location="cpu", weights_only=False)
-        model = build_model({**saved["args"], "mnet": {**saved["args"]["mnet"], "weights": None, "weights_path": None}})
-        model.load_state_dict(saved["state"])
         mnet_args = {**saved["args"]["mnet"], "weights": None, "weights_path": None}
+        model = build_model({**saved["args"], "mnet": mnet_args})
+        model.load_state_dict(saved["state"])
     else:
         torch.manual_seed(0)
         model, mnet_args = build_model(FRESH), FRESH["mnet"]
