@@ -1,5 +1,5 @@
-"""Run a finished few-shot study run's `fewshot_study` stage again with other settings, in a
-new folder:
+"""Run a trained run's `fewshot_study` stage (again, or for the first time after `train`) with
+other settings, in a new folder:
 
     python scripts/fewshot_probe.py RUN_DIR OUT_DIR [key=value ...]
 
@@ -26,12 +26,14 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     run, out, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
-    state = json.loads((run / "state.json").read_text())
-    stage = "fewshot_study" if "fewshot_study" in state.get("stages_done", []) else None
-    if stage is None or not (run / "models").is_dir():
-        print(f"hypersal: error: {run} is not a finished run with a fewshot_study stage", file=sys.stderr)
+    state_file = run / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    stage = "fewshot_study"
+    if "train" not in state.get("stages_done", []) or not (run / "models").is_dir():
+        print(f"hypersal: error: {run} is not a run whose train stage is done (its model saved)", file=sys.stderr)
         return 2
     cfg = yamlio.load(run / "config.yaml")
+    cfg["pipeline"] = [s for s in cfg.get("pipeline", ["train"]) if s != stage] + [stage]   # a run trained only, too
     defaults = yamlio.load(schema.DEFAULTS_FILE)
     cfg.setdefault("comet", {})["mode"] = "disabled"
     for item in overrides:

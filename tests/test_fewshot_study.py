@@ -4,6 +4,7 @@ through experiment.py, its resume, and the report's statistics on known inputs."
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -162,6 +163,17 @@ def test_the_gpu_studys_template_passes_the_login_node_checks(tmp_path):
     assert len(list((tmp_path / "fewshot-gpu-prior").glob("run_*"))) == 7      # 3 seeds, 4 references
 
 
+def test_a_study_without_k0_start_reports_and_plots_without_its_baseline(tmp_path):
+    """A probe of a few arms only (scripts/fewshot_probe.py 'study.arms=[...]'): no k = 0 line,
+    no gain over k = 0 (said, not a NaN called missed)."""
+    studies = [record(f, 0, {"encoder_finetune": 0.8, "finetune_all": 0.7}) for f in ("contrast", "prior")]
+    table, criteria = R.headline(studies, {}, 10)
+    assert "k = 0 (the start embedding): no k0_start arm: **not shown**" in criteria[3]
+    assert criteria[0].startswith("best hypernetwork arm: encoder_finetune (0.810)")     # a hypernetwork arm
+    assert criteria[4] == "wins on at least 2 of 2 families: 2 of 2: **met**"
+    assert Image.open(R.plot(studies, {}, tmp_path / "cc.png")).size == (990, 495)     # two panels
+
+
 def test_the_report_on_known_values():
     base = {"k0_start": 0.5, "embedding": 0.7, "saliency": 0.8, "finetune_all": 0.6, "scratch": 0.4}
     studies = [record(f, s, base) for f in ("contrast", "prior") for s in (0, 1)]
@@ -200,8 +212,10 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     sweep = tmp_path / "fewshot-small"
     path = sweep / "run_000" / "study.json"
     done = json.loads(path.read_text())
-    arms, seen = A.ARMS, ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
-    assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED for k in (1, 3)}
+    arms = tuple(yamlio.load(sweep / "run_000" / "config.yaml")["study"]["arms"])   # every arm but encoder_finetune
+    seen = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
+    assert len(arms) == len(A.ARMS) - 1 and set(arms) < set(A.ARMS)
+    assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED if a in arms for k in (1, 3)}
     for key, budget in done["budgets"].items():          # study.pulls: a third axis of the grid, for two arms
         pulled = key.split("/")[0] in A.PULL_ARMS
         assert ("pull" in budget) == pulled and budget.get("pull", 0.0) in (0.0, 0.1)
@@ -239,8 +253,14 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     assert "resuming after stage train" in resumed.stderr + resumed.stdout
     assert json.loads(path.read_text())["scores"] == done["scores"]
 
-    # scripts/fewshot_probe.py: the same trained model, other study settings, another folder.
-    probe = [PYTHON, str(ROOT / "scripts" / "fewshot_probe.py"), str(sweep / "run_000"), str(tmp_path / "probe")]
+    # scripts/fewshot_probe.py: the same trained model, other study settings, another folder; from
+    # a run that only trained, too (its pipeline without the study: the probe adds it).
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    shutil.copytree(sweep / "run_000" / "models", trained / "models")
+    yamlio.dump({**yamlio.load(sweep / "run_000" / "config.yaml"), "pipeline": ["train"]}, trained / "config.yaml")
+    (trained / "state.json").write_text(json.dumps({**state, "stages_done": ["train"]}))
+    probe = [PYTHON, str(ROOT / "scripts" / "fewshot_probe.py"), str(trained), str(tmp_path / "probe")]
     proc = run([*probe, "study.arms=[k0_start]", "study.seen_arms=[k0_start]", "study.shots=[1]",
                 "study.seen_shots=[1]", "study.draws=1"], env={"HYPERSAL_CPUS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -248,6 +268,8 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     assert json.loads(path.read_text())["scores"] == done["scores"]                 # the run is untouched
     bad = run([*probe, "study.drawz=1"], timeout=60)
     assert bad.returncode == 2 and "study.drawz=1: expects SECTION.KEY=VALUE" in bad.stderr
+    untrained = run([PYTHON, str(ROOT / "scripts" / "fewshot_probe.py"), str(tmp_path), str(tmp_path / "no")], timeout=60)
+    assert untrained.returncode == 2 and "is not a run whose train stage is done" in untrained.stderr
     out = tmp_path / "out"
     assert R.main([str(sweep), "--out", str(out), "--k", "3"]) == 0        # in-process: no second start-up
     text = (out / "results.md").read_text()

@@ -144,7 +144,7 @@ CASES = [
      "factor, every. Did you mean 'every'?", []),
     ("unknown-study-arm", "a misspelt few-shot study arm",
      HEAD + "runs:\n  - trainer:\n      study: {arms: [saliency, finetune_al]}\n",
-     "runs[0].trainer.study.arms: unknown study arm 'finetune_al'. Fix: use one of: embedding, encoder, encoder_saliency, finetune_all, ", []),
+     "runs[0].trainer.study.arms: unknown study arm 'finetune_al'. Fix: use one of: embedding, encoder, encoder_finetune, encoder_saliency, finetune_all, ", []),
     ("unknown-comet-mode", "offlien", HEAD + "runs:\n  - trainer:\n      comet: {mode: offlien}\n",
      "runs[0].trainer.comet.mode: unknown Comet mode 'offlien'. Fix: use one of: disabled, offline, online", []),
     ("unknown-device", "gpu instead of cuda", HEAD + "runs:\n  - trainer: {device: gpu}\n",

@@ -87,3 +87,21 @@ def test_an_episode_of_a_film_model_trains_on_the_images_with_no_nan():
     loss, changed = episode(model, encoder_weight=1.0)
     assert torch.isfinite(loss) and all(torch.isfinite(p).all() for p in model.parameters())
     assert {"task_encoder.to_offsets.weight", "hnet.start", "hnet.base"} <= changed
+
+
+def test_encoder_finetune_starts_from_the_encoder_s_network_and_then_trains_every_weight():
+    s = setting(trained_looking(small()))
+    net, fresh = A.plain_network(s, MNET, "encoder_finetune")
+    assert fresh is None and not net.training
+    with torch.no_grad():
+        ours = torch.sigmoid(net(s.query.x).float())[:, 0]
+        emb, offsets = A.encoded_task(s)
+        tensors = s.model.generated_params(embedding=emb, offsets=offsets)
+        theirs = torch.sigmoid(A._generated(s, tensors, s.query).float())[:, 0]
+    assert torch.allclose(ours, theirs, atol=1e-5)              # the encoder arm's network, exported
+    start, _ = A.plain_network(s, MNET, "finetune_all")
+    with torch.no_grad():
+        assert not torch.allclose(torch.sigmoid(start(s.query.x).float())[:, 0], ours, atol=1e-3)   # not the start's
+    scores = A.run("encoder_finetune", s, [2], 0.01, MNET)
+    assert set(scores) == {2} and -1 <= scores[2] <= 1
+    assert A.run("encoder_finetune", setting(trained_looking(small())), [2], 0.01, MNET) == scores   # reruns identically

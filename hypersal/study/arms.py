@@ -14,6 +14,9 @@ image-map pairs, starting from a trained multi-task hypernetwork (or not).
 |                  | on the k pairs is lowest                      | bias) as offsets pulled back to 0     |
 | encoder_saliency | the task encoder's embedding and offsets      | as saliency, the offsets pulled back  |
 |                  |                                               | to the encoder's                      |
+| encoder_finetune | the network the task encoder's output         | every parameter, as a plain network   |
+|                  | generates, exported (the hnet's weights as    | (finetune_all from the encoder's      |
+|                  | the start of full fine-tuning)                | network instead of the start's)       |
 | finetune_decoder | the exported network of the start embedding   | the decoder and output                |
 | finetune_all     | the exported network of the start embedding   | every parameter                       |
 | plain_b          | a plain network: the multi-task encoder,      | every parameter                       |
@@ -46,10 +49,10 @@ from hypersal.models.hyper import HyperSaliency, MainNet, saliency_names as gene
 ARMS = choices.STUDY_ARMS   # declared in hypersal/config/choices.py
 UNTRAINED = choices.UNTRAINED_ARMS                        # no step: no budget to choose
 TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
-IMAGE_ARMS = ("finetune_all", "plain_b", "scratch")       # the encoder learns: no cached features
+IMAGE_ARMS = ("encoder_finetune", "finetune_all", "plain_b", "scratch")   # the encoder learns: no cached features
 ENCODER_ARMS = choices.ENCODER_ARMS                       # need model.task_encoder
 PULL_ARMS = ("saliency", "encoder_saliency")             # their offsets are pulled back (Setting.pull)
-HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency")
+HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "encoder_finetune")
 FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
 
 
@@ -247,12 +250,17 @@ def finetune_decoder(s: Setting, steps: list[int], lr: float) -> dict[int, float
 
 
 def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.Module | None]:
-    """finetune_all: the exported network of the start; plain_b: the multi-task encoder and a
-    random decoder; scratch: random weights (seeded). With the part initialised at random."""
+    """finetune_all: the exported network of the start; encoder_finetune: the exported network of
+    the task encoder's output for the k pairs; plain_b: the multi-task encoder and a random
+    decoder; scratch: random weights (seeded). With the part initialised at random."""
     net = _seeded_network(mnet_args, s.seed).to(s.support.x.device)   # built on the CPU (seeded there)
     if kind == "scratch":
         return _averaging_bn(net, net)
     state = s.model.export(s.task)             # the new task's row: the start (add_task)
+    if kind == "encoder_finetune":             # the task encoder's network for the k pairs instead
+        emb, offsets = encoded_task(s)
+        with torch.no_grad():
+            state.update({n: t.detach().clone() for n, t in s.model.generated_params(embedding=emb, offsets=offsets).items()})
     if kind == "plain_b":
         state = {**net.state_dict(), **{n: v for n, v in state.items() if n.startswith("encoder.")}}
     net.load_state_dict(state)
