@@ -4,8 +4,8 @@ through experiment.py, its resume, and the report's statistics on known inputs."
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import time

@@ -253,11 +253,14 @@ class HyperSaliency(nn.Module):
         return own + (self.hnet.shared_parameters() if self.hnet is not None else []) + encoder
 
     @torch.no_grad()
-    def export(self, task: int | str) -> dict[str, torch.Tensor]:
-        """A plain MainNet state dict for one task: generated weights and its BN statistics in."""
+    def export(self, task: int | str, embedding: torch.Tensor | None = None,
+               offsets: dict | None = None) -> dict[str, torch.Tensor]:
+        """A plain MainNet state dict for one task: generated weights and its BN statistics in.
+        The weights are the task's own, or those of `embedding` plus `offsets` (the task encoder's)."""
         task = self.task_index(task)
         state = {k: v.detach().clone() for k, v in self.mnet.state_dict().items()}
-        state.update({k: v.detach().clone() for k, v in self.generated_params(task).items()})
+        generated = self.generated_params(task, embedding=embedding, offsets=offsets)
+        state.update({k: v.detach().clone() for k, v in generated.items()})
         if self.bn_bank is not None:
             state.update({k: v.clone() for k, v in self.bn_bank.for_task(task).items()})
         return state

@@ -256,11 +256,9 @@ def plain_network(s: Setting, mnet_args: dict, kind: str) -> tuple[MainNet, nn.M
     net = _seeded_network(mnet_args, s.seed).to(s.support.x.device)   # built on the CPU (seeded there)
     if kind == "scratch":
         return _averaging_bn(net, net)
-    state = s.model.export(s.task)             # the new task's row: the start (add_task)
-    if kind == "encoder_finetune":             # the task encoder's network for the k pairs instead
-        emb, offsets = encoded_task(s)
-        with torch.no_grad():
-            state.update({n: t.detach().clone() for n, t in s.model.generated_params(embedding=emb, offsets=offsets).items()})
+    # The new task's row, the start (add_task); encoder_finetune: the task encoder's for the k pairs.
+    emb, offsets = encoded_task(s) if kind == "encoder_finetune" else (None, None)
+    state = s.model.export(s.task, embedding=emb, offsets=offsets)
     if kind == "plain_b":
         state = {**net.state_dict(), **{n: v for n, v in state.items() if n.startswith("encoder.")}}
     net.load_state_dict(state)
