@@ -10,12 +10,17 @@ shape, the page cache. Then `rounds` rounds, each timing back to back, as CPU ti
 
     decode    a bare loop over the files: np.fromfile, cv2.imdecode
     stage     the stage with overlays off, then on (maps written into a temporary folder)
-    model     the model's forward calls inside those stages (time.thread_time around each)
+    device    the device's share inside those stages (hypersal.stages.run.predict: the model's
+              input made from the uint8 batch, the forward calls, the sigmoid; time.thread_time
+              around each call)
 
-The stage's host work is stage - model: what the CPUs of a GPU node do per image while the GPU
-infers. torch runs 1 thread here (the stage would use job_cpus(), 2 on a 2-core machine) so that
-the model's CPU time is the calling thread's own and is subtracted exactly; the stage's decode
-and write threads are run.workers (auto: job_cpus()). Prints one JSON line per round, one
+The stage's host work is stage - device: what the CPUs of a GPU node do per image while the GPU
+infers (on a GPU node the input's normalisation and the sigmoid are GPU kernels, as the model
+is; the CPU path's cv2.LUT input table is never run there). Before 2026-12-02 only the forward
+calls were subtracted, which counted those two as host work; the JSON lines give that ratio too
+(`*_ratio_forward_only`). torch runs 1 thread here (the stage would use job_cpus(), 2 on a
+2-core machine) so that the device's CPU time is the calling thread's own and is subtracted
+exactly; the stage's decode and write threads are run.workers (auto: job_cpus()). Prints one JSON line per round, one
 summary line (medians over the rounds), one line of the main steps' CPU ms per image (one
 thread: decode, resize to the training size, map PNG, overlay blend and JPEG) and a readable line. --cuda first times the stage on the
 GPU, overlays off and on (wall images/s after a warm pass; bench/gpu.sh runs it).
@@ -75,19 +80,34 @@ def make_job(folder: Path, images: Path, args, overlay: bool, device: str) -> Jo
                tracker=Tracker(run_folder, {"mode": "disabled"}, {}), device=torch.device(device))
 
 
-class ModelClock:
-    """CPU seconds the model's forward calls took, in the thread that made them."""
+class DeviceClock:
+    """CPU seconds of the device's share of the stage (hypersal.stages.run.predict: the model's
+    input from the uint8 batch, the forward calls, the sigmoid), in the thread that ran it; and,
+    within it, of the forward calls alone (the definition of host work before 2026-12-02)."""
 
     def __init__(self, model: torch.nn.Module):
-        self.seconds, self._start = 0.0, 0.0
+        self.seconds = self.forward_seconds = 0.0
+        self._start = 0.0
         model.register_forward_pre_hook(lambda *_: self._begin())
         model.register_forward_hook(lambda *_: self._end())
+        predict = run_stage.predict
+
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return predict(*args, **kwargs)
+            finally:
+                self.seconds += time.thread_time() - start
+        run_stage.predict = timed
+
+    def reset(self) -> None:
+        self.seconds = self.forward_seconds = 0.0
 
     def _begin(self) -> None:
         self._start = time.thread_time()
 
     def _end(self) -> None:
-        self.seconds += time.thread_time() - self._start
+        self.forward_seconds += time.thread_time() - self._start
 
 
 def decode_loop(files: list[Path]) -> float:
@@ -97,23 +117,24 @@ def decode_loop(files: list[Path]) -> float:
     return time.process_time() - start
 
 
-def timed_stage(job: Job, clock: ModelClock) -> tuple[float, float, float]:
-    """(CPU seconds of the stage, of its model calls, wall seconds)."""
-    clock.seconds = 0.0
+def timed_stage(job: Job, clock: DeviceClock) -> tuple[float, float, float, float]:
+    """(CPU seconds of the stage, of its device share, of its forward calls alone, wall seconds)."""
+    clock.reset()
     cpu, wall = time.process_time(), time.perf_counter()
     run_stage.run(job)
-    return time.process_time() - cpu, clock.seconds, time.perf_counter() - wall
+    return time.process_time() - cpu, clock.seconds, clock.forward_seconds, time.perf_counter() - wall
 
 
 def one_round(files, jobs, clock) -> dict:
     n = len(files)
     row = {"decode_ms": decode_loop(files) / n * 1e3}
     for name, job in jobs.items():
-        cpu, model, wall = timed_stage(job, clock)
+        cpu, device, forward, wall = timed_stage(job, clock)
         row[f"{name}_stage_ms"] = cpu / n * 1e3
-        row[f"{name}_model_ms"] = model / n * 1e3
-        row[f"{name}_host_ms"] = (cpu - model) / n * 1e3
-        row[f"{name}_ratio"] = (cpu - model) / n * 1e3 / row["decode_ms"]
+        row[f"{name}_model_ms"] = device / n * 1e3
+        row[f"{name}_host_ms"] = (cpu - device) / n * 1e3
+        row[f"{name}_ratio"] = (cpu - device) / n * 1e3 / row["decode_ms"]
+        row[f"{name}_ratio_forward_only"] = (cpu - forward) / n * 1e3 / row["decode_ms"]
         row[f"{name}_images_per_second"] = n / wall
     return row
 
@@ -183,7 +204,7 @@ def cpu_rounds(root: Path, files: list[Path], args) -> None:
     model = jobs["maps"].new_model(TASKS)
     for job in jobs.values():
         job.model = model
-    clock = ModelClock(model)
+    clock = DeviceClock(model)
     run_stage.run(jobs["overlay"])        # warm: every batch shape, the files in the page cache
     decode_loop(files)
     common = {"images": args.n, "image_size": list(args.size), "train_size": args.train_size,
@@ -204,8 +225,9 @@ def cpu_rounds(root: Path, files: list[Path], args) -> None:
           f"host CPU per image {summary['maps_host_ms']:.2f} ms without overlays "
           f"({summary['maps_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_host_ms']:.2f} ms "
           f"with ({summary['overlay_ratio']:.2f}x, target <= 6); bare decode {summary['decode_ms']:.2f} ms; "
-          f"the model {summary['maps_model_ms']:.1f} ms per image on {torch.get_num_threads()} torch "
-          f"thread(s), not counted", flush=True)
+          f"the device's share (input, model, sigmoid) {summary['maps_model_ms']:.1f} ms per image on "
+          f"{torch.get_num_threads()} torch thread(s), not counted (counting only the forward calls so: "
+          f"{summary['maps_ratio_forward_only']:.2f}x and {summary['overlay_ratio_forward_only']:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,23 @@ def test_an_image_loads_as_today(images, hw):
         assert image is None and shape == ref_image.shape[:2] and np.array_equal(small, ref_small), path.name
 
 
+def test_an_image_loads_into_its_batch_row_as_alone(images):
+    """The stage resizes each image straight into its row of the batch's array: the same pixels
+    as alone, that row and no other written; a row of the wrong shape is refused."""
+    hw = (48, 64)
+    batch = np.zeros((len(images) + 1, *hw, 3), np.uint8)
+    for i, path in enumerate(images):
+        small, _, _ = runio.load(path, hw, keep=False, out=batch[i])
+        assert np.shares_memory(small, batch[i]) and np.array_equal(batch[i], runio.load(path, hw, keep=False)[0])
+    assert not batch[-1].any()
+    original = runio.load(images[0], hw, keep=True)[2]
+    same_size = original.shape[:2]                                   # no resize: copied into the row
+    row = np.zeros((*same_size, 3), np.uint8)
+    assert np.array_equal(runio.load(images[0], same_size, keep=False, out=row)[0], original) and row.any()
+    with pytest.raises(ValueError, match="out is uint8"):
+        runio.load(images[0], hw, keep=False, out=np.zeros((*hw, 4), np.uint8))
+
+
 @pytest.mark.parametrize("hw", [(256, 256), (48, 64)], ids=["256x256", "48x64"])
 def test_maps_are_todays_pixel_for_pixel_and_overlays_within_one_grey_level(images, tmp_path, hw):
     rng = np.random.default_rng(1)

@@ -97,12 +97,22 @@ def read_map(path: Path | str, expected_hw: tuple[int, int] | None = None) -> np
     return arr
 
 
-def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize(arr: np.ndarray, hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """arr at (h, w): INTER_AREA to shrink, INTER_LINEAR otherwise; into `out` where given (an
+    array of the result's shape and type, contiguous), which is then returned."""
     h, w = hw
-    if arr.shape[:2] == (h, w):
-        return arr
     shrink = arr.shape[0] >= h and arr.shape[1] >= w
-    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if out is None:
+        if arr.shape[:2] == (h, w):
+            return arr
+        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if out.shape != (h, w, *arr.shape[2:]) or out.dtype != arr.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"resize: out is {out.dtype} {out.shape}, not {arr.dtype} {(h, w, *arr.shape[2:])} contiguous")
+    if arr.shape[:2] == (h, w):
+        out[...] = arr
+        return out
+    cv2.resize(arr, (w, h), dst=out, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
 
 
 def _key(kind: str, files: list[Path], hw: tuple[int, int]) -> str:

@@ -36,29 +36,40 @@ AHEAD = 2          # batches decoded ahead of the model; batches of writes pendi
 
 
 def decoded(pool: ThreadPoolExecutor, files: list[Path], size: int, hw: tuple[int, int], keep: bool):
-    """(batch, its decode futures, one per image), AHEAD batches submitted before they are asked
-    for; the full-size images are kept only if `keep` (overlays)."""
+    """(batch, its uint8 images at the training size (B, h, w, 3), their decode futures, one per
+    image), AHEAD batches submitted before they are asked for; each image is resized straight
+    into its row; the full-size images are kept only if `keep` (overlays)."""
     queue = deque()
     for i in range(0, len(files), size):
         batch = files[i:i + size]
-        queue.append((batch, [pool.submit(load, p, hw, keep) for p in batch]))
+        small = np.empty((len(batch), *hw, 3), np.uint8)
+        queue.append((batch, small, [pool.submit(load, p, hw, keep, small[j]) for j, p in enumerate(batch)]))
         if len(queue) > AHEAD:
             yield queue.popleft()
     yield from queue
 
 
-def infer(model, inputs: Inputs, items: list, indices: list[int], precision: Precision):
-    """Each task's probabilities (B, h, w) of a batch on the way to the host, and the CUDA event
-    that says they are there (None on the CPU, where they already are)."""
+def predict(model, inputs: Inputs, small: np.ndarray, indices: list[int], precision: Precision) -> list:
+    """The device's share of a batch: the model's input from the uint8 images, each task's
+    forward and sigmoid, the probabilities (B, h, w) sent to the host (into pinned memory from a
+    GPU, without waiting). On a GPU the host only queues this work; on the CPU it is the
+    model's time (bench/run_speed.py counts it so, apart from the stage's host work)."""
     device = inputs.device
-    x = inputs(np.stack([item[0] for item in items]))
+    x = inputs(small)
     probs = []
     with torch.no_grad():
         for index in indices:
             with precision.autocast(device):
                 p = torch.sigmoid(model(x, task=index).float())[:, 0]
-            probs.append(p.to("cpu", non_blocking=True))      # into pinned memory from a GPU
-    if device.type != "cuda":
+            probs.append(p.to("cpu", non_blocking=True))
+    return probs
+
+
+def infer(model, inputs: Inputs, small: np.ndarray, indices: list[int], precision: Precision):
+    """Each task's probabilities of a batch on the way to the host, and the CUDA event that says
+    they are there (None on the CPU, where they already are)."""
+    probs = predict(model, inputs, small, indices, precision)
+    if inputs.device.type != "cuda":
         return probs, None
     arrived = torch.cuda.Event()
     arrived.record()
@@ -104,10 +115,10 @@ def run(job) -> dict:
     cv2.setNumThreads(1)     # the pool works on several images at once: OpenCV's own threads only add
     try:                     # their hand-offs (~1 ms more CPU per overlay written, 2 of them on 2 cores)
         previous, written = None, deque()
-        for batch, futures in decoded(pool, files, cfg.batch_size, hw, cfg.overlay):
+        for batch, small, futures in decoded(pool, files, cfg.batch_size, hw, cfg.overlay):
             signals.check()
             items = [f.result() for f in futures]
-            inferred = infer(model, inputs, items, indices, precision)
+            inferred = infer(model, inputs, small, indices, precision)
             if previous:      # the last batch's maps, while a GPU infers this one
                 written.append(submit_writes(pool, *previous, tasks, out))
             previous = batch, items, inferred

@@ -20,13 +20,17 @@ from hypersal.train.steps import images_to_input
 JPEG = [cv2.IMWRITE_JPEG_QUALITY, 90]
 
 
-def load(path: Path, hw: tuple[int, int], keep: bool) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+def load(path: Path, hw: tuple[int, int], keep: bool,
+         out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
     """(image at the training size, the original's (H, W), the original if `keep`: an overlay
-    needs it). Without overlays the original is let go once resized, in the thread that decoded
-    it, so the next decode there reuses its memory: else AHEAD batches of full-size images stay
-    in flight and each decode faults its pages in anew (~140-280 a 480x640 image)."""
+    needs it). With `out` (a (h, w, 3) uint8 row of the batch's array) the small image is
+    resized straight into it, so the batch needs no stack. Without overlays the original is let
+    go once resized, in the thread that decoded it, so the next decode there reuses its memory:
+    else AHEAD batches of full-size images stay in flight and each decode faults its pages in
+    anew (~140-280 a 480x640 image)."""
     image = read_rgb(path)
-    return resize(image, hw), image.shape[:2], image if keep else None
+    small = resize(image, hw, out)
+    return small, image.shape[:2], image if keep else None
 
 
 def jpeg(array: np.ndarray, path: Path) -> np.ndarray:
