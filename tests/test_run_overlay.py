@@ -49,3 +49,17 @@ def test_a_strided_image_blends_as_its_copy():
     wide = rng.integers(0, 256, (20, 60, 3), dtype=np.uint8)
     u8 = rng.integers(0, 256, (20, 30), dtype=np.uint8)
     assert np.array_equal(viz.blend_bgr(wide[:, ::2], u8), viz.blend_bgr(np.ascontiguousarray(wide[:, ::2]), u8))
+
+
+def test_a_blend_is_not_changed_by_the_next_one_in_the_same_thread():
+    """blend_bgr reuses this thread's scratch arrays: a result given out must stay as it was when
+    the next blend (of the same size, then of another) runs."""
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((30, 40, 3), (30, 40, 3), (12, 8, 3))]
+    maps = [rng.integers(0, 256, image.shape[:2], dtype=np.uint8) for image in images]
+    first = viz.blend_bgr(images[0], maps[0])
+    kept = first.copy()
+    viz.blend_bgr(images[1], maps[1])
+    viz.blend_bgr(images[2], maps[2])
+    assert np.array_equal(first, kept)
+    assert np.array_equal(viz.blend_bgr(images[0], maps[0]), kept)
