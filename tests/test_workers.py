@@ -552,3 +552,28 @@ def test_a_failing_run_fails_once_and_the_worker_goes_on(tmp_path, dataset):
     again = start(exp, log)                                   # failed runs are not taken again
     assert finish(again, log).rstrip().endswith("nothing left to start; 0 run(s) ran here")
     assert record(exp, worker_id(again))["runs"] == []
+
+
+def test_a_worker_waits_for_its_child_s_end_not_for_its_next_look():
+    """Between runs a worker waits on its children's pidfds: it wakes when one ends, so the next
+    run starts then, not at the end of the wait (here 30 s); without a child it sleeps the wait."""
+    from types import SimpleNamespace
+    from hypersal.runner.worker import Slot, Worker, open_pidfd
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.3)
+        os._exit(0)
+    slot = Slot(claim=None, pid=pid, started="", t0=0.0, pidfd=open_pidfd(pid))
+    try:
+        if slot.pidfd is None:
+            pytest.skip("this kernel gives no pidfd (Linux 5.3+): the worker falls back to looking every 0.2 s")
+        start = time.monotonic()
+        Worker.wait(SimpleNamespace(running={pid: slot}), 30.0)
+        assert 0.25 < time.monotonic() - start < 15
+    finally:
+        os.waitpid(pid, 0)
+        if slot.pidfd is not None:
+            os.close(slot.pidfd)
+    start = time.monotonic()
+    Worker.wait(SimpleNamespace(running={}), 0.3)
+    assert time.monotonic() - start >= 0.3
