@@ -101,17 +101,16 @@ def resize(arr: np.ndarray, hw: tuple[int, int], out: np.ndarray | None = None) 
     """arr at (h, w): INTER_AREA to shrink, INTER_LINEAR otherwise; into `out` where given (an
     array of the result's shape and type, contiguous), which is then returned."""
     h, w = hw
-    shrink = arr.shape[0] >= h and arr.shape[1] >= w
+    same = arr.shape[:2] == (h, w)
+    interpolation = cv2.INTER_AREA if arr.shape[0] >= h and arr.shape[1] >= w else cv2.INTER_LINEAR
     if out is None:
-        if arr.shape[:2] == (h, w):
-            return arr
-        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return arr if same else cv2.resize(arr, (w, h), interpolation=interpolation)
     if out.shape != (h, w, *arr.shape[2:]) or out.dtype != arr.dtype or not out.flags.c_contiguous:
         raise ValueError(f"resize: out is {out.dtype} {out.shape}, not {arr.dtype} {(h, w, *arr.shape[2:])} contiguous")
-    if arr.shape[:2] == (h, w):
+    if same:
         out[...] = arr
-        return out
-    cv2.resize(arr, (w, h), dst=out, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    else:
+        cv2.resize(arr, (w, h), dst=out, interpolation=interpolation)
     return out
 
 
