@@ -2,6 +2,8 @@
 no gradient step; trained in train.episodic's episodes; the study's encoder arms."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -105,3 +107,21 @@ def test_encoder_finetune_starts_from_the_encoder_s_network_and_then_trains_ever
     scores = A.run("encoder_finetune", s, [2], 0.01, MNET)
     assert set(scores) == {2} and -1 <= scores[2] <= 1
     assert A.run("encoder_finetune", setting(trained_looking(small())), [2], 0.01, MNET) == scores   # reruns identically
+
+
+def test_a_weight_pull_holds_full_fine_tuning_nearer_its_start(monkeypatch):
+    """study.weight_pulls (L2-SP): the squared distance of every weight to the start's, weighted,
+    joins the loss of encoder_finetune and finetune_all; 0 leaves them as they were."""
+    built, real = [], A.plain_network
+    monkeypatch.setattr(A, "plain_network", lambda *args: built.append(real(*args)) or built[-1])
+
+    def fine_tuned(arm: str, pull: float) -> tuple[dict, float]:
+        s = dataclasses.replace(setting(trained_looking(small())), weight_pull=pull)
+        start = [p.detach().clone() for p in real(s, MNET, arm)[0].parameters()]
+        scores = A.run(arm, s, [3, 8], 0.01, MNET)
+        moved = sum(((p.detach() - q) ** 2).sum() for p, q in zip(built[-1][0].parameters(), start))
+        return scores, float(moved)
+    for arm in A.WEIGHT_PULL_ARMS:
+        (free, free_moved), (pulled, pulled_moved) = fine_tuned(arm, 0.0), fine_tuned(arm, 10.0)
+        assert free_moved > 0 and pulled_moved < free_moved / 2, (arm, free_moved, pulled_moved)
+        assert pulled != free and fine_tuned(arm, 0.0)[0] == free        # a pull of 0 changes nothing

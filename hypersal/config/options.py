@@ -430,11 +430,20 @@ def study_arms_can_run(cfg):
                       "from, e.g. [0.001, 0.01]", key=f"study.lrs.{missing[0]}")
 
 
+def _pull_grid(cfg, key: str, fix: str):
+    pulls = cfg["study"][key]
+    if "fewshot_study" in cfg["pipeline"] and not all(_number(p) and p >= 0 for p in pulls):
+        return Broken(f"{key} must be weights >= 0, got {pulls!r}", fix)
+
+
 @rule("study.pulls", bad={"pipeline": ["fewshot_study"], "study": {"family": "prior", "pulls": [0.1, -1.0]}})
 def study_pulls(cfg):
-    pulls = cfg["study"]["pulls"]
-    if "fewshot_study" in cfg["pipeline"] and not all(_number(p) and p >= 0 for p in pulls):
-        return Broken(f"pulls must be weights >= 0, got {pulls!r}", "e.g. [0.0, 0.1], or [] for study.pull alone")
+    return _pull_grid(cfg, "pulls", "e.g. [0.0, 0.1], or [] for study.pull alone")
+
+
+@rule("study.weight_pulls", bad={"pipeline": ["fewshot_study"], "study": {"family": "prior", "weight_pulls": [-0.01]}})
+def study_weight_pulls(cfg):
+    return _pull_grid(cfg, "weight_pulls", "e.g. [0.0, 0.001, 0.01], or [] for none")
 
 
 # --- applying them ----------------------------------------------------------------------------

@@ -132,11 +132,11 @@ def fewshot_study(job) -> dict:
                 continue
             tried = {}
             settings = [setting(name, k, d, "val") for name in select for d in range(cfg.select_draws)]
-            pulls = list(cfg.pulls) if cfg.pulls and arm in A.PULL_ARMS else [None]
+            pulls = pull_grid(cfg, arm)
             for lr, pull in [(lr, pull) for lr in cfg.lrs[arm] for pull in pulls]:
                 signals.check()           # a stop (SIGTERM, USR2) between units of work: what is saved stays
-                these = with_pull(settings, pull)
-                if cfg.vectorise and V.applies(arm, job.device):
+                these = with_pull(settings, arm, pull)
+                if cfg.vectorise and V.applies(arm, job.device) and not these[0].weight_pull:
                     runs = V.run_draws(arm, these, steps, lr, mnet_args)
                 else:
                     runs = [A.run(arm, one, steps, lr, mnet_args) for one in these]
@@ -160,10 +160,11 @@ def fewshot_study(job) -> dict:
                 tested = [setting(name, k, d, "test") for d in range(cfg.draws)]
                 for arm in arm_list:
                     budget = record["budgets"].get(protocol.budget_key(arm, k), {"lr": 0.0, "steps": 1})
-                    settings = with_pull(tested, budget.get("pull"))
+                    settings = with_pull(tested, arm, budget.get("pull"))
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
-                    if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1:
+                    if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1 \
+                            and not settings[0].weight_pull:
                         # every draw again, not the missing ones alone: a row's rounding may depend
                         # on the batch it is in, and a resumed run gives the uninterrupted one's numbers
                         scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"], mnet_args)
@@ -197,10 +198,24 @@ def check(cfg) -> None:
         raise UserError("steps must list budgets of at least 1 step", key="study.steps", fix="e.g. [10, 25, 50]")
 
 
-def with_pull(settings: list, pull: float | None) -> list:
-    """The settings with their saliency arms' pull set to `pull` (a budget's, study.pulls), or as
-    they are (study.pull) for None."""
-    return settings if pull is None else [dataclasses.replace(one, pull=pull) for one in settings]
+def pull_grid(cfg, arm: str) -> list:
+    """The pulls an arm's budget is chosen among: study.pulls for the saliency arms (the weight
+    on their offsets), study.weight_pulls for the full fine-tuning arms (L2-SP: the weight on
+    every weight's squared distance to the start's); [None] where there is no grid."""
+    if cfg.pulls and arm in A.PULL_ARMS:
+        return list(cfg.pulls)
+    if cfg.weight_pulls and arm in A.WEIGHT_PULL_ARMS:
+        return list(cfg.weight_pulls)
+    return [None]
+
+
+def with_pull(settings: list, arm: str, pull: float | None) -> list:
+    """The settings with the arm's pull set to `pull` (a budget's, from pull_grid), or as they
+    are (study.pull; no weight pull) for None."""
+    if pull is None:
+        return settings
+    field = "weight_pull" if arm in A.WEIGHT_PULL_ARMS else "pull"
+    return [dataclasses.replace(one, **{field: pull}) for one in settings]
 
 
 def budget_arms(cfg) -> list[str]:

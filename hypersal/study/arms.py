@@ -52,6 +52,7 @@ TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
 IMAGE_ARMS = ("encoder_finetune", "finetune_all", "plain_b", "scratch")   # the encoder learns: no cached features
 ENCODER_ARMS = choices.ENCODER_ARMS                       # need model.task_encoder
 PULL_ARMS = ("saliency", "encoder_saliency")             # their offsets are pulled back (Setting.pull)
+WEIGHT_PULL_ARMS = ("encoder_finetune", "finetune_all")  # every weight pulled to its start's (Setting.weight_pull)
 HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "encoder_finetune")
 FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
 
@@ -82,6 +83,7 @@ class Setting:
     batch_size: int
     seed: int                       # batches and random initialisations
     pull: float = 0.1
+    weight_pull: float = 0.0        # L2-SP: weight of the squared distance of every weight to the start's
     starts: int = 2
     scoring: float = 0.0            # seconds spent scoring (timed() leaves them out)
 
@@ -299,16 +301,21 @@ def _averaging_bn(net: MainNet, fresh: nn.Module | None) -> tuple[MainNet, nn.Mo
 
 def image_arm(s: Setting, kind: str, mnet_args: dict, steps: list[int], lr: float) -> dict[int, float]:
     net, fresh = plain_network(s, mnet_args, kind)
+    params = list(net.parameters())
+    anchors = [p.detach().clone() for p in params] if s.weight_pull and kind in WEIGHT_PULL_ARMS else None
 
     def loss_of(idx):
         if fresh is not None:
             fresh.train(True)
-        return s.loss_fn(net(s.support.x[idx]), s.support_y[idx])
+        loss = s.loss_fn(net(s.support.x[idx]), s.support_y[idx])
+        if anchors is not None:   # L2-SP (Li et al. 2018): keep what the start knows, fit the rest
+            loss = loss + s.weight_pull * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+        return loss
 
     def score_now():
         net.eval()
         return s.score(lambda im: net(im.x))
-    return _fit(s, list(net.parameters()), loss_of, steps, lr, score_now)
+    return _fit(s, params, loss_of, steps, lr, score_now)
 
 
 def run(arm: str, s: Setting, steps: list[int], lr: float, mnet_args: dict) -> dict[int, float]:
