@@ -124,4 +124,4 @@ def test_a_weight_pull_holds_full_fine_tuning_nearer_its_start(monkeypatch):
     for arm in A.WEIGHT_PULL_ARMS:
         (free, free_moved), (pulled, pulled_moved) = fine_tuned(arm, 0.0), fine_tuned(arm, 10.0)
         assert free_moved > 0 and pulled_moved < free_moved / 2, (arm, free_moved, pulled_moved)
-        assert pulled != free and fine_tuned(arm, 0.0)[0] == free        # a pull of 0 changes nothing
+        assert pulled != free and fine_tuned(arm, 0.0)[0] == free        # a rerun is the same: the pull made the change

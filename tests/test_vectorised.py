@@ -55,6 +55,7 @@ def test_whole_networks_are_vectorised_on_a_gpu_only_and_plain_b_never():
     assert V.applies("saliency", cpu) and V.applies("finetune_all", cuda)
     assert not V.applies("finetune_all", cpu)               # measured slower on a CPU core
     assert not V.applies("plain_b", cuda) and not V.applies("scratch", cuda) and not V.applies("encoder", cpu)
+    assert not V.applies("finetune_all", cuda, weight_pull=0.001)    # its stacked fit has no L2-SP term
 
 
 def test_with_generated_film_the_arms_run_the_images_not_the_cached_features():

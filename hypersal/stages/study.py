@@ -136,7 +136,7 @@ def fewshot_study(job) -> dict:
             for lr, pull in [(lr, pull) for lr in cfg.lrs[arm] for pull in pulls]:
                 signals.check()           # a stop (SIGTERM, USR2) between units of work: what is saved stays
                 these = with_pull(settings, arm, pull)
-                if cfg.vectorise and V.applies(arm, job.device) and not these[0].weight_pull:
+                if cfg.vectorise and V.applies(arm, job.device, these[0].weight_pull):
                     runs = V.run_draws(arm, these, steps, lr, mnet_args)
                 else:
                     runs = [A.run(arm, one, steps, lr, mnet_args) for one in these]
@@ -163,8 +163,8 @@ def fewshot_study(job) -> dict:
                     settings = with_pull(tested, arm, budget.get("pull"))
                     keys = [protocol.score_key(name, k, d, arm) for d in range(cfg.draws)]
                     missing = [d for d, key in enumerate(keys) if key not in record["scores"]]
-                    if missing and cfg.vectorise and V.applies(arm, job.device) and len(settings) > 1 \
-                            and not settings[0].weight_pull:
+                    if missing and cfg.vectorise and V.applies(arm, job.device, settings[0].weight_pull) \
+                            and len(settings) > 1:
                         # every draw again, not the missing ones alone: a row's rounding may depend
                         # on the batch it is in, and a resumed run gives the uninterrupted one's numbers
                         scores, ms = V.timed_draws(arm, settings, [budget["steps"]], budget["lr"], mnet_args)

@@ -25,9 +25,10 @@ VECTOR_ARMS = ("embedding", "saliency", "encoder_saliency", "finetune_decoder", 
 GPU_ONLY = ("finetune_all",)
 
 
-def applies(arm: str, device: torch.device) -> bool:
-    """Whether study.vectorise runs this arm's draws at once on this device."""
-    return arm in VECTOR_ARMS and (arm not in GPU_ONLY or device.type == "cuda")
+def applies(arm: str, device: torch.device, weight_pull: float = 0.0) -> bool:
+    """Whether study.vectorise runs this arm's draws at once on this device: not with a weight
+    pull (study.weight_pulls), which the stacked finetune_all has no term for."""
+    return arm in VECTOR_ARMS and (arm not in GPU_ONLY or device.type == "cuda") and not weight_pull
 
 
 def run_draws(arm: str, settings: list[A.Setting], steps: list[int], lr: float,
