@@ -8,7 +8,9 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the r
 { nvidia-smi -L; nproc; python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"; } > "$OUT/machine.txt" 2>&1
 # The run stage on the GPU (2,000 480x640 JPEGs, overlays off and on), then its CPU-side ratios on this node.
 timeout 240 python3 bench/run_speed.py --cuda --rounds 0 --n 2000 --batch 256 > "$OUT/run_speed.jsonl" 2> "$OUT/run_speed.err"
-timeout 120 python3 bench/run_speed.py >> "$OUT/run_speed.jsonl" 2>> "$OUT/run_speed.err"
+timeout 150 python3 bench/run_speed.py --rounds 1 >> "$OUT/run_speed.jsonl" 2>> "$OUT/run_speed.err"
+# The run stage's GPU kernels against the host's pixels: the area resize bit for bit, maps and overlays within 1 grey level.
+timeout 60 python3 -m pytest tests/test_area.py tests/test_run_maps.py -q -p no:cacheprovider -k gpu > "$OUT/run_gpu_test.txt" 2>&1
 timeout 90 python3 bench/loader_speed.py --gpu > "$OUT/loader_speed.jsonl" 2> "$OUT/loader_speed.err"
 timeout 60 python3 -m pytest tests/test_loader.py -q -p no:cacheprovider -k gpu > "$OUT/loader_gpu_test.txt" 2>&1   # the GPU path, bit for bit
 # A worker's 2 slots: a run capped at half the GPU's memory cannot allocate 60% of it (hypersal/runner/gpu_share.py).

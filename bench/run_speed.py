@@ -9,16 +9,23 @@ shape, the page cache. Then `rounds` rounds, each timing back to back, as CPU ti
 (time.process_time: every thread of the process, user and system):
 
     decode    a bare loop over the files: np.fromfile, cv2.imdecode
-    stage     the stage with overlays off, then on (maps written into a temporary folder)
+    stage     the stage with overlays off, then on (maps written into a temporary folder), each
+              with the images shrunk to the training size on the host (run.resize: host, what a
+              CPU-only machine runs) and on the device (run.resize: device, what `auto` runs on a
+              GPU node: the host decodes and sends each whole image, hypersal.data.area shrinks
+              it where the model runs, with OpenCV's pixels)
     device    the device's share inside those stages (hypersal.stages.run.predict: the model's
-              input made from the uint8 batch, the forward calls, the sigmoid; time.thread_time
+              input made from the uint8 batch, the device's resize, the forward calls, the
+              sigmoid, each map resized to its image and stretched to uint8; time.thread_time
               around each call)
 
 The stage's host work is stage - device: what the CPUs of a GPU node do per image while the GPU
 infers (on a GPU node the input's normalisation and the sigmoid are GPU kernels, as the model
-is; the CPU path's cv2.LUT input table is never run there). Before 2026-12-02 only the forward
-calls were subtracted, which counted those two as host work; the JSON lines give that ratio too
-(`*_ratio_forward_only`). torch runs 1 thread here (the stage would use job_cpus(), 2 on a
+is; the CPU path's cv2.LUT input table is never run there). Since 2026-12-03 the maps are
+resized and stretched where the model ran (runio.maps: GPU kernels on a GPU node, OpenCV on the
+CPU), so they are the device's share too; `*_ratio_maps_on_host` counts them as host work, as
+before. Before 2026-12-02 only the forward calls were subtracted, which counted the input and
+the sigmoid as host work too; the JSON lines give that ratio as well (`*_ratio_forward_only`). torch runs 1 thread here (the stage would use job_cpus(), 2 on a
 2-core machine) so that the device's CPU time is the calling thread's own and is subtracted
 exactly; the stage's decode and write threads are run.workers (auto: job_cpus()). Prints one JSON line per round, one
 summary line (medians over the rounds), one line of the main steps' CPU ms per image (one
@@ -46,7 +53,7 @@ import yaml  # noqa: E402
 from hypersal import config as config_mod  # noqa: E402
 from hypersal.data import png, synth  # noqa: E402
 from hypersal.data.cache import resize  # noqa: E402
-from hypersal.data.decode import read_rgb  # noqa: E402
+from hypersal.data.decode import read_bgr, read_rgb  # noqa: E402
 from hypersal.evaluation import viz  # noqa: E402
 from hypersal.runfolder import RunFolder  # noqa: E402
 from hypersal.runner.job import Job  # noqa: E402
@@ -66,11 +73,11 @@ def write_images(folder: Path, n: int, hw: tuple[int, int]) -> list[Path]:
     return paths
 
 
-def make_job(folder: Path, images: Path, args, overlay: bool, device: str) -> Job:
+def make_job(folder: Path, images: Path, args, overlay: bool, device: str, resize: str = "auto") -> Job:
     cfg = {"pipeline": ["run"], "comet": {"mode": "disabled"}, "device": device,
            "data": {"size": [args.train_size, args.train_size]},
            "run": {"images_dir": str(images), "out_dir": str(folder / "maps"), "batch_size": args.batch,
-                   "overlay": overlay}}
+                   "overlay": overlay, "resize": resize}}
     if device == "cuda":
         cfg["train"] = {"precision": "bf16"}
     folder.mkdir(parents=True)
@@ -82,26 +89,29 @@ def make_job(folder: Path, images: Path, args, overlay: bool, device: str) -> Jo
 
 class DeviceClock:
     """CPU seconds of the device's share of the stage (hypersal.stages.run.predict: the model's
-    input from the uint8 batch, the forward calls, the sigmoid), in the thread that ran it; and,
-    within it, of the forward calls alone (the definition of host work before 2026-12-02)."""
+    input from the uint8 batch, the forward calls, the sigmoid, the maps), in the thread that
+    ran it; and, within it, of the forward calls alone (the definition of host work before
+    2026-12-02) and of the maps' resize and stretch (runio.maps, host work before 2026-12-03)."""
 
     def __init__(self, model: torch.nn.Module):
-        self.seconds = self.forward_seconds = 0.0
+        self.seconds = self.forward_seconds = self.maps_seconds = 0.0
         self._start = 0.0
         model.register_forward_pre_hook(lambda *_: self._begin())
         model.register_forward_hook(lambda *_: self._end())
-        predict = run_stage.predict
+        run_stage.predict = self._timed(run_stage.predict, "seconds")
+        runio.maps = self._timed(runio.maps, "maps_seconds")
 
+    def _timed(self, function, total: str):
         def timed(*args, **kwargs):
             start = time.thread_time()
             try:
-                return predict(*args, **kwargs)
+                return function(*args, **kwargs)
             finally:
-                self.seconds += time.thread_time() - start
-        run_stage.predict = timed
+                setattr(self, total, getattr(self, total) + time.thread_time() - start)
+        return timed
 
     def reset(self) -> None:
-        self.seconds = self.forward_seconds = 0.0
+        self.seconds = self.forward_seconds = self.maps_seconds = 0.0
 
     def _begin(self) -> None:
         self._start = time.thread_time()
@@ -117,23 +127,27 @@ def decode_loop(files: list[Path]) -> float:
     return time.process_time() - start
 
 
-def timed_stage(job: Job, clock: DeviceClock) -> tuple[float, float, float, float]:
-    """(CPU seconds of the stage, of its device share, of its forward calls alone, wall seconds)."""
+def timed_stage(job: Job, clock: DeviceClock) -> tuple[float, float, float, float, float]:
+    """(CPU seconds of the stage, of its device share, of its forward calls alone, of its maps'
+    resize and stretch, wall seconds)."""
     clock.reset()
     cpu, wall = time.process_time(), time.perf_counter()
     run_stage.run(job)
-    return time.process_time() - cpu, clock.seconds, clock.forward_seconds, time.perf_counter() - wall
+    return (time.process_time() - cpu, clock.seconds, clock.forward_seconds, clock.maps_seconds,
+            time.perf_counter() - wall)
 
 
 def one_round(files, jobs, clock) -> dict:
     n = len(files)
     row = {"decode_ms": decode_loop(files) / n * 1e3}
     for name, job in jobs.items():
-        cpu, device, forward, wall = timed_stage(job, clock)
+        cpu, device, forward, maps, wall = timed_stage(job, clock)
         row[f"{name}_stage_ms"] = cpu / n * 1e3
         row[f"{name}_model_ms"] = device / n * 1e3
+        row[f"{name}_maps_ms"] = maps / n * 1e3
         row[f"{name}_host_ms"] = (cpu - device) / n * 1e3
         row[f"{name}_ratio"] = (cpu - device) / n * 1e3 / row["decode_ms"]
+        row[f"{name}_ratio_maps_on_host"] = (cpu - device + maps) / n * 1e3 / row["decode_ms"]
         row[f"{name}_ratio_forward_only"] = (cpu - forward) / n * 1e3 / row["decode_ms"]
         row[f"{name}_images_per_second"] = n / wall
     return row
@@ -142,12 +156,13 @@ def one_round(files, jobs, clock) -> dict:
 def parts(files: list[Path], maps_dir: Path, hw: tuple[int, int]) -> dict:
     """CPU ms per image of the stage's main steps, one thread, on the files and the maps the
     stage wrote: what the host work is made of."""
-    images = [read_rgb(f) for f in files]
+    images = [read_bgr(f) for f in files]
     maps = [cv2.imread(str(maps_dir / f"{f.stem}.png"), cv2.IMREAD_UNCHANGED) for f in files]
     steps = {"decode_rgb": lambda i: read_rgb(files[i]),
+             "decode_bgr": lambda i: read_bgr(files[i]),
              "resize_to_train_size": lambda i: resize(images[i], hw),
              "map_png": lambda i: png.encode_grey(maps[i]),
-             "overlay_blend": lambda i: viz.blend_bgr(images[i], maps[i]),
+             "overlay_blend": lambda i: viz.blend_bgr(images[i], maps[i], bgr=True),
              "overlay_jpeg": lambda i: cv2.imencode(".jpg", images[i], runio.JPEG)}
     out = {}
     for name, step in steps.items():
@@ -199,13 +214,15 @@ def main() -> None:
 def cpu_rounds(root: Path, files: list[Path], args) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    jobs = {name: make_job(root / name, root / "images", args, overlay=name == "overlay", device="cpu")
-            for name in ("maps", "overlay")}
+    jobs = {name: make_job(root / name, root / "images", args, overlay=name.startswith("overlay"), device="cpu",
+                           resize="device" if name.endswith("_on_device") else "host")
+            for name in ("maps", "overlay", "maps_on_device", "overlay_on_device")}
     model = jobs["maps"].new_model(TASKS)
     for job in jobs.values():
         job.model = model
     clock = DeviceClock(model)
-    run_stage.run(jobs["overlay"])        # warm: every batch shape, the files in the page cache
+    for job in (jobs["overlay"], jobs["overlay_on_device"]):
+        run_stage.run(job)                # warm: every batch shape, the files in the page cache
     decode_loop(files)
     common = {"images": args.n, "image_size": list(args.size), "train_size": args.train_size,
               "batch": args.batch, "tasks": len(TASKS), "torch_threads": torch.get_num_threads(),
@@ -221,13 +238,16 @@ def cpu_rounds(root: Path, files: list[Path], args) -> None:
     print(json.dumps({"bench": "run_stage_parts", **common, **parts(files, root / "maps" / "maps" / TASKS[0],
                                                                        (args.train_size, args.train_size))}),
           flush=True)
-    print(f"run stage, {args.n} {args.size[0]}x{args.size[1]} JPEGs, median of {args.rounds} rounds: "
-          f"host CPU per image {summary['maps_host_ms']:.2f} ms without overlays "
-          f"({summary['maps_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_host_ms']:.2f} ms "
-          f"with ({summary['overlay_ratio']:.2f}x, target <= 6); bare decode {summary['decode_ms']:.2f} ms; "
-          f"the device's share (input, model, sigmoid) {summary['maps_model_ms']:.1f} ms per image on "
-          f"{torch.get_num_threads()} torch thread(s), not counted (counting only the forward calls so: "
-          f"{summary['maps_ratio_forward_only']:.2f}x and {summary['overlay_ratio_forward_only']:.2f}x)", flush=True)
+    print(f"run stage, {args.n} {args.size[0]}x{args.size[1]} JPEGs, median of {args.rounds} rounds, bare decode "
+          f"{summary['decode_ms']:.2f} ms: host CPU per image with the images shrunk on the device (run.resize: "
+          f"device, auto on a GPU) {summary['maps_on_device_host_ms']:.2f} ms without overlays "
+          f"({summary['maps_on_device_ratio']:.2f}x a bare decode, target <= 3), {summary['overlay_on_device_host_ms']:.2f} "
+          f"ms with ({summary['overlay_on_device_ratio']:.2f}x, target <= 6); shrunk on the host (the CPU's path) "
+          f"{summary['maps_host_ms']:.2f} ms ({summary['maps_ratio']:.2f}x) and {summary['overlay_host_ms']:.2f} ms "
+          f"({summary['overlay_ratio']:.2f}x). The device's share (input, resize, model, sigmoid, maps) is not "
+          f"counted ({summary['maps_on_device_model_ms']:.1f} ms per image on {torch.get_num_threads()} torch "
+          f"thread(s)); counting the maps' resize and stretch as host work too, on the host's path: "
+          f"{summary['maps_ratio_maps_on_host']:.2f}x and {summary['overlay_ratio_maps_on_host']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def test_the_rgb_blend_is_the_bgr_one_reversed():
     image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     u8 = rng.integers(0, 256, (37, 53), dtype=np.uint8)
     assert np.array_equal(viz.blend(image, u8), viz.blend_bgr(image, u8)[..., ::-1])
+    # An image already in BGR (the run stage decodes an overlay's so) gives the same picture.
+    assert np.array_equal(viz.blend_bgr(np.ascontiguousarray(image[..., ::-1]), u8, bgr=True), viz.blend_bgr(image, u8))
     assert np.abs(viz.blend(image, u8).astype(int) - ref_blend(image, u8, 0.55)).max() <= 1
 
 

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from hypersal import config as config_mod
-from hypersal.data import decode, synth
+from hypersal.data import area, decode, synth
 from hypersal.data.cache import read_image, resize
 from hypersal.errors import UserError
 from hypersal.evaluation import viz
@@ -129,13 +129,23 @@ def decoded(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("hw", [(256, 256), (48, 64)], ids=["256x256", "48x64"])
 def test_an_image_loads_as_today(images, hw):
     for path in images:
-        small, shape, image = runio.load(path, hw, keep=True)
+        small, shape, image, whole = runio.load(path, hw, keep=True)      # for an overlay: the original in BGR
         ref_small, ref_image = ref_load(path, hw)
         assert image.dtype == np.uint8 and small.shape == (*hw, 3), path.name
         assert np.array_equal(small, ref_small), path.name
-        assert np.array_equal(image, ref_image) and shape == ref_image.shape[:2], path.name
-        small, shape, image = runio.load(path, hw, keep=False)      # maps only: the size, not the image
-        assert image is None and shape == ref_image.shape[:2] and np.array_equal(small, ref_small), path.name
+        assert np.array_equal(image, ref_image[..., ::-1]) and shape == ref_image.shape[:2], path.name
+        assert np.array_equal(decode.read_bgr(path), ref_image[..., ::-1]), path.name
+        assert whole is None, path.name                               # resized here, nothing left for the device
+        small, shape, image, whole = runio.load(path, hw, keep=False)      # maps only: the size, not the image
+        assert image is None is whole and shape == ref_image.shape[:2] and np.array_equal(small, ref_small), path.name
+        # run.resize: device: what OpenCV shrinks by its generic area path is left whole, in BGR
+        small, shape, image, whole = runio.load(path, hw, keep=False, defer=True)
+        if area.plan(shape, hw) is None:
+            assert np.array_equal(small, ref_small) and whole is None, path.name
+        else:
+            assert small is None and np.array_equal(whole, ref_image[..., ::-1]), path.name
+            small = area.resize(torch.from_numpy(whole[None]), hw)[0].flip(-1).numpy()
+            assert np.array_equal(small, ref_small), path.name        # the device's resize: the same pixels
 
 
 def test_an_image_loads_into_its_batch_row_as_alone(images):
@@ -144,13 +154,16 @@ def test_an_image_loads_into_its_batch_row_as_alone(images):
     hw = (48, 64)
     batch = np.zeros((len(images) + 1, *hw, 3), np.uint8)
     for i, path in enumerate(images):
-        small, _, _ = runio.load(path, hw, keep=False, out=batch[i])
+        small = runio.load(path, hw, keep=False, out=batch[i])[0]
         assert np.shares_memory(small, batch[i]) and np.array_equal(batch[i], runio.load(path, hw, keep=False)[0])
     assert not batch[-1].any()
-    original = runio.load(images[0], hw, keep=True)[2]
+    original = read_image(images[0])
     same_size = original.shape[:2]                                   # no resize: copied into the row
-    row = np.zeros((*same_size, 3), np.uint8)
-    assert np.array_equal(runio.load(images[0], same_size, keep=False, out=row)[0], original) and row.any()
+    for keep in (False, True):
+        row = np.zeros((*same_size, 3), np.uint8)
+        assert np.array_equal(runio.load(images[0], same_size, keep=keep, out=row)[0], original) and row.any()
+    small, _, bgr, _ = runio.load(images[0], same_size, keep=True)      # alone: the small one is not the original
+    assert np.array_equal(small, original) and np.array_equal(bgr, original[..., ::-1])
     with pytest.raises(ValueError, match="out is uint8"):
         runio.load(images[0], hw, keep=False, out=np.zeros((*hw, 4), np.uint8))
 
@@ -165,11 +178,12 @@ def test_maps_are_todays_pixel_for_pixel_and_overlays_within_one_grey_level(imag
         image = read_image(path)
         for k, prob in enumerate(probability_maps(rng, hw)):
             stem = f"{path.stem}_{k}"
-            runio.write(prob, image.shape[:2], image, stem, new)
+            u8 = runio.stretched(prob, image.shape[:2])
+            runio.write(u8, np.ascontiguousarray(image[..., ::-1]), stem, new)
             ref_write(prob, image, stem, ref, overlay=True)
             got, want = decoded(new / f"{stem}.png"), decoded(ref / f"{stem}.png")
             assert got.dtype == np.uint8 and np.array_equal(got, want), stem
-            runio.write(prob, image.shape[:2], None, stem, bare)      # maps only: no image, no overlay
+            runio.write(u8, None, stem, bare)      # maps only: no image, no overlay
             assert np.array_equal(decoded(bare / f"{stem}.png"), want), stem
             m = cv2.resize(prob, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
             over = viz.overlay(image, m)
@@ -209,13 +223,13 @@ def test_an_unreadable_image_is_the_error_of_today(images, tmp_path, data):
 TINY_MODEL = {"encoder": {"cutoff": 7}, "hypernet": {"hidden": [16], "chunk_size": 1024}}
 
 
-def stage_job(folder: Path, images_dir: Path, overlay: bool, batch_size: int) -> Job:
+def stage_job(folder: Path, images_dir: Path, overlay: bool, batch_size: int, resize: str = "auto") -> Job:
     """A real Job (config read and checked as train.py reads it) with a freshly built model."""
     folder.mkdir(parents=True)
     cfg = {"pipeline": ["run"], "comet": {"mode": "disabled"}, "model": TINY_MODEL,
            "data": {"size": [48, 64]},
            "run": {"images_dir": str(images_dir), "out_dir": str(folder / "maps"), "batch_size": batch_size,
-                   "overlay": overlay, "workers": 2}}
+                   "overlay": overlay, "workers": 2, "resize": resize}}
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     run_folder = RunFolder(folder)
     job = Job(cfg=config_mod.load(folder / "config.yaml"), folder=run_folder,
@@ -249,13 +263,30 @@ def reference_stage(job: Job, files: list[Path], out: Path) -> dict:
     return written
 
 
-@pytest.mark.parametrize("overlay", [True, False], ids=["overlays", "maps-only"])
-def test_the_stage_writes_todays_maps(images, tmp_path, overlay):
-    images_dir = images[0].parent
-    job = stage_job(tmp_path / "run", images_dir, overlay, batch_size=4)
+@pytest.mark.parametrize("overlay, resize", [(True, "auto"), (False, "auto"), (True, "device"), (False, "device")],
+                         ids=["overlays", "maps-only", "overlays-resized-on-the-device", "maps-only-resized-on-the-device"])
+def test_the_stage_writes_todays_maps(images, tmp_path, monkeypatch, overlay, resize):
+    """Today's maps, with the images shrunk on the host or (run.resize: device, the GPU's way,
+    here on the CPU) by hypersal.data.area where the model runs."""
+    resized = []                 # what the device was asked to resize (the real function runs)
+    real = area.resize
+    monkeypatch.setattr(area, "resize", lambda im, hw: resized.append(tuple(im.shape)) or real(im, hw))
+    images_dir = (tmp_path / "images") if resize == "device" else images[0].parent
+    if resize == "device":       # two images of one size in a batch: the device resizes them together
+        images_dir.mkdir()
+        for path in images:
+            (images_dir / path.name).write_bytes(path.read_bytes())
+        exif = images_dir / "exif_120x160.jpg"
+        (images_dir / "exif_120x160_b.jpg").write_bytes(exif.read_bytes())      # batch 1: cmyk, cv2, exif, exif_b
+    job = stage_job(tmp_path / "run", images_dir, overlay, batch_size=4, resize=resize)
     result = run_stage.run(job)
     files = sorted(images_dir.iterdir())
-    assert result["images"] == len(files) == 10 and result["tasks"] == ["center_bias", "spectral_residual"]
+    assert result["images"] == len(files) == (11 if resize == "device" else 10)
+    assert result["tasks"] == ["center_bias", "spectral_residual"]
+    # On the device, the sizes OpenCV shrinks by its generic area path: the two 120x160 images of
+    # the first batch at once; on the host, 480x640 (a whole scale, 10, to 48x64) and the enlarged.
+    assert resized == ([(1, 60, 80, 3), (2, 120, 160, 3), (1, 50, 70, 3), (1, 300, 200, 3)]
+                       if resize == "device" else []), resized
     ref = tmp_path / "ref"
     probs = reference_stage(job, files, ref)
     maps = Path(result["out_dir"])
@@ -272,6 +303,10 @@ def test_the_stage_writes_todays_maps(images, tmp_path, overlay):
                 image = read_image(path)
                 m = cv2.resize(probs[task, path.stem], image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
                 over = viz.overlay(image, m)
+                if resize == "device" and area.plan(image.shape[:2], (48, 64)):      # blended where it was resized
+                    bgr = torch.from_numpy(np.ascontiguousarray(image[None, ..., ::-1]))
+                    u8 = torch.from_numpy(viz.to_uint8(m))[None]
+                    over = runio.blended_on_device(bgr, u8)[0].flip(-1).numpy()
                 assert np.abs(over.astype(int) - ref_overlay(image, m)).max() <= 1, (task, path.name)
                 jpeg = cv2.imencode(".jpg", cv2.cvtColor(over, cv2.COLOR_RGB2BGR), REF_JPEG)[1].tobytes()
                 assert (maps / task / "overlays" / f"{path.stem}.jpg").read_bytes() == jpeg, (task, path.name)

@@ -96,6 +96,7 @@ ONE_OF: dict[tuple, tuple[str, tuple]] = {
     ("adapt", "bn_stats"): ("value", ("keep", "update")),       # adapt's own key: not train's rules
     ("model", "hypernet", "start"): ("value", ("learned", "mean")),
     ("study", "family"): ("family", (None, *FAMILY_SIZES)),
+    ("run", "resize"): ("value", ("auto", "device", "host")),
 }
 # path -> (what one item is called, the allowed items): lists whose every item must be allowed
 EACH_OF: dict[tuple, tuple[str, tuple]] = {

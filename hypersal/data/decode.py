@@ -20,6 +20,7 @@ SOF_PLAIN = {0xC0, 0xC1, 0xC2}            # baseline, extended and progressive H
 SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 START_OF_SCAN = 0xDA
 FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+FLAGS_BGR = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def plain_jpeg(data: bytes) -> bool:
@@ -44,12 +45,24 @@ def plain_jpeg(data: bytes) -> bool:
 
 def read_rgb(path: Path | str) -> np.ndarray:
     """RGB uint8 (H, W, 3), equal to cache.read_image(path); an unreadable file is its UserError."""
+    return _read(path, bgr=False)
+
+
+def read_bgr(path: Path | str) -> np.ndarray:
+    """read_rgb's pixels in BGR order (what OpenCV's encoders take): a plain JPEG decoded so at
+    once (libjpeg-turbo writes either order at the same cost), the rest converted."""
+    return _read(path, bgr=True)
+
+
+def _read(path: Path | str, bgr: bool) -> np.ndarray:
     try:
         data = Path(path).read_bytes()
     except OSError:
-        return read_image(path)                 # says which file and why, as it always has
-    if plain_jpeg(data):
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), FLAGS)
-        if image is not None:
-            return image
-    return read_image(path)
+        image = read_image(path)                # says which file and why, as it always has
+    else:
+        if plain_jpeg(data):
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), FLAGS_BGR if bgr else FLAGS)
+            if image is not None:
+                return image
+        image = read_image(path)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if bgr else image

@@ -59,8 +59,8 @@ def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf
 
 
-def blend_bgr(image: np.ndarray, u8: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The colour map of a uint8 map over the RGB image of its size, weight `alpha` * map / 255,
+def blend_bgr(image: np.ndarray, u8: np.ndarray, alpha: float = 0.55, bgr: bool = False) -> np.ndarray:
+    """The colour map of a uint8 map over the RGB image (BGR with `bgr`) of its size, weight `alpha` * map / 255,
     in BGR (what a JPEG encoder takes). In 16-bit fixed point, every step one OpenCV pass on
     one type: image * (1 - w) to 1/256 (the weight to 1/32768), plus colour * w to 1/256, then
     rounded: within 2/256 of the float formula before rounding, so within 1 grey level of the
@@ -71,7 +71,7 @@ def blend_bgr(image: np.ndarray, u8: np.ndarray, alpha: float = 0.55) -> np.ndar
     shape = (*u8.shape, 3)
     m3 = cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR, dst=_buffer("map", shape, np.uint8))
     scaled = _buffer("scaled", shape, np.uint16)
-    np.copyto(scaled, cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=_buffer("bgr", shape, np.uint8)))
+    np.copyto(scaled, image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=_buffer("bgr", shape, np.uint8)))
     cv2.multiply(scaled, cv2.LUT(m3, image_weight, dst=_buffer("weight", shape, np.uint16)), dst=scaled, scale=1 / 128)
     cv2.add(scaled, cv2.LUT(m3, colour, dst=_buffer("colour", shape, np.uint16)), dst=scaled)
     return cv2.convertScaleAbs(scaled, alpha=1 / 256)
