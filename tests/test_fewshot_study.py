@@ -99,11 +99,41 @@ def test_every_arm_scores_finite_and_reruns_identically(arm):
     assert first == again                                          # what a resumed stage relies on
 
 
-@pytest.mark.parametrize("arm", ["embedding", "finetune_decoder", "finetune_all"])
+@pytest.mark.parametrize("arm", ["embedding", "finetune_decoder", "finetune_all", "finetune_lora"])
 def test_without_a_step_size_an_arm_of_the_start_is_the_start(arm):
     """The generated network, its decoder as plain tensors, and the exported network agree."""
     s = setting(small())
     assert A.run(arm, s, [2], 0.0, MNET)[2] == pytest.approx(A.k0(s, best=False), abs=1e-5)
+
+
+def test_the_lora_arm_changes_the_generated_tensors_and_low_rank_changes_of_the_encoder_only():
+    """finetune_lora: the encoder's pointwise convolutions change by at most rank r each, every
+    other encoder weight stays the exported network's, the generated tensors learn."""
+    from torch.nn.utils import parametrize
+    s = setting(small())
+    s.lora_rank = 2
+    net, _ = A.plain_network(s, MNET, "finetune_all")
+    start = {n: p.detach().clone() for n, p in net.state_dict().items()}
+    params = A.low_rank(s, net)
+    changed = [m for m in net.encoder.modules() if parametrize.is_parametrized(m)]
+    assert changed and all(m.kernel_size == (1, 1) for m in changed)
+    assert len(params) == sum(n in s.model.generated for n, _ in net.named_parameters()) + 2 * len(changed)
+    opt = torch.optim.Adam(params, lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        s.loss_fn(net(s.support.x), s.support_y).backward()
+        opt.step()
+    for m in changed:
+        base = m.parametrizations.weight.original
+        delta = (m.weight - base).detach().flatten(1)
+        assert 0 < torch.linalg.matrix_rank(delta) <= 2
+    after = dict(net.named_parameters())
+    for name, value in start.items():
+        if name in after and name.startswith("encoder.") and name not in s.model.generated:
+            assert torch.equal(after[name], value), name               # frozen: BatchNorm, depthwise, stem
+    learned = {n for n in s.model.generated if not torch.equal(after[n], start[n])}
+    decoder = {n for n in s.model.generated if n.startswith("decoder.")}
+    assert decoder and decoder <= learned, learned                     # the generated decoder learns
 
 
 def test_the_saliency_arm_keeps_the_start_with_the_lowest_loss_on_the_pairs():
@@ -212,16 +242,16 @@ def test_the_small_study_runs_resumes_and_reports(tmp_path, capsys):
     sweep = tmp_path / "fewshot-small"
     path = sweep / "run_000" / "study.json"
     done = json.loads(path.read_text())
-    arms = tuple(yamlio.load(sweep / "run_000" / "config.yaml")["study"]["arms"])   # every arm but encoder_finetune
+    arms = tuple(yamlio.load(sweep / "run_000" / "config.yaml")["study"]["arms"])
     seen = ("k0_start", "k0_best", "embedding", "saliency", "finetune_decoder")
-    assert len(arms) == len(A.ARMS) - 1 and set(arms) < set(A.ARMS)
-    assert set(done["budgets"]) == {f"{a}/k{k}" for a in A.TRAINED if a in arms for k in (1, 3)}
+    assert set(A.ARMS) - set(arms) == {"encoder_finetune", "finetune_lora"}     # two fine-tunings of every weight fewer
+    assert set(done["budgets"]) == {f"{a}/k3" for a in A.TRAINED if a in arms}
     for key, budget in done["budgets"].items():          # study.pulls: a third axis of the grid, for two arms
         pulled = key.split("/")[0] in A.PULL_ARMS
         assert ("pull" in budget) == pulled and budget.get("pull", 0.0) in (0.0, 0.1)
         assert len(budget["tried"]) == 2 * (2 if pulled else 1)        # 2 step budgets x the pulls
         assert {protocol.parse_tried(t)[2] for t in budget["tried"]} == ({0.0, 0.1} if pulled else {None})
-    expected = {f"{t}/k{k}/d{d}/{a}" for t in ("prior-1", "prior-7") for k in (1, 3) for d in (0, 1) for a in arms}
+    expected = {f"{t}/k3/d{d}/{a}" for t in ("prior-1", "prior-7") for d in (0, 1) for a in arms}
     expected |= {f"{t}-7/k3/d{d}/{a}" for t in ("contrast", "frequency", "region") for d in (0, 1) for a in seen}
     assert set(done["scores"]) == expected and all(-1 <= v <= 1 for v in done["scores"].values())
     cfg = Config(yamlio.load(sweep / "run_000" / "config.yaml")).study       # status's progress counts these

@@ -61,7 +61,7 @@ SYNTH_TASKS = tuple(sorted(("boolean_map", "center_bias", "dog_contrast", "fine_
                            + tuple(f"{fam}-{k}" for fam, n in FAMILY_SIZES.items() for k in range(n))))
 # The few-shot study's arms, in the report's order (hypersal/study/arms.py implements them).
 STUDY_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "encoder_finetune",
-              "finetune_decoder", "finetune_all", "plain_b", "scratch")
+              "finetune_decoder", "finetune_all", "finetune_lora", "plain_b", "scratch")
 UNTRAINED_ARMS = ("k0_start", "k0_best", "encoder")      # no step: no learning rate, no budget to choose
 ENCODER_ARMS = ("encoder", "encoder_saliency", "encoder_finetune")   # adapt with the task encoder (model.task_encoder)
 COMET_MODES = ("disabled", "offline", "online")

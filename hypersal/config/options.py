@@ -115,6 +115,7 @@ RANGES: dict[str, Range] = {
     "study.batch_size": POSITIVE,
     "study.pull": Range(ge=0),
     "study.starts": COUNT,
+    "study.lora_rank": POSITIVE,
     "test.images": POSITIVE,
     "test.batch_size": POSITIVE,
     "test.grid_images": COUNT,

@@ -122,7 +122,8 @@ def fewshot_study(job) -> dict:
             n = cfg.test_images or len(fold.images["test"])
             query, query_y = fold.images["test"].take(slice(0, n)), fold.originals_of(name)[:n]
         return A.Setting(model, new, val.take(torch.from_numpy(idx)), fold.maps["val", name][idx], query, query_y,
-                         loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts)
+                         loss_fn, cfg.batch_size, seed=job.cfg.seed * 1000 + d, pull=cfg.pull, starts=cfg.starts,
+                         lora_rank=cfg.lora_rank)
 
     steps = sorted(cfg.steps)
     for arm in budget_arms(cfg):

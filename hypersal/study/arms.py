@@ -19,6 +19,11 @@ image-map pairs, starting from a trained multi-task hypernetwork (or not).
 |                  | the start of full fine-tuning)                | network instead of the start's)       |
 | finetune_decoder | the exported network of the start embedding   | the decoder and output                |
 | finetune_all     | the exported network of the start embedding   | every parameter                       |
+| finetune_lora    | the exported network of the start embedding   | the tensors the hypernetwork          |
+|                  |                                               | generates, and a rank-`lora_rank`     |
+|                  |                                               | change of every other pointwise conv  |
+|                  |                                               | of the encoder (LoRA): what a         |
+|                  |                                               | generator of such changes could reach |
 | plain_b          | a plain network: the multi-task encoder,      | every parameter                       |
 |                  | a random decoder (the old study's arm b)      |                                       |
 | scratch          | a plain network, random weights               | every parameter                       |
@@ -41,6 +46,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from hypersal.config import choices
 from hypersal.evaluation import metrics as M
@@ -49,12 +55,12 @@ from hypersal.models.hyper import HyperSaliency, MainNet, saliency_names as gene
 ARMS = choices.STUDY_ARMS   # declared in hypersal/config/choices.py
 UNTRAINED = choices.UNTRAINED_ARMS                        # no step: no budget to choose
 TRAINED = tuple(a for a in ARMS if a not in UNTRAINED)
-IMAGE_ARMS = ("encoder_finetune", "finetune_all", "plain_b", "scratch")   # the encoder learns: no cached features
+IMAGE_ARMS = ("encoder_finetune", "finetune_all", "finetune_lora", "plain_b", "scratch")   # the encoder learns: no cached features
 ENCODER_ARMS = choices.ENCODER_ARMS                       # need model.task_encoder
 PULL_ARMS = ("saliency", "encoder_saliency")             # their offsets are pulled back (Setting.pull)
 WEIGHT_PULL_ARMS = ("encoder_finetune", "finetune_all")  # every weight pulled to its start's (Setting.weight_pull)
 HNET_ARMS = ("k0_start", "k0_best", "encoder", "embedding", "saliency", "encoder_saliency", "encoder_finetune")
-FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "plain_b", "scratch")
+FINETUNE_ARMS = ("finetune_decoder", "finetune_all", "finetune_lora", "plain_b", "scratch")
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Setting:
     pull: float = 0.1
     weight_pull: float = 0.0        # L2-SP: weight of the squared distance of every weight to the start's
     starts: int = 2
+    lora_rank: int = 8              # finetune_lora: the rank of each pointwise convolution's change
     scoring: float = 0.0            # seconds spent scoring (timed() leaves them out)
 
     @property
@@ -299,9 +306,45 @@ def _averaging_bn(net: MainNet, fresh: nn.Module | None) -> tuple[MainNet, nn.Mo
     return net, fresh
 
 
+class LowRank(nn.Module):
+    """A pointwise convolution's weight (out, in, 1, 1) plus B @ A of rank r: LoRA (Hu et al.
+    2021). B starts at zero, so the network starts as it was; A at random (seeded by the draw)."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, gen: torch.Generator):
+        super().__init__()
+        out, inp = weight.shape[:2]
+        self.a = nn.Parameter((torch.randn(rank, inp, generator=gen) / inp ** 0.5).to(weight.device))
+        self.b = nn.Parameter(torch.zeros(out, rank, device=weight.device))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (self.b @ self.a).view_as(weight)
+
+
+def low_rank(s: Setting, net: MainNet) -> list[nn.Parameter]:
+    """finetune_lora's parameters on the exported network `net`, every other weight frozen: the
+    tensors the hypernetwork generates (the decoder, its head and output, FiLM where it is
+    generated) as they are, and a LowRank change of each of the encoder's pointwise
+    convolutions that it does not generate."""
+    generated = set(s.model.generated)
+    free = [p for n, p in net.named_parameters() if n in generated]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    gen = torch.Generator().manual_seed(s.seed)
+    changes = []
+    for name, m in net.encoder.named_modules():
+        if (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+                and f"encoder.{name}.weight" not in generated):
+            change = LowRank(m.weight.detach(), s.lora_rank, gen)
+            parametrize.register_parametrization(m, "weight", change)
+            changes += [change.a, change.b]
+    for p in free:
+        p.requires_grad_(True)
+    return free + changes
+
+
 def image_arm(s: Setting, kind: str, mnet_args: dict, steps: list[int], lr: float) -> dict[int, float]:
-    net, fresh = plain_network(s, mnet_args, kind)
-    params = list(net.parameters())
+    net, fresh = plain_network(s, mnet_args, "finetune_all" if kind == "finetune_lora" else kind)
+    params = low_rank(s, net) if kind == "finetune_lora" else list(net.parameters())
     anchors = [p.detach().clone() for p in params] if s.weight_pull and kind in WEIGHT_PULL_ARMS else None
 
     def loss_of(idx):

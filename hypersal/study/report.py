@@ -33,7 +33,8 @@ NAMES = {"k0_start": "k = 0: the start embedding", "k0_best": "k = 0: the best t
          "encoder_saliency": "hnet: task encoder, then embedding + head/output steps",
          "encoder_finetune": "hnet: task encoder's network, then every weight fine-tuned",
          "finetune_decoder": "fine-tune the exported network: decoder", "finetune_all":
-         "fine-tune the exported network: all", "plain_b": "plain: multi-task encoder, random decoder (old b)",
+         "fine-tune the exported network: all", "finetune_lora":
+         "fine-tune the exported network: generated tensors + LoRA on the encoder", "plain_b": "plain: multi-task encoder, random decoder (old b)",
          "scratch": "plain: from scratch"}
 HEADLINE_K = 10
 
